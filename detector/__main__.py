@@ -1,0 +1,156 @@
+"""Command line: `python -m detector {predict,evaluate,models} ...` (see --help)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _expand(paths: list[str]) -> list[str]:
+    from detector import images
+
+    out = []
+    for p in paths:
+        if os.path.isdir(p):
+            out += [str(f) for f in images.list_images(p)]
+        else:
+            out.append(p)
+    return out
+
+
+def cmd_predict(args) -> int:
+    """One row per face (or per image when it failed): a bad file never stops the rest."""
+    import csv
+
+    from detector import images, inference
+
+    det = inference.load_detector(args.model)
+    fields = ["path", "face", "kind", "x", "y", "w", "h", "p_fake", "label", "error"]
+    rows, scored = [], 0
+    for path in _expand(args.paths):
+        try:
+            result = det.analyze_source(path, threshold=args.threshold)
+        except images.ImageDecodeError as exc:
+            rows.append({"path": path, "error": str(exc)})
+            continue
+        scored += 1
+        for i, f in enumerate(result.faces):
+            x, y, w, h = f.region.box
+            rows.append({"path": path, "face": i, "kind": f.region.kind, "x": x, "y": y, "w": w, "h": h,
+                         "p_fake": round(f.p_fake, 4), "label": f.verdict, "error": ""})
+    writer = csv.DictWriter(sys.stdout, fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    if args.csv:
+        with open(args.csv, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fields, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+    print(f"{scored} of {len(set(r['path'] for r in rows))} images scored with {det.name} "
+          f"(threshold {det.threshold if args.threshold is None else args.threshold:.3f})", file=sys.stderr)
+    return 0 if scored else 1
+
+
+def evaluate_folder(folder: str, model=None, split: str = "test", threshold: float | None = None) -> dict:
+    """Score a labelled folder with a model's serving path and compute the card metrics.
+    Images are face crops (like the training data), so each is scored whole."""
+    import pandas as pd
+
+    from detector import data, evaluation, inference
+
+    t0 = time.time()
+    det = inference.load_detector(model)
+    frame = data.scan(folder)
+    if split and split in set(frame["split"]):
+        frame = frame[frame["split"] == split].reset_index(drop=True)
+    pixels = data.load_pixels(frame["path"].tolist(), det.size, progress=sys.stderr.isatty())
+    scores = np.concatenate([det.score_batch(pixels[i:i + 64]) for i in range(0, len(pixels), 64)])
+    thr = det.threshold if threshold is None else threshold
+    m = evaluation.evaluate_predictions(
+        pd.DataFrame({"label": frame["label"], "p_fake": scores, "source": frame["source"]}), thr)
+    m["ece"] = evaluation.expected_calibration_error(frame["label"], scores)
+    per_source = {s: {k: v.get(k) for k in ("n", "accuracy", "auc")} for s, v in (m.get("per_source") or {}).items()}
+    return evaluation.to_jsonable({
+        "model": det.name, "data": os.path.abspath(folder), "split": split, **{k: m[k] for k in (
+            "n", "threshold", "accuracy", "precision", "recall", "f1", "auc", "ap", "eer", "ece", "confusion")},
+        "per_source": per_source, "seconds": round(time.time() - t0, 2)})
+
+
+def cmd_evaluate(args) -> int:
+    result = evaluate_folder(args.folder, args.model, args.split, args.threshold)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{result['model']} on {result['data']} ({result['n']} images, threshold {result['threshold']:.3f})")
+    for k in ("accuracy", "precision", "recall", "f1", "auc", "ap", "eer", "ece"):
+        v = result[k]
+        print(f"  {k:<10}{'n/a' if v is None else f'{v:.4f}'}")
+    print("  confusion " + " ".join(f"{k}={v}" for k, v in result["confusion"].items()))
+    for s, v in result["per_source"].items():
+        auc = "n/a" if v["auc"] is None else f"{v['auc']:.4f}"
+        print(f"  {s:<16} n={v['n']:<5} accuracy={v['accuracy']:.4f} auc={auc}")
+    print(f"  {result['seconds']} s")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from detector import store
+
+    cards = store.list_cards()
+    if args.json:
+        print(json.dumps([{k: c.get(k) for k in ("name", "architecture", "input_size", "params", "file_mb",
+                                                 "threshold", "default")} | {"test": c.get("metrics", {}).get("test")}
+                          for c in cards]))
+        return 0
+    if not cards:
+        print("no models in", store.MODELS_DIR)
+        return 1
+    print(f"{'':2}{'name':<24}{'arch':<22}{'size':>5}{'params':>11}{'MB':>7}{'thr':>7}{'acc':>7}{'auc':>7}")
+    for c in cards:
+        t = c.get("metrics", {}).get("test") or {}
+        acc, auc = t.get("accuracy"), t.get("auc")
+        print(f"{'*' if c['default'] else ' ':2}{c['name']:<24}{c['architecture']:<22}{c['input_size']:>5}"
+              f"{c['params']:>11,}{c['file_mb']:>7.1f}{c['threshold']:>7.3f}"
+              f"{acc if acc is None else format(acc, '.3f'):>7}{auc if auc is None else format(auc, '.3f'):>7}")
+    print("* = default model")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m detector", description="Deepfake Lab command line")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pr = sub.add_parser("predict", help="score image files or folders; one CSV row per face")
+    pr.add_argument("paths", nargs="+")
+    pr.add_argument("--model", help="shipped model name or a model folder (default: the default model)")
+    pr.add_argument("--threshold", type=float, help="decision threshold (default: the model's calibrated one)")
+    pr.add_argument("--csv", help="also write the rows to this CSV file")
+    pr.set_defaults(func=cmd_predict)
+
+    ev = sub.add_parser("evaluate", help="metrics on a labelled folder (real/ fake/, or a split root)")
+    ev.add_argument("folder")
+    ev.add_argument("--model")
+    ev.add_argument("--split", default="test", help="split to score when FOLDER holds train/val/test")
+    ev.add_argument("--threshold", type=float)
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.set_defaults(func=cmd_evaluate)
+
+    mo = sub.add_parser("models", help="list the shipped models and their test numbers")
+    mo.add_argument("--json", action="store_true")
+    mo.set_defaults(func=cmd_models)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+import numpy as np  # noqa: E402  (after the TF log level is set)
+
+if __name__ == "__main__":
+    sys.exit(main())

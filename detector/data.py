@@ -1,0 +1,201 @@
+"""Datasets: labelled folders -> frames of paths -> pixel arrays -> tf.data pipelines.
+
+A dataset root holds `real/` and `fake/` folders, or `train/ val/ test/` splits that each
+hold them. A `MANIFEST.csv` (columns `path,label,source`) beside the splits, or one level
+up, adds the source of every image so results can be broken down per source.
+
+Pixels go through `images.decode_image` and `images.resize_to` only: the very functions the
+app and the CLI use, so training sees what serving sees. Images in these folders are face
+crops already (see `faces.FACE_CROP_FRACTION`), so they are used whole.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from detector import images
+
+log = logging.getLogger(__name__)
+
+CLASS_NAMES = ("real", "fake")  # index = label: 1 means fake
+SPLITS = ("train", "val", "test")
+CACHE_ENV = "DEEPFAKE_LAB_CACHE"
+
+
+def cache_dir() -> Path:
+    """Where decoded pixel arrays are kept between runs (never inside the repo)."""
+    root = Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "deepfake-lab"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _labelled_files(folder: Path) -> list[tuple[Path, int]]:
+    rows = []
+    for label, name in enumerate(CLASS_NAMES):
+        sub = folder / name
+        if sub.is_dir():
+            rows += [(p, label) for p in images.list_images(sub)]
+    return rows
+
+
+def _read_manifest(root: Path) -> tuple[Path, pd.DataFrame] | None:
+    for folder in (root, root.parent):
+        path = folder / "MANIFEST.csv"
+        if path.is_file():
+            return folder, pd.read_csv(path, dtype=str, keep_default_na=False)
+    return None
+
+
+def scan(root: str | Path) -> pd.DataFrame:
+    """Every labelled image under `root` as a frame: path, rel, split, label, source.
+
+    `split` is train/val/test when the root holds split folders, the root's own name when
+    the root itself is one of those split folders, else "all".
+    """
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder not found: {root}")
+    found = [s for s in SPLITS if (root / s).is_dir()]
+    if found:
+        parts = [(s, _labelled_files(root / s)) for s in found]
+    else:
+        parts = [(root.name if root.name in SPLITS else "all", _labelled_files(root))]
+    rows = [(str(p), split, label) for split, files in parts for p, label in files]
+    if not rows:
+        raise ValueError(f"no images found under {root}: expected real/ and fake/ folders "
+                         f"(or train/ val/ test/ splits holding them)")
+    df = pd.DataFrame(rows, columns=["path", "split", "label"])
+    df["source"] = ""
+    manifest = _read_manifest(root)
+    if manifest is not None and "source" in manifest[1].columns:
+        base, table = manifest
+        sources = dict(zip(table["path"], table["source"]))
+        rel = [os.path.relpath(p, base).replace(os.sep, "/") for p in df["path"]]
+        df["source"] = [sources.get(r, "") for r in rel]
+    df["rel"] = [os.path.relpath(p, root).replace(os.sep, "/") for p in df["path"]]
+    return df[["path", "rel", "split", "label", "source"]]
+
+
+def ensure_splits(df: pd.DataFrame, seed: int = 42, val_fraction: float = 0.15,
+                  test_fraction: float = 0.15) -> dict[str, pd.DataFrame]:
+    """train/val/test frames; a folder without splits is split here, stratified and seeded."""
+    if set(df["split"]) & {"train"}:
+        return {s: df[df["split"] == s].reset_index(drop=True) for s in SPLITS}
+    from sklearn.model_selection import train_test_split
+
+    strata = df["label"].astype(str) + "/" + df["source"]
+    rest, test = train_test_split(df, test_size=test_fraction, random_state=seed, stratify=strata)
+    strata = rest["label"].astype(str) + "/" + rest["source"]
+    train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction),
+                                  random_state=seed, stratify=strata)
+    out = {"train": train, "val": val, "test": test}
+    return {s: f.assign(split=s).reset_index(drop=True) for s, f in out.items()}
+
+
+def source_weights(df: pd.DataFrame, power: float = 0.5) -> np.ndarray:
+    """Per-sample loss weights that lift minority sources (w ~ n_source^-power, mean 1),
+    so a rare kind of fake is not drowned out by the common one."""
+    counts = df["source"].map(df["source"].value_counts()).to_numpy(dtype="float64")
+    w = counts ** -power
+    return (w / w.mean()).astype("float32")
+
+
+def _cache_key(paths: list[str], size: int) -> str:
+    h = hashlib.sha1(f"v1|{size}".encode())
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"|{p}|{st.st_size}|{int(st.st_mtime)}".encode())
+    return h.hexdigest()[:20]
+
+
+def load_pixels(paths: list[str], size: int, *, use_cache: bool = True,
+                progress: bool = True) -> np.ndarray:
+    """(N, size, size, 3) uint8 through the one decoder and the one resize; cached on disk."""
+    paths = [str(p) for p in paths]
+    target = cache_dir() / f"pixels_{_cache_key(paths, size)}.npy" if use_cache else None
+    if target is not None and target.exists():
+        return np.load(target, mmap_mode=None)
+    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    iterator = paths
+    if progress:
+        from tqdm.auto import tqdm
+        iterator = tqdm(paths, desc=f"decoding {len(paths)} images", unit="img",
+                        mininterval=0.2 if os.isatty(2) else 10)
+    for i, p in enumerate(iterator):
+        out[i] = images.resize_to(images.decode_image(p), size)
+    if target is not None:
+        tmp = target.with_suffix(".tmp.npy")
+        np.save(tmp, out)
+        tmp.replace(target)
+    return out
+
+
+# --- augmentation (training only) -------------------------------------------------------
+
+def _gaussian_blur(img, sigma):
+    import tensorflow as tf
+
+    radius = 3
+    x = tf.range(-radius, radius + 1, dtype=tf.float32)
+    k = tf.exp(-(x ** 2) / (2.0 * sigma ** 2))
+    k = k / tf.reduce_sum(k)
+    kernel = tf.tile(tf.reshape(tf.tensordot(k, k, axes=0), (2 * radius + 1, 2 * radius + 1, 1, 1)),
+                     (1, 1, 3, 1))
+    padded = tf.pad(img[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
+    return tf.nn.depthwise_conv2d(padded, kernel, [1, 1, 1, 1], "VALID")[0]
+
+
+def augment_image(img, strength: float = 1.0):
+    """One uint8 HxWx3 tensor -> float32 0..255, randomly perturbed the way images are
+    perturbed in the wild: mirror, JPEG re-compression, colour shifts, blur. Geometry
+    (rotation/zoom) is done per batch by Keras layers in `make_dataset`."""
+    import tensorflow as tf
+
+    img = tf.image.random_flip_left_right(img)
+    if strength > 0:
+        img = tf.cond(tf.random.uniform(()) < 0.3 * strength,
+                      lambda: tf.image.random_jpeg_quality(img, 50, 95), lambda: img)
+    x = tf.cast(img, tf.float32) / 255.0
+    if strength > 0:
+        x = tf.image.random_brightness(x, 0.08 * strength)
+        x = tf.image.random_contrast(x, 1 - 0.15 * strength, 1 + 0.15 * strength)
+        x = tf.image.random_saturation(x, 1 - 0.15 * strength, 1 + 0.15 * strength)
+        x = tf.cond(tf.random.uniform(()) < 0.2 * strength,
+                    lambda: _gaussian_blur(x, tf.random.uniform((), 0.3, 1.2)), lambda: x)
+    return tf.clip_by_value(x, 0.0, 1.0) * 255.0
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, *,
+                 batch_size: int = 32, training: bool = False, augment: bool = True,
+                 seed: int = 42, strength: float = 1.0):
+    """tf.data over in-memory uint8 images; seeded shuffle and augmentation only when training."""
+    import keras
+    import tensorflow as tf
+
+    tensors = (x, y.astype("float32")) if w is None else (x, y.astype("float32"), w)
+    ds = tf.data.Dataset.from_tensor_slices(tensors)
+    if training:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    if training and augment:
+        ds = ds.map(lambda img, *rest: (augment_image(img, strength), *rest),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+        geometry = keras.Sequential([keras.layers.RandomRotation(0.03, fill_mode="reflect", seed=seed),
+                                     keras.layers.RandomZoom((-0.1, 0.1), fill_mode="reflect", seed=seed)])
+        ds = ds.batch(batch_size).map(lambda img, *rest: (geometry(img, training=True), *rest),
+                                      num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda img, *rest: (tf.cast(img, tf.float32), *rest)).batch(batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def stratified_folds(df: pd.DataFrame, k: int, seed: int = 42) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train_idx, held_out_idx) per fold, stratified on label and source."""
+    from sklearn.model_selection import StratifiedKFold
+
+    strata = df["label"].astype(str) + "/" + df["source"]
+    return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(df)), strata))

