@@ -1,4 +1,4 @@
-"""Command line: `python -m detector {predict,evaluate,models} ...` (see --help)."""
+"""Command line: `python -m detector {predict,evaluate,models,audit,bench,robustness} ...` (see --help)."""
 from __future__ import annotations
 
 import argparse
@@ -120,6 +120,52 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_audit(args) -> int:
+    from detector import audit, evaluation
+
+    report = audit.audit(args.folder, max_distance=args.max_distance,
+                         min_similarity=None if args.min_similarity < -1 else args.min_similarity)
+    if args.json:
+        print(json.dumps(evaluation.to_jsonable(report)))
+    else:
+        print(audit.format_report(report))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from detector import bench, evaluation, store
+
+    try:
+        result = bench.bench([args.model] if args.model else None, repeats=args.repeats)
+    except store.ModelNotFoundError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(evaluation.to_jsonable(result)))
+    else:
+        print(bench.format_table(result))
+    return 0
+
+
+def cmd_export_fast(args) -> int:
+    from detector import fastpath
+
+    print(json.dumps(fastpath.export_and_verify(args.model, args.data, args.n), indent=2))
+    return 0
+
+
+def cmd_robustness(args) -> int:
+    from detector import robustness, store
+
+    try:
+        table = robustness.run(args.model, args.data, n=args.n or None, seed=args.seed)
+    except (store.ModelNotFoundError, FileNotFoundError, ValueError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(robustness.format_table(table))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m detector", description="Deepfake Lab command line")
     sub = p.add_subparsers(dest="command", required=True)
@@ -142,6 +188,32 @@ def build_parser() -> argparse.ArgumentParser:
     mo = sub.add_parser("models", help="list the shipped models and their test numbers")
     mo.add_argument("--json", action="store_true")
     mo.set_defaults(func=cmd_models)
+
+    au = sub.add_parser("audit", help="data audit: counts, sizes, JPEG quality, shortcuts, duplicates, leakage")
+    au.add_argument("folder", help="split root (train/ val/ test/) or a real/ fake/ folder")
+    au.add_argument("--max-distance", type=int, default=4, help="dhash Hamming distance for near duplicates")
+    au.add_argument("--min-similarity", type=float, default=0.95,
+                    help="thumbnail correlation that confirms a dhash match (below -1: keep every dhash match)")
+    au.add_argument("--json", action="store_true", help="print one JSON object")
+    au.set_defaults(func=cmd_audit)
+
+    be = sub.add_parser("bench", help="size, GFLOPs, throughput and latency of the shipped models")
+    be.add_argument("--model", help="one model name or model folder (default: every shipped model)")
+    be.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (after a warm-up)")
+    be.add_argument("--json", action="store_true", help="print one JSON object")
+    be.set_defaults(func=cmd_bench)
+
+    ro = sub.add_parser("robustness", help="accuracy/AUC under JPEG, down-scaling and blur; writes robustness.csv")
+    ro.add_argument("--model")
+    ro.add_argument("--data", help="dataset root (default: ../shared/data next to the repo); its test split is used")
+    ro.add_argument("--n", type=int, default=400, help="stratified sample size (0: every test image)")
+    ro.add_argument("--seed", type=int, default=42)
+    ro.set_defaults(func=cmd_robustness)
+    ex = sub.add_parser("export-fast", help="derive model.tflite (LiteRT/XNNPACK) and verify it against Keras")
+    ex.add_argument("--model")
+    ex.add_argument("--data", help="data root the model was trained on (default: from its card)")
+    ex.add_argument("--n", type=int, help="check only the first N test images")
+    ex.set_defaults(func=cmd_export_fast)
     return p
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detector import evaluation, faces, images, store
+from detector import evaluation, faces, fastpath, images, store
 
 FAKE, REAL, UNCERTAIN = "FAKE", "REAL", "UNCERTAIN"
 
@@ -62,7 +62,7 @@ class ImageResult:
 class Detector:
     """One loaded model folder, ready to score face crops. Shared and read-only."""
 
-    def __init__(self, name_or_path: str | Path | None = None):
+    def __init__(self, name_or_path: str | Path | None = None, use_fast_path: bool = True):
         import tensorflow as tf
 
         self.card = store.read_card(name_or_path)
@@ -76,6 +76,11 @@ class Detector:
             lambda x: self.model(x, training=False),
             input_signature=[tf.TensorSpec([None, self.size, self.size, 3], tf.float32)],
         )
+        self.fast = None  # the verified LiteRT copy, when the folder has one
+        fast = self.card.get("fast_path") or {}
+        tflite = Path(self.card["dir"]) / fastpath.TFLITE_FILE
+        if use_fast_path and fast.get("verified") and tflite.is_file() and fastpath.available():
+            self.fast = fastpath.LiteRTRunner(tflite)
         self.score_batch(np.zeros((1, self.size, self.size, 3), np.uint8))  # warm-up: trace once
 
     def prepare(self, crops: list[np.ndarray]) -> np.ndarray:
@@ -84,7 +89,8 @@ class Detector:
 
     def score_batch(self, batch: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 at the model's size -> calibrated P(fake)."""
-        raw = self._forward(np.asarray(batch, np.float32)).numpy().reshape(-1)
+        batch = np.asarray(batch, np.float32)
+        raw = self.fast(batch) if self.fast is not None else self._forward(batch).numpy().reshape(-1)
         return evaluation.apply_temperature(raw, self.temperature)
 
     def score_crops(self, crops: list[np.ndarray], batch_size: int = 64) -> np.ndarray:

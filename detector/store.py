@@ -64,7 +64,9 @@ def resolve(name_or_path: str | Path | None = None, root: Path = MODELS_DIR) -> 
 def read_card(name_or_path: str | Path | None = None) -> dict:
     folder = resolve(name_or_path)
     card = json.loads((folder / CARD).read_text())
-    card.setdefault("name", folder.name)
+    # The folder name is the handle `--model NAME` resolves, so it is the name shown
+    # everywhere, even when a run folder was copied or renamed after training.
+    card["name"] = folder.name
     card["dir"] = str(folder)
     return card
 

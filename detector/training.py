@@ -156,13 +156,18 @@ def _verbose(cfg: TrainConfig) -> int:
 
 # --- fitting ---------------------------------------------------------------------------
 
-def _set_trainable(model, first_layer: str | None):
-    """Train layers from `first_layer` on (None: all); BatchNorm stays frozen in backbones."""
+def _set_trainable(model, first_layer: str | None, head_from: str | None = None):
+    """Train layers from `first_layer` on (None: all); BatchNorm stays frozen in backbones.
+
+    Only BatchNorm layers of the new head (from `head_from` on, e.g. xception's `head_bn`)
+    train; matching by position, not name, because EfficientNet-Lite0's backbone also
+    has a layer named `head_bn`."""
     names = [l.name for l in model.layers]
     start = names.index(first_layer) if first_layer else 0
+    head = names.index(head_from) if head_from in names else len(names)
     for i, layer in enumerate(model.layers):
         trainable = i >= start
-        if first_layer and layer.__class__.__name__ == "BatchNormalization" and layer.name not in ("head_bn",):
+        if first_layer and layer.__class__.__name__ == "BatchNormalization" and i < head:
             trainable = False
         layer.trainable = trainable
 
@@ -209,7 +214,7 @@ def fit(model, spec: zoo.ModelSpec, cfg: TrainConfig, out: Path, train: tuple, v
         if epochs <= 0:
             continue
         print(f"phase {phase}: {epochs} epochs from layer {first}, lr {lr}", flush=True)
-        _set_trainable(model, first)
+        _set_trainable(model, first, spec.head_from)
         _compile(trainer, lr)
         trainer.fit(train_data, validation_data=val_data, epochs=epochs,
                     callbacks=_callbacks(out, phase, offset, cfg.patience, append=bool(phases)),

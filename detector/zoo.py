@@ -94,12 +94,12 @@ def custom_cnn(size: int, pretrained: bool = True) -> keras.Model:
     "deep_cnn",
     input_size=128,
     gradcam_layer="block5_conv2",
-    description="5 double-conv blocks with BatchNorm and dropout at 128 px; from scratch.",
+    description="5 double-conv blocks (16-256) with BatchNorm and dropout at 128 px; from scratch.",
 )
 def deep_cnn(size: int, pretrained: bool = True) -> keras.Model:
     inputs = keras.Input((size, size, 3), name="rgb")
     x = keras.layers.Rescaling(1 / 255.0, name="rescale")(inputs)
-    for i, filters in enumerate((32, 64, 128, 192, 256), start=1):
+    for i, filters in enumerate((16, 32, 64, 128, 256), start=1):
         x = _conv_bn_relu(x, filters, f"block{i}_1")
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{i}_conv2")(x)
         x = keras.layers.BatchNormalization(name=f"block{i}_bn2")(x)

@@ -1,0 +1,123 @@
+"""The CPU fast path: a LiteRT (TFLite) copy of a model run with XNNPACK.
+
+The Keras model stays the source of truth; `model.tflite` is derived from it by `export`
+and verified against it (`verify`) before the card records it. `Detector` uses it for
+scoring when present and verified; Grad-CAM still runs on the Keras model.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+TFLITE_FILE = "model.tflite"
+
+
+def export(model, size: int, path: str | Path) -> Path:
+    """Convert a Keras model with a fixed (None, S, S, 3) float input to a .tflite file."""
+    import tensorflow as tf
+
+    if tuple(model.input_shape[1:]) != (size, size, 3):
+        raise ValueError(f"model input {model.input_shape} is not ({size}, {size}, 3)")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    path = Path(path)
+    with contextlib.redirect_stdout(sys.stderr):  # the converter chats on stdout
+        path.write_bytes(converter.convert())
+    return path
+
+
+class LiteRTRunner:
+    """A LiteRT interpreter over one .tflite file. Interpreters are not thread-safe and
+    re-allocate when the batch size changes, so calls are serialised and one interpreter
+    is kept per batch size."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        self.path = str(path)
+        self.threads = threads or os.cpu_count() or 1
+        self._by_batch: dict[int, object] = {}
+        self._lock = threading.Lock()
+
+    def _interpreter(self, n: int):
+        it = self._by_batch.get(n)
+        if it is None:
+            from ai_edge_litert.interpreter import Interpreter
+
+            it = Interpreter(model_path=self.path, num_threads=self.threads)
+            inp = it.get_input_details()[0]
+            it.resize_tensor_input(inp["index"], [n, *inp["shape"][1:]])
+            it.allocate_tensors()
+            if len(self._by_batch) > 8:  # bound memory: odd batch sizes come and go
+                self._by_batch.clear()
+            self._by_batch[n] = it
+        return it
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        with self._lock:
+            it = self._interpreter(len(batch))
+            it.set_tensor(it.get_input_details()[0]["index"], batch)
+            it.invoke()
+            return it.get_tensor(it.get_output_details()[0]["index"]).reshape(-1).copy()
+
+
+def available() -> bool:
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def compare(model, runner: LiteRTRunner, batch: np.ndarray) -> float:
+    """Largest |P_keras - P_litert| on a batch of uint8/float pixels."""
+    keras_p = model(np.asarray(batch, np.float32), training=False).numpy().reshape(-1)
+    return float(np.max(np.abs(keras_p - runner(batch))))
+
+
+def export_and_verify(name_or_path=None, data_root: str | Path | None = None, n: int | None = None) -> dict:
+    """Write `model.tflite` beside a model and record in its card how well it agrees with
+    the Keras model: on the test images of `predictions.csv` when the data is at hand
+    (same verdicts at the card threshold), else on random pixels (scores only)."""
+    import json
+
+    import pandas as pd
+
+    from detector import data, evaluation, store
+
+    card = store.read_card(name_or_path)
+    folder = Path(card["dir"])
+    size = int(card["input_size"])
+    model = store.load_keras_model(folder)
+    runner = LiteRTRunner(export(model, size, folder / TFLITE_FILE))
+
+    preds = store.read_predictions(folder)
+    root = Path(data_root) if data_root else Path(card.get("data", {}).get("path", ""))
+    test = preds[preds["split"] == "test"] if preds is not None else pd.DataFrame()
+    if n:
+        test = test.head(n)
+    if len(test) and root.is_dir() and all((root / p).is_file() for p in test["path"].head(5)):
+        pixels = data.load_pixels([str(root / p) for p in test["path"]], size, progress=False)
+        source = "test split"
+    else:
+        pixels = np.random.default_rng(0).integers(0, 256, (64, size, size, 3), dtype=np.uint8)
+        source = "random pixels"
+    keras_p = np.concatenate([model(pixels[i:i + 64].astype(np.float32), training=False).numpy().reshape(-1)
+                              for i in range(0, len(pixels), 64)])
+    lite_p = np.concatenate([runner(pixels[i:i + 64]) for i in range(0, len(pixels), 64)])
+    t = float(card.get("temperature", 1.0))
+    thr = float(card.get("threshold", 0.5))
+    kv = evaluation.apply_temperature(keras_p, t) >= thr
+    lv = evaluation.apply_temperature(lite_p, t) >= thr
+    record = {"file": TFLITE_FILE, "checked_on": source, "n": int(len(pixels)),
+              "max_abs_diff": float(np.max(np.abs(keras_p - lite_p))),
+              "verdict_mismatches": int(np.sum(kv != lv)),
+              "file_mb": round((folder / TFLITE_FILE).stat().st_size / 1e6, 2)}
+    record["verified"] = record["max_abs_diff"] < 1e-3 and record["verdict_mismatches"] == 0
+    raw = json.loads((folder / store.CARD).read_text())
+    raw["fast_path"] = record
+    (folder / store.CARD).write_text(json.dumps(raw, indent=2))
+    return record

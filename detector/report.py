@@ -1,0 +1,241 @@
+"""Per-image results as plain, picklable data; the annotated picture; the results table;
+a self-contained HTML report. Used by the Detect page (which caches `ImageScore`s), kept
+here so it is testable without Streamlit.
+
+Scores and verdicts are kept apart on purpose: an `ImageScore` holds each model's P(fake)
+per face, and the verdict is applied at display time (`verdicts`), so moving the threshold
+or the uncertainty band re-labels without re-scoring. With several models (an ensemble)
+the face's P(fake) is the mean of the models' calibrated P(fake).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw, ImageFont
+
+from detector import faces as faces_mod
+from detector import images
+from detector.inference import FAKE, REAL, UNCERTAIN, verdict_for
+
+VERDICT_COLOURS = {FAKE: (220, 38, 38), REAL: (22, 163, 74), UNCERTAIN: (234, 160, 8)}
+PREVIEW_SIDE = 900   # longest side of the stored preview (drawn on, shown, embedded)
+CROP_SIDE = 224      # stored face thumbnails
+NO_FACE_NOTE = "No face found: the whole image was judged"
+FACE_CROP_NOTE = "The image is already a face crop: it was judged whole"
+TABLE_COLUMNS = ["file", "faces", "p_fake", "verdict", "model", "ms", "error"]
+
+
+@dataclass
+class FaceScore:
+    box: tuple[int, int, int, int]              # square region scored, in original pixels
+    face_box: tuple[int, int, int, int] | None  # the detector's raw box (None: no face)
+    kind: str                                   # "face", "face_crop" or "no_face"
+    confidence: float | None
+    scores: dict[str, float]                    # model name -> calibrated P(fake)
+    crop: np.ndarray = field(repr=False)        # region thumbnail, at most CROP_SIDE
+    heatmap: np.ndarray | None = field(default=None, repr=False)  # Grad-CAM of the first model
+
+    @property
+    def p_fake(self) -> float:
+        return float(np.mean(list(self.scores.values())))
+
+
+@dataclass
+class ImageScore:
+    name: str
+    faces: list[FaceScore]
+    models: list[str]
+    seconds: float
+    size: tuple[int, int]                        # original (width, height)
+    preview: np.ndarray = field(repr=False)      # RGB, longest side <= PREVIEW_SIDE
+    digest: str = ""
+
+    @property
+    def scale(self) -> float:
+        """Preview pixels per original pixel."""
+        return self.preview.shape[1] / self.size[0]
+
+    @property
+    def worst(self) -> FaceScore:
+        return max(self.faces, key=lambda f: f.p_fake)
+
+    @property
+    def p_fake(self) -> float:
+        """The image's P(fake): its most fake face."""
+        return self.worst.p_fake
+
+    @property
+    def no_face(self) -> bool:
+        return len(self.faces) == 1 and self.faces[0].kind == "no_face"
+
+    @property
+    def note(self) -> str | None:
+        if self.no_face:
+            return NO_FACE_NOTE
+        if len(self.faces) == 1 and self.faces[0].kind == "face_crop":
+            return FACE_CROP_NOTE
+        return None
+
+    @property
+    def model_label(self) -> str:
+        return self.models[0] if len(self.models) == 1 else "ensemble(" + "+".join(self.models) + ")"
+
+    def verdicts(self, threshold: float, band: float = 0.0) -> list[str]:
+        return [verdict_for(f.p_fake, threshold, band) for f in self.faces]
+
+    def verdict(self, threshold: float, band: float = 0.0) -> str:
+        return verdict_for(self.p_fake, threshold, band)
+
+
+def thumbnail(rgb: np.ndarray, side: int) -> np.ndarray:
+    """A copy whose longest side is at most `side` (the image itself when it fits)."""
+    h, w = rgb.shape[:2]
+    if max(h, w) <= side:
+        return rgb
+    s = side / max(h, w)
+    return images.resize_to(rgb, (max(1, round(w * s)), max(1, round(h * s))))
+
+
+def score_image(rgb: np.ndarray, detectors: list, *, gradcam: bool = False, name: str = "",
+                digest: str = "") -> ImageScore:
+    """Find the faces once, score them with every detector (inference.Detector), and keep
+    what the page needs to show them. Grad-CAM is computed for the first detector only."""
+    if not detectors:
+        raise ValueError("score_image needs at least one detector")
+    t0 = time.perf_counter()
+    regions = faces_mod.find_faces(rgb)
+    results = [d.analyze(rgb, regions=regions, gradcam=gradcam and i == 0) for i, d in enumerate(detectors)]
+    seconds = time.perf_counter() - t0
+    out = []
+    for j, region in enumerate(regions):
+        first = results[0].faces[j]
+        out.append(FaceScore(
+            box=tuple(int(v) for v in region.box),
+            face_box=tuple(int(v) for v in region.face_box) if region.face_box else None,
+            kind=region.kind, confidence=region.confidence,
+            scores={r.model: float(r.faces[j].p_fake) for r in results},
+            crop=thumbnail(region.crop, CROP_SIDE),
+            heatmap=None if first.heatmap is None else np.asarray(first.heatmap, np.float32)))
+    return ImageScore(name=name, faces=out, models=[r.model for r in results], seconds=seconds,
+                      size=(int(rgb.shape[1]), int(rgb.shape[0])), preview=thumbnail(rgb, PREVIEW_SIDE),
+                      digest=digest)
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def annotate(score: ImageScore, threshold: float, band: float = 0.0) -> np.ndarray:
+    """The preview with each scored region boxed and labelled in its verdict's colour.
+    A whole-image region (face crop, no face) gets a frame around the picture."""
+    img = Image.fromarray(np.ascontiguousarray(score.preview))
+    draw = ImageDraw.Draw(img)
+    s = score.scale
+    width = max(2, round(max(img.size) / 250))
+    font = _font(max(12, round(max(img.size) / 40)))
+    for i, (face, verdict) in enumerate(zip(score.faces, score.verdicts(threshold, band))):
+        colour = VERDICT_COLOURS[verdict]
+        x, y, w, h = face.box
+        x0, y0 = round(x * s), round(y * s)
+        x1, y1 = min(img.width - 1, round((x + w) * s) - 1), min(img.height - 1, round((y + h) * s) - 1)
+        draw.rectangle([x0, y0, x1, y1], outline=colour, width=width)
+        label = f"{i + 1}: {verdict} {face.p_fake:.2f}"
+        tb = draw.textbbox((0, 0), label, font=font)
+        tw, th = tb[2] - tb[0], tb[3] - tb[1]
+        ty = y0 - th - 2 * width if y0 - th - 2 * width >= 0 else y0 + width
+        draw.rectangle([x0, ty, x0 + tw + 2 * width, ty + th + 2 * width], fill=colour)
+        draw.text((x0 + width, ty + width - tb[1]), label, fill=(255, 255, 255), font=font)
+    return np.asarray(img)
+
+
+def results_frame(scores: list[ImageScore | dict], threshold: float, band: float = 0.0) -> pd.DataFrame:
+    """One row per image: file, faces, p_fake, verdict, model, ms, error. An entry that is a
+    dict ({"file": ..., "error": ...}) is a file that could not be read."""
+    rows = []
+    for s in scores:
+        if isinstance(s, dict):
+            rows.append({"file": s.get("file", ""), "faces": None, "p_fake": np.nan, "verdict": "ERROR",
+                         "model": s.get("model", ""), "ms": np.nan, "error": s.get("error", "")})
+            continue
+        rows.append({"file": s.name, "faces": 0 if s.no_face else len(s.faces), "p_fake": round(s.p_fake, 4),
+                     "verdict": s.verdict(threshold, band), "model": s.model_label,
+                     "ms": round(s.seconds * 1000, 1), "error": ""})
+    df = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    df["faces"] = df["faces"].astype("Int64")  # empty for files that could not be read
+    return df
+
+
+def faces_frame(score: ImageScore, threshold: float, band: float = 0.0) -> pd.DataFrame:
+    """One row per scored region of an image, with every model's P(fake)."""
+    rows = []
+    for i, (f, v) in enumerate(zip(score.faces, score.verdicts(threshold, band)), start=1):
+        x, y, w, h = f.box
+        rows.append({"face": i, "kind": f.kind, "x": x, "y": y, "w": w, "h": h,
+                     "detector_confidence": None if f.confidence is None else round(f.confidence, 3),
+                     **{f"p_fake[{m}]": round(p, 4) for m, p in f.scores.items()},
+                     "p_fake": round(f.p_fake, 4), "verdict": v})
+    return pd.DataFrame(rows)
+
+
+def _img_tag(rgb: np.ndarray, alt: str, width: int | None = None) -> str:
+    data = base64.b64encode(images.encode_jpeg(rgb, 88)).decode("ascii")
+    w = f' width="{width}"' if width else ""
+    return f'<img src="data:image/jpeg;base64,{data}" alt="{html.escape(alt)}"{w}>'
+
+
+def html_report(scores: list[ImageScore | dict], threshold: float, band: float = 0.0, *,
+                title: str = "Deepfake Lab report", heatmap_alpha: float = 0.45) -> str:
+    """A single HTML file (images embedded as base64 JPEG, no external links or scripts)
+    with the summary table and, per image, the annotated picture and every face."""
+    from detector import explain
+
+    esc = html.escape
+    colours = {k: "#%02x%02x%02x" % v for k, v in VERDICT_COLOURS.items()}
+    table = results_frame(scores, threshold, band)
+    table = table.astype(object).where(table.notna(), "")  # blank, not "<NA>", for unread files
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{esc(title)}</title><style>",
+        "body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}section{margin:2em 0}"
+        ".v{color:#fff;padding:2px 6px;border-radius:4px;font-weight:600}.faces{display:flex;gap:1em;"
+        "flex-wrap:wrap}figure{margin:0}.note{color:#555}",
+        "</style></head><body>",
+        f"<h1>{esc(title)}</h1>",
+        f"<p>Created {datetime.now(timezone.utc).isoformat(timespec='seconds')}. Threshold "
+        f"{threshold:.3f}, uncertainty band &plusmn;{band:.3f}. A verdict is a statistical aid, "
+        "not proof: the models can be wrong, especially on images unlike their training data.</p>",
+        table.to_html(index=False, escape=True),
+    ]
+    for s in scores:
+        if isinstance(s, dict):
+            parts.append(f"<section><h2>{esc(str(s.get('file', '')))}</h2><p>Could not be read: "
+                         f"{esc(str(s.get('error', '')))}</p></section>")
+            continue
+        verdict = s.verdict(threshold, band)
+        parts.append(f"<section><h2>{esc(s.name)} <span class='v' style='background:{colours[verdict]}'>"
+                     f"{verdict}</span></h2>")
+        parts.append(f"<p>P(fake) {s.p_fake:.3f} &middot; model {esc(s.model_label)} &middot; "
+                     f"{s.seconds * 1000:.0f} ms &middot; {s.size[0]}&times;{s.size[1]} px</p>")
+        if s.note:
+            parts.append(f"<p class='note'>{esc(s.note)}</p>")
+        parts.append(_img_tag(annotate(s, threshold, band), s.name, width=min(640, s.preview.shape[1])))
+        parts.append("<div class='faces'>")
+        for i, (f, v) in enumerate(zip(s.faces, s.verdicts(threshold, band)), start=1):
+            parts.append(f"<figure>{_img_tag(f.crop, f'face {i}', 160)}")
+            if f.heatmap is not None:
+                parts.append(_img_tag(explain.overlay(f.crop, f.heatmap, heatmap_alpha), f"Grad-CAM {i}", 160))
+            parts.append(f"<figcaption>Face {i}: <b style='color:{colours[v]}'>{v}</b> "
+                         f"P(fake) {f.p_fake:.3f}</figcaption></figure>")
+        parts.append("</div></section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,155 @@
+"""How a model's accuracy holds up when images are degraded the way the web degrades them.
+
+    python -m detector robustness [--model NAME] [--data DIR] [--n N]
+
+A stratified sample of the test split is decoded once; each perturbation is applied to the
+decoded pixels with Pillow (at their own resolution, as an uploader's software would), then
+the image goes through the one resize (`images.resize_to`) to the model's size and is scored
+at the model card's threshold. Perturbations:
+
+* JPEG re-compression at quality 95, 80, 60, 45, 30 ("none" = as stored);
+* down-scaling by 0.75, 0.5, 0.25 and back up to the original size (1.0 = untouched);
+* Gaussian blur with sigma 0.5, 1, 2 pixels (0 = untouched).
+
+The identity levels ("none", 1.0, 0) are the unperturbed pixels, so their rows repeat the
+plain test numbers of the sample. The table goes to `robustness.csv` in the model's folder.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageFilter
+
+from detector import data, evaluation, images, store
+
+PERTURBATIONS: dict[str, tuple] = {
+    "jpeg_quality": ("none", 95, 80, 60, 45, 30),
+    "downscale": (1.0, 0.75, 0.5, 0.25),
+    "gaussian_blur": (0, 0.5, 1, 2),
+}
+COLUMNS = ["perturbation", "level", "n", "accuracy", "auc"]
+CSV_NAME = "robustness.csv"
+DEFAULT_N = 400
+
+
+def default_data_dir() -> Path:
+    return store.REPO_ROOT.parent / "shared" / "data"
+
+
+def is_identity(kind: str, level) -> bool:
+    if kind == "jpeg_quality":
+        return level in (None, "none")
+    if kind == "downscale":
+        return float(level) == 1.0
+    if kind == "gaussian_blur":
+        return float(level) == 0.0
+    raise ValueError(f"unknown perturbation {kind!r}; known: {', '.join(PERTURBATIONS)}")
+
+
+def perturb(rgb: np.ndarray, kind: str, level) -> np.ndarray:
+    """One decoded RGB image degraded by `kind` at `level` (same size as the input)."""
+    if is_identity(kind, level):
+        return rgb
+    if kind == "jpeg_quality":
+        return images.decode_image(images.encode_jpeg(rgb, int(level)))
+    height, width = rgb.shape[:2]
+    if kind == "downscale":
+        small = images.resize_to(rgb, (max(1, round(width * float(level))), max(1, round(height * float(level)))))
+        return images.resize_to(small, (width, height))
+    blurred = Image.fromarray(rgb).filter(ImageFilter.GaussianBlur(radius=float(level)))  # radius = sigma
+    return np.asarray(blurred)
+
+
+def sample_frame(frame: pd.DataFrame, n: int | None, seed: int = 42) -> pd.DataFrame:
+    """A seeded subset of `n` rows stratified on label and source (all rows when n is None
+    or not smaller)."""
+    if not n or n >= len(frame):
+        return frame.reset_index(drop=True)
+    from sklearn.model_selection import train_test_split
+
+    for strata in (frame["label"].astype(str) + "/" + frame["source"], frame["label"], None):
+        try:
+            part, _ = train_test_split(frame, train_size=n, random_state=seed, stratify=strata)
+            return part.sort_values("rel").reset_index(drop=True)
+        except ValueError:  # a stratum too small to split
+            continue
+    raise AssertionError("unreachable")
+
+
+def load_sample(folder: str | Path | None = None, n: int | None = DEFAULT_N, seed: int = 42,
+                split: str = "test") -> tuple[pd.DataFrame, list[np.ndarray]]:
+    """The sampled rows of `split` (all images when the folder has no splits) and their
+    decoded pixels. Unreadable files are left out with a note on stderr."""
+    folder = Path(folder) if folder is not None else default_data_dir()
+    frame = data.scan(folder)
+    if split in set(frame["split"]):
+        frame = frame[frame["split"] == split]
+    frame = sample_frame(frame.reset_index(drop=True), n, seed)
+    keep, pixels = [], []
+    for i, path in enumerate(frame["path"]):
+        try:
+            pixels.append(images.decode_image(path))
+            keep.append(i)
+        except images.ImageDecodeError as exc:
+            print(f"skipped {path}: {exc}", file=sys.stderr)
+    return frame.iloc[keep].reset_index(drop=True), pixels
+
+
+def score_images(det, rgbs: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
+    """P(fake) for full-size RGB images, each through the one resize to the model size."""
+    out = []
+    for i in range(0, len(rgbs), batch_size):
+        out.append(det.score_batch(np.stack([images.resize_to(r, det.size) for r in rgbs[i:i + batch_size]])))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def run(model=None, folder: str | Path | None = None, n: int | None = DEFAULT_N, seed: int = 42,
+        write: bool = True, progress: bool = True) -> pd.DataFrame:
+    """The robustness table of a model (one row per perturbation and level); written to
+    `<model folder>/robustness.csv` when `write`."""
+    from detector import inference
+
+    det = inference.load_detector(model)
+    folder = Path(folder) if folder is not None else default_data_dir()
+    frame, rgbs = load_sample(folder, n, seed)
+    if not rgbs:
+        raise ValueError("no readable images to score")
+    y = frame["label"].to_numpy()
+    conditions = [(k, lvl) for k, levels in PERTURBATIONS.items() for lvl in levels]
+    if progress:
+        from tqdm.auto import tqdm
+        conditions = tqdm(conditions, desc=f"{det.name}: {len(rgbs)} images", unit="condition", file=sys.stderr)
+    identity_scores = None
+    rows = []
+    for kind, level in conditions:
+        if is_identity(kind, level):
+            if identity_scores is None:
+                identity_scores = score_images(det, rgbs)
+            scores = identity_scores
+        else:
+            scores = score_images(det, [perturb(r, kind, level) for r in rgbs])
+        m = evaluation.binary_metrics(y, scores, det.threshold)
+        rows.append({"perturbation": kind, "level": level, "n": m["n"],
+                     "accuracy": m["accuracy"], "auc": m["auc"]})
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    table.attrs.update(model=det.name, threshold=det.threshold, data=str(folder.resolve()),
+                       path=str(Path(det.card["dir"]) / CSV_NAME) if write else None)
+    if write:
+        table.to_csv(Path(det.card["dir"]) / CSV_NAME, index=False, float_format="%.4f")
+    return table
+
+
+def format_table(table: pd.DataFrame) -> str:
+    a = table.attrs
+    lines = [f"{a.get('model')} at threshold {a.get('threshold', float('nan')):.3f}, "
+             f"{int(table['n'].iloc[0])} test images of {a.get('data')}", "",
+             f"{'perturbation':<16}{'level':>7}{'accuracy':>10}{'auc':>8}"]
+    for r in table.itertuples():
+        auc = "n/a" if pd.isna(r.auc) else f"{r.auc:.4f}"
+        lines.append(f"{r.perturbation:<16}{str(r.level):>7}{r.accuracy:>10.4f}{auc:>8}")
+    if a.get("path"):
+        lines += ["", f"written to {a['path']}"]
+    return "\n".join(lines)

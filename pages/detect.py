@@ -1,0 +1,167 @@
+"""Detect: images (uploads, camera, samples) -> per-face verdicts, Grad-CAM, forensics, CSV/HTML."""
+import time
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from detector import explain, forensics, images, report
+from pages import ui
+
+st.title("Detect deepfakes")
+st.caption("Every face in an image is scored; the image's verdict is its most fake face. "
+           "Images are analysed in memory and never stored.")
+
+names = ui.require_models()
+
+# --- settings (sidebar) ------------------------------------------------------------------
+with st.sidebar:
+    st.subheader("Detection settings")
+    primary = ui.model_select("Model", key="det_model")
+    extra = st.multiselect("Ensemble with", [n for n in names if n != primary], key="det_ensemble",
+                           help="Average the calibrated P(fake) of several models.",
+                           disabled=len(names) < 2)
+    models = [primary, *extra]
+    cards = [ui.card(m) for m in models]
+    card_threshold = float(np.mean([c.get("threshold", 0.5) for c in cards]))
+    threshold = ui.threshold_slider(
+        "Decision threshold", card_threshold, key="det_thr_" + "+".join(models),
+        help=f"P(fake) at or above this is FAKE. Default: the calibrated threshold chosen on "
+             f"validation data ({card_threshold:.3f}" + (", mean of the models" if len(models) > 1 else "") + ").")
+    band = st.slider("Uncertainty band (±)", 0.0, 0.25, 0.05, 0.01, key="det_band",
+                     help="Scores this close to the threshold are reported as UNCERTAIN.")
+    gradcam = st.toggle("Grad-CAM heatmaps", value=True, key="det_gradcam",
+                        help=f"Where {primary} looked: red regions pushed the score towards fake.")
+    alpha = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="det_alpha", disabled=not gradcam)
+    show_forensics = st.toggle("Forensic views", value=False, key="det_forensics",
+                               help="Error level analysis, FFT spectrum and EXIF per image.")
+    c = cards[0]
+    test = (c.get("metrics") or {}).get("test") or {}
+    st.caption(f"**{primary}**: {c.get('architecture', '?')}, {c.get('input_size', '?')} px input, "
+               f"test accuracy {ui.fmt(test.get('accuracy'))}, AUC {ui.fmt(test.get('auc'))}.")
+
+# --- inputs ------------------------------------------------------------------------------
+uploads = st.file_uploader("Images", type=ui.IMAGE_TYPES, accept_multiple_files=True, key="det_upload",
+                           help="JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF; several at once.")
+left, right = st.columns([3, 1], vertical_alignment="bottom")
+samples = {p.name: p for p in ui.sample_files()}
+chosen = left.multiselect("Or try sample images", list(samples), key="det_samples",
+                          help="Public-domain pictures shipped with the project (see sample_images/SOURCES.md).")
+camera_on = right.toggle("Use the camera", key="det_camera_on")
+photo = st.camera_input("Take a photo", key="det_camera") if camera_on else None
+
+items: list[tuple[str, bytes]] = [(u.name, u.getvalue()) for u in uploads or []]
+if photo is not None:
+    items.append(("camera photo", photo.getvalue()))
+items += [(f"sample: {n}", samples[n].read_bytes()) for n in chosen]
+
+if not items:
+    st.info("Add images above: upload, take a photo, or pick a sample.")
+    st.stop()
+
+# --- scoring -----------------------------------------------------------------------------
+label = models[0] if len(models) == 1 else "ensemble(" + "+".join(models) + ")"
+bar = st.progress(0.0, text="Loading model...")
+for m in models:
+    ui.detector(m)  # load once up front so the bar measures images, not model loading
+results: list = []
+t_batch = time.perf_counter()
+for i, (name, data) in enumerate(items):
+    bar.progress(i / len(items), text=f"Analysing {name} ({i + 1} of {len(items)})")
+    try:
+        results.append(ui.score(name, data, models, gradcam))
+    except images.ImageDecodeError as exc:
+        results.append({"file": name, "error": str(exc), "model": label})
+    except Exception as exc:  # one failing image must not stop the batch
+        results.append({"file": name, "error": f"analysis failed ({type(exc).__name__}: {exc})", "model": label})
+bar.progress(1.0, text=f"{len(items)} image(s) in {time.perf_counter() - t_batch:.1f} s "
+                       "(unchanged files come from the cache)")
+
+# --- summary -------------------------------------------------------------------------------
+for r in results:
+    if isinstance(r, dict):
+        st.error(f"**{r['file']}** could not be analysed: {r['error']}", icon=":material/broken_image:")
+
+table = report.results_frame(results, threshold, band)
+counts = table["verdict"].value_counts()
+cols = st.columns(4)
+for col, v in zip(cols, ("FAKE", "UNCERTAIN", "REAL", "ERROR")):
+    col.metric(v.title(), int(counts.get(v, 0)))
+
+event = st.dataframe(
+    table, hide_index=True, key="det_table", on_select="rerun", selection_mode="multi-row",
+    column_config={
+        "file": st.column_config.TextColumn("file"),
+        "faces": st.column_config.NumberColumn("faces", help="0: no face found, the whole image was judged"),
+        "p_fake": st.column_config.ProgressColumn("P(fake)", min_value=0.0, max_value=1.0, format="%.3f"),
+        "ms": st.column_config.NumberColumn("ms", format="%.0f", help="Time to find faces and score them"),
+    })
+d1, d2, _ = st.columns([1, 1, 3])
+with d1:
+    ui.csv_download(table, "deepfake_lab_results.csv", "Results CSV", key="det_csv")
+with d2:
+    st.download_button("HTML report", lambda: report.html_report(results, threshold, band, heatmap_alpha=alpha),
+                       file_name="deepfake_lab_report.html", mime="text/html", key="det_html",
+                       on_click="ignore", icon=":material/description:",
+                       help="One self-contained file: the table, every image with its boxes, faces and heatmaps.")
+
+# --- details per image ------------------------------------------------------------------------
+selected = list(getattr(getattr(event, "selection", None), "rows", []) or [])
+MAX_DETAILS = 12
+shown = selected or list(range(min(len(results), MAX_DETAILS)))
+if not selected and len(results) > MAX_DETAILS:
+    st.caption(f"Details for the first {MAX_DETAILS} images: select rows in the table to see others.")
+
+for idx in shown:
+    r = results[idx]
+    if isinstance(r, dict):
+        continue
+    verdict = r.verdict(threshold, band)
+    with st.container(border=True):
+        h1, h2 = st.columns([5, 1], vertical_alignment="center")
+        h1.markdown(f"#### {r.name}")
+        with h2:
+            ui.verdict_badge(verdict)
+        st.caption(f"P(fake) {r.p_fake:.3f} · {r.model_label} · {r.seconds * 1000:.0f} ms · "
+                   f"{r.size[0]}×{r.size[1]} px · {len(r.faces)} region(s) scored")
+        if r.note:
+            st.info(r.note, icon=":material/info:")
+        pic, facecol = st.columns([3, 2])
+        pic.image(report.annotate(r, threshold, band), width="stretch")
+        with facecol:
+            for j, (f, v) in enumerate(zip(r.faces, r.verdicts(threshold, band)), start=1):
+                c1, c2, c3 = st.columns([1, 1, 1], vertical_alignment="center")
+                c1.image(f.crop, caption=f"Face {j}" if f.kind == "face" else "Whole image", width="stretch")
+                if gradcam and f.heatmap is not None:
+                    c2.image(explain.overlay(f.crop, f.heatmap, alpha), caption="Grad-CAM", width="stretch")
+                elif gradcam:
+                    c2.caption("No Grad-CAM layer for this model.")
+                c3.metric(f"P(fake) face {j}", f"{f.p_fake:.3f}")
+                with c3:
+                    ui.verdict_badge(v)
+            if len(r.models) > 1 or len(r.faces) > 1:
+                st.dataframe(report.faces_frame(r, threshold, band), hide_index=True)
+        if show_forensics:
+            with st.expander("Forensic views", expanded=True):
+                fv = ui.forensic_views(items[idx][1])
+                f1, f2 = st.columns(2)
+                f1.image(fv["ela"], width="stretch",
+                         caption="Error level analysis (re-saved as JPEG q90, auto contrast): edited or "
+                                 "pasted regions often stand out; uniform noise means nothing either way.")
+                f2.image(fv["fft"], width="stretch", clamp=True,
+                         caption="FFT log spectrum (grey image): regular dots or a grid away from the "
+                                 "centre are typical of generator upsampling.")
+                prof = fv["profile"]
+                fig = go.Figure(go.Scatter(x=np.linspace(0, 1, len(prof)), y=prof, mode="lines"))
+                fig.update_layout(height=220, margin=dict(l=10, r=10, t=30, b=10),
+                                  title="Radial power spectrum", xaxis_title="frequency (0 = DC, 1 = corner)",
+                                  yaxis_title="mean log power")
+                st.plotly_chart(fig, key=f"det_prof_{idx}")
+                ex = fv["exif"]
+                for note in forensics.exif_notes(ex):
+                    st.caption(note)
+                rows = {k: ex[k] for k in ("format", "width", "height", "mode", "frames", "bytes",
+                                           "jpeg_quality_estimate", "progressive", "icc_profile",
+                                           "has_exif", "gps_present") if k in ex}
+                rows.update(ex.get("exif") or {})
+                st.dataframe([{"field": k, "value": str(v)} for k, v in rows.items()], hide_index=True)

@@ -1,0 +1,272 @@
+"""Shared UI helpers for the pages: cached loaders, the model picker, badges and the
+charts two pages draw. Only glue between Streamlit and `detector` lives here.
+
+Caching (ARCHITECTURE section 7): models are `st.cache_resource` (one per process, shared
+by every session, read-only); cards and CSV tables are `st.cache_data`, keyed by path AND
+file modification time so a retrained model is picked up without a restart. The models
+folder is looked up on every call (`models_root`), so `DEEPFAKE_LAB_MODELS` is honoured
+even when `detector.store` was imported before it was set (tests do that).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from detector import evaluation, store
+
+APP_NAME = "Deepfake Lab"
+SAMPLES_DIR = store.REPO_ROOT / "sample_images"
+VERDICT_BADGE = {"FAKE": "red", "REAL": "green", "UNCERTAIN": "orange", "ERROR": "gray"}
+DISCLAIMER = ("Verdicts are statistical aids, not proof. Models make mistakes, most of all on "
+              "images unlike their training data (new generators, heavy compression, resizing).")
+
+
+# --- the models folder -------------------------------------------------------------------
+
+def models_root() -> Path:
+    env = os.environ.get("DEEPFAKE_LAB_MODELS")
+    return Path(env).expanduser() if env else store.MODELS_DIR
+
+
+def model_names() -> list[str]:
+    """Shipped models, the default first (cheap: a directory listing, not cached)."""
+    return store.model_names(models_root())
+
+
+def default_model() -> str | None:
+    return store.default_model_name(models_root())
+
+
+def model_dir(name: str) -> str:
+    """A model name -> the folder path every store/inference call gets (explicit paths
+    make the calls independent of store.MODELS_DIR)."""
+    return str(models_root() / name)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _card(path: str, mtime: float) -> dict:
+    return store.read_card(path)
+
+
+def card(name: str) -> dict:
+    path = model_dir(name)
+    return _card(path, _mtime(Path(path) / store.CARD))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _csv(path: str, mtime: float) -> pd.DataFrame | None:
+    return pd.read_csv(path) if mtime else None
+
+
+def table(folder: str | Path, filename: str) -> pd.DataFrame | None:
+    """history.csv / predictions.csv / folds.csv of a model or run folder (None if absent).
+    Returns a copy: cached frames are shared."""
+    path = Path(folder) / filename
+    df = _csv(str(path), _mtime(path))
+    return None if df is None else df.copy()
+
+
+def predictions(name: str) -> pd.DataFrame | None:
+    return table(model_dir(name), store.PREDICTIONS)
+
+
+@st.cache_resource(show_spinner="Loading model...", max_entries=8)
+def _detector(path: str, mtime: float):
+    from detector import inference
+
+    return inference.load_detector(path)
+
+
+def detector(name: str):
+    """The shared inference.Detector of a shipped model (loaded once per process)."""
+    path = model_dir(name)
+    return _detector(path, _mtime(Path(path) / store.MODEL_FILE))
+
+
+def require_models() -> list[str]:
+    """The shipped model names, or a message and a stop when there are none."""
+    names = model_names()
+    if not names:
+        st.warning(f"No trained models found in `{models_root()}`. Train one with e.g. "
+                   "`python train.py --model custom_cnn --data DATA --out models/custom_cnn`, "
+                   "or point `DEEPFAKE_LAB_MODELS` at a folder of model folders.")
+        st.stop()
+    return names
+
+
+def model_label(name: str) -> str:
+    return f"{name} (default)" if name == default_model() else name
+
+
+def model_select(label: str = "Model", key: str = "model", container=st, **kwargs) -> str:
+    names = require_models()
+    return container.selectbox(label, names, index=0, key=key, format_func=model_label, **kwargs)
+
+
+# --- run folders (training page) ---------------------------------------------------------
+
+def run_folders(folder: str | Path) -> list[Path]:
+    """`folder` itself if it is a run folder, else its sub-folders that are (hold a card or
+    a history: a run still training has only history.csv)."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        return []
+
+    def is_run(p: Path) -> bool:
+        return (p / store.CARD).is_file() or (p / store.HISTORY).is_file()
+
+    if is_run(root):
+        return [root]
+    return sorted(p for p in root.iterdir() if p.is_dir() and is_run(p))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _json(path: str, mtime: float) -> dict | None:
+    return json.loads(Path(path).read_text()) if mtime else None
+
+
+def run_card(folder: str | Path) -> dict | None:
+    """A run folder's card.json (None while it is still training or if unreadable)."""
+    path = Path(folder) / store.CARD
+    try:
+        c = _json(str(path), _mtime(path))
+    except (OSError, ValueError):
+        return None
+    if c is None:
+        return None
+    return {**c, "name": c.get("name", Path(folder).name), "dir": str(folder)}
+
+
+# --- small widgets -------------------------------------------------------------------------
+
+def digest(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def verdict_badge(verdict: str, container=st) -> None:
+    container.badge(verdict, color=VERDICT_BADGE.get(verdict, "gray"))
+
+
+def threshold_slider(label: str, default: float, key: str, container=st, **kwargs) -> float:
+    """A 0..1 threshold slider; `key` should name the model(s) so a new model brings its
+    own calibrated default."""
+    # the exact calibrated value (not rounded to the step), so the page's numbers match the card's
+    return container.slider(label, 0.0, 1.0, min(1.0, max(0.0, float(default))), 0.001, format="%.3f",
+                            key=key, **kwargs)
+
+
+def csv_download(df: pd.DataFrame, file_name: str, label: str = "Download CSV", key: str | None = None) -> None:
+    st.download_button(label, df.to_csv(index=False).encode(), file_name=file_name, mime="text/csv",
+                       key=key or f"dl_{file_name}", on_click="ignore", icon=":material/download:")
+
+
+def fmt(value, digits: int = 3) -> str:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if not np.isfinite(v) else f"{v:.{digits}f}"
+
+
+# --- charts shared by the compare and training pages ------------------------------------------
+
+def labels01(df: pd.DataFrame) -> np.ndarray:
+    """predictions.csv labels ("real"/"fake" or 0/1) -> 0/1 (1 = fake, as in evaluation)."""
+    return df["label"].astype(str).str.strip().str.lower().isin(["fake", "1", "1.0", "true"]).to_numpy(int)
+
+
+def confusion_figure(counts: dict, title: str = "", height: int = 330) -> go.Figure:
+    """2x2 confusion matrix (rows: true, columns: predicted) with counts and row rates."""
+    m = np.array([[counts["tn"], counts["fp"]], [counts["fn"], counts["tp"]]], dtype=float)
+    rows = m.sum(axis=1, keepdims=True)
+    rates = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+    text = [[f"{int(m[i, j])}<br>{rates[i, j]:.1%}" for j in range(2)] for i in range(2)]
+    fig = go.Figure(go.Heatmap(
+        z=rates, x=["pred real", "pred fake"], y=["true real", "true fake"], text=text,
+        texttemplate="%{text}", textfont={"size": 16}, colorscale="Blues", zmin=0, zmax=1,
+        showscale=False, hovertemplate="%{y}, %{x}: %{text}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10))
+    return fig
+
+
+def report_frame(report: dict) -> pd.DataFrame:
+    """sklearn's classification_report dict -> a tidy table (rows: classes and averages)."""
+    rows = []
+    for key, val in report.items():
+        if isinstance(val, dict):
+            rows.append({"class": key, **{k: val.get(k) for k in ("precision", "recall", "f1-score", "support")}})
+        else:
+            rows.append({"class": key, "precision": None, "recall": None, "f1-score": val, "support": None})
+    return pd.DataFrame(rows)
+
+
+def per_source_frame(df: pd.DataFrame, threshold: float) -> pd.DataFrame | None:
+    """Per-source metrics of a predictions frame (None when it has no sources)."""
+    if "source" not in df.columns:
+        return None
+    src = df["source"].fillna("").astype(str)
+    if not (src.str.strip() != "").any():
+        return None
+    per = evaluation.per_source_metrics(labels01(df), df["p_fake"].to_numpy(), src.to_numpy(), threshold)
+    return pd.DataFrame([{"source": k, **v} for k, v in per.items()])
+
+
+# --- scoring and forensics (detect page) ---------------------------------------------------
+
+IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
+
+
+def sample_files() -> list[Path]:
+    from detector import images
+
+    return images.list_images(SAMPLES_DIR) if SAMPLES_DIR.is_dir() else []
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _score(key: str, model_paths: tuple[str, ...], mtimes: tuple[float, ...], gradcam: bool, _data: bytes):
+    from detector import images, report
+
+    rgb = images.decode_image(_data)  # raises images.ImageDecodeError (not cached)
+    detectors = [_detector(p, m) for p, m in zip(model_paths, mtimes)]
+    return report.score_image(rgb, detectors, gradcam=gradcam, digest=key)
+
+
+def score(name: str, data: bytes, models: list[str], gradcam: bool):
+    """report.ImageScore of uploaded bytes with these models, cached per (file bytes, models,
+    model files' mtimes, gradcam): an unchanged file is not re-scored on a rerun, and
+    moving the threshold only re-labels. Nothing is written to disk."""
+    paths = tuple(model_dir(m) for m in models)
+    mtimes = tuple(_mtime(Path(p) / store.MODEL_FILE) for p in paths)
+    result = _score(digest(data), paths, mtimes, gradcam, data)
+    result.name = name  # the cached value is a fresh copy on every call
+    return result
+
+
+@st.cache_data(show_spinner="Computing forensic views...", max_entries=16)
+def _forensics(key: str, _data: bytes) -> dict:
+    from detector import forensics, images, report
+
+    rgb = images.decode_image(_data)
+    return {"ela": report.thumbnail(forensics.error_level(rgb), report.PREVIEW_SIDE),
+            "fft": forensics.fft_spectrum(rgb),
+            "profile": forensics.radial_profile(rgb),
+            "exif": forensics.exif_summary(_data)}
+
+
+def forensic_views(data: bytes) -> dict:
+    return _forensics(digest(data), data)

@@ -1,0 +1,28 @@
+"""Deepfake Lab dashboard: `streamlit run streamlit_app.py`.
+
+The router only: page config, the three pages (st.navigation) and the shared sidebar.
+Each page is a thin UI over the `detector` library (see ARCHITECTURE.md section 7).
+"""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
+
+import streamlit as st  # noqa: E402
+
+from pages import ui  # noqa: E402
+
+st.set_page_config(page_title=ui.APP_NAME, page_icon="🕵️", layout="wide")
+
+page = st.navigation([
+    st.Page("pages/detect.py", title="Detect", icon=":material/face_retouching_off:", default=True),
+    st.Page("pages/compare.py", title="Compare models", icon=":material/compare_arrows:"),
+    st.Page("pages/training.py", title="Training runs", icon=":material/monitoring:"),
+])
+
+with st.sidebar:
+    st.markdown(f"### {ui.APP_NAME}")
+    st.caption("Open-source deepfake image detector: face-swap and GAN face checks, "
+               "explained with Grad-CAM.")
+    st.caption(ui.DISCLAIMER)
+
+page.run()

@@ -1,0 +1,206 @@
+"""The dashboard, driven headless with Streamlit's AppTest (no browser, no server).
+
+Models: the shipped ones in models/ when there are any. Otherwise (a fresh clone, CI before
+the models are trained) a session fixture trains a tiny custom_cnn with train.py on coloured
+noise images generated in a temporary folder (32 px, 64 training images, 1 epoch, 2 folds),
+adds a copy of it with a stricter threshold as a second model, and points
+DEEPFAKE_LAB_MODELS there. No test is skipped for lack of models.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from detector import report, store
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "streamlit_app.py")
+VERDICTS = {"REAL", "FAKE", "UNCERTAIN"}
+
+
+def _noise_dataset(root: Path) -> None:
+    """train/val/test x real/fake of 40 px coloured noise (overlapping classes) + MANIFEST."""
+    rng = np.random.default_rng(0)
+    rows = ["path,label,source"]
+    for split, n in (("train", 32), ("val", 12), ("test", 12)):
+        for label in ("real", "fake"):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(n):
+                base = np.array([110, 125, 100] if label == "real" else [125, 110, 100], float)
+                pixels = base + rng.normal(0, 35 if label == "real" else 45, (40, 40, 3))
+                Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{label}_{i}.png")
+                source = "camera" if label == "real" else ("gan" if i % 2 else "swap")
+                rows.append(f"{split}/{label}/{label}_{i}.png,{label},{source}")
+    (root / "MANIFEST.csv").write_text("\n".join(rows) + "\n")
+
+
+def _train_tiny(tmp: Path) -> Path:
+    data, models = tmp / "data", tmp / "models"
+    _noise_dataset(data)
+    env = {**os.environ, "DEEPFAKE_LAB_CACHE": str(tmp / "cache"), "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, str(ROOT / "train.py"), "--model", "custom_cnn", "--data", str(data),
+           "--out", str(models / "tiny"), "--epochs", "1", "--max-train", "64", "--img-size", "32",
+           "--kfold", "2"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"tiny training failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    # a second model for the multi-model paths: the same network with a stricter threshold
+    shutil.copytree(models / "tiny", models / "tiny_strict",
+                    ignore=shutil.ignore_patterns("checkpoints", "logs", "folds"))
+    card = json.loads((models / "tiny_strict" / "card.json").read_text())
+    card.update(name="tiny_strict", threshold=round(min(0.95, card["threshold"] + 0.2), 4))
+    (models / "tiny_strict" / "card.json").write_text(json.dumps(card))
+    (models / "DEFAULT").write_text("tiny\n")
+    return models
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    shipped = ROOT / "models"
+    root = shipped if store.model_names(shipped) else _train_tiny(tmp_path_factory.mktemp("app_models"))
+    old = os.environ.get("DEEPFAKE_LAB_MODELS")
+    os.environ["DEEPFAKE_LAB_MODELS"] = str(root)  # pages/ui.py reads it on every call
+    yield root
+    if old is None:
+        os.environ.pop("DEEPFAKE_LAB_MODELS", None)
+    else:
+        os.environ["DEEPFAKE_LAB_MODELS"] = old
+
+
+@pytest.fixture()
+def app(models_dir) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _noise_png(size: int = 96) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _plotly_specs(at: AppTest) -> list[dict]:
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def test_every_page_renders(app, models_dir):
+    assert app.title[0].value == "Detect deepfakes"
+    assert any("Add images" in i.value for i in app.info)
+    assert app.selectbox(key="det_model").value == store.default_model_name(models_dir)
+    for page, title in (("pages/compare.py", "Compare models"), ("pages/training.py", "Training runs")):
+        app.switch_page(page).run()
+        assert not app.exception, (page, app.exception)
+        assert app.title[0].value == title
+    # the training page lists runs found in a typed folder too, and shows k-fold results
+    app.text_input(key="trn_folder").set_value(str(models_dir)).run()
+    assert not app.exception, app.exception
+    summary = app.dataframe[0].value
+    assert set(store.model_names(models_dir)) <= set(summary["run"])
+    default = store.default_model_name(models_dir)
+    if (models_dir / default / "folds.csv").is_file():
+        assert any("fold cross-validation" in h.value for h in app.subheader)
+    assert any(h.value == "Test report" for h in app.subheader)
+
+
+def test_detect_gives_verdicts_and_reports_a_bad_file(app):
+    face = (ROOT / "sample_images" / "astronaut.jpg").read_bytes()
+    app.file_uploader[0].set_value([
+        ("astronaut.jpg", face, "image/jpeg"),
+        ("broken.jpg", b"this is not an image", "image/jpeg"),
+        ("noise.png", _noise_png(), "image/png"),
+    ]).run()
+    assert not app.exception, app.exception
+    table = app.dataframe[0].value.set_index("file")
+    assert list(table.index) == ["astronaut.jpg", "broken.jpg", "noise.png"]
+
+    good = table.loc["astronaut.jpg"]
+    assert good["verdict"] in VERDICTS and 0.0 <= good["p_fake"] <= 1.0
+    assert good["faces"] == 1 and good["error"] == "" and good["ms"] > 0
+    assert good["model"] == app.selectbox(key="det_model").value
+
+    bad = table.loc["broken.jpg"]
+    assert bad["verdict"] == "ERROR" and "not an image" in bad["error"] and pd.isna(bad["p_fake"])
+    assert any("broken.jpg" in e.value and "not an image" in e.value for e in app.error)
+
+    noise = table.loc["noise.png"]  # no face: judged whole, and the page says so
+    assert noise["verdict"] in VERDICTS and noise["faces"] == 0
+    assert any(report.NO_FACE_NOTE in i.value for i in app.info)
+
+    # the verdict follows the threshold slider without re-scoring
+    model = app.selectbox(key="det_model").value
+    p = float(good["p_fake"])
+    app.slider(key=f"det_thr_{model}").set_value(0.0).run()
+    app.slider(key="det_band").set_value(0.0).run()
+    assert app.dataframe[0].value.set_index("file").loc["astronaut.jpg", "verdict"] == "FAKE"
+    app.slider(key=f"det_thr_{model}").set_value(1.0).run()
+    table = app.dataframe[0].value.set_index("file")
+    assert table.loc["astronaut.jpg", "verdict"] == ("FAKE" if p >= 1.0 else "REAL")
+    assert table.loc["astronaut.jpg", "p_fake"] == pytest.approx(p)
+
+
+def test_detect_camera_sample_gallery_and_ensemble(app, models_dir):
+    app.toggle(key="det_camera_on").set_value(True).run()
+    photo = (ROOT / "sample_images" / "astronaut.jpg").read_bytes()
+    app.camera_input[0].set_value(("shot.jpg", photo, "image/jpeg"))
+    app.multiselect(key="det_samples").set_value(["no_face_coffee.jpg"]).run()
+    assert not app.exception, app.exception
+    table = app.dataframe[0].value
+    assert list(table["file"]) == ["camera photo", "sample: no_face_coffee.jpg"]
+    assert set(table["verdict"]) <= VERDICTS and list(table["faces"]) == [1, 0]
+    app.toggle(key="det_camera_on").set_value(False).run()
+    row = app.dataframe[0].value.iloc[0]
+    assert row["file"] == "sample: no_face_coffee.jpg" and row["verdict"] in VERDICTS
+    names = store.model_names(models_dir)
+    if len(names) > 1:
+        app.multiselect(key="det_ensemble").set_value(names[1:]).run()
+        assert not app.exception, app.exception
+        row = app.dataframe[0].value.iloc[0]
+        assert row["model"].startswith("ensemble(") and row["verdict"] in VERDICTS
+
+
+def test_compare_threshold_slider_moves_the_confusion_matrix(app, models_dir):
+    app.switch_page("pages/compare.py").run()
+    assert not app.exception, app.exception
+    model = store.default_model_name(models_dir)
+    preds = pd.read_csv(models_dir / model / "predictions.csv")
+    test = preds[preds["split"] == "test"]
+    fake = test["label"].astype(str).str.lower().eq("fake").to_numpy()
+    score = test["p_fake"].to_numpy()
+
+    def by_hand(t: float) -> dict:
+        pred = score >= t
+        return {"tn": int((~fake & ~pred).sum()), "fp": int((~fake & pred).sum()),
+                "fn": int((fake & ~pred).sum()), "tp": int((fake & pred).sum())}
+
+    def shown() -> dict:
+        row = app.dataframe[0].value.set_index("model").loc[model]
+        return {k: int(row[k]) for k in ("tn", "fp", "fn", "tp")}
+
+    default = float(app.slider(key=f"cmp_thr_{model}").value)
+    assert default == pytest.approx(json.loads((models_dir / model / "card.json").read_text())["threshold"])
+    assert shown() == by_hand(default)
+    # a threshold that must change the counts: everything judged fake, or nothing
+    new = 0.0 if by_hand(0.0) != by_hand(default) else 1.0
+    assert by_hand(new) != by_hand(default)
+    app.slider(key=f"cmp_thr_{model}").set_value(new).run()
+    assert not app.exception, app.exception
+    assert shown() == by_hand(new)
+    # the plotted confusion matrix shows the same counts
+    c = by_hand(new)
+    matrix = next(s for s in _plotly_specs(app) if s["layout"].get("title", {}).get("text", "").startswith(model + " @"))
+    counts = [[int(cell.split("<br>")[0]) for cell in row] for row in matrix["data"][0]["text"]]
+    assert counts == [[c["tn"], c["fp"]], [c["fn"], c["tp"]]]

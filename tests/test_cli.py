@@ -1,0 +1,221 @@
+"""The command line (`python -m detector predict|evaluate|models`) and the inference path
+behind it, on the tiny run of conftest.py."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT, jpeg_bytes, smooth_image
+from detector import evaluation, images, inference
+from detector.__main__ import main
+
+EVALUATE_KEYS = {"model", "n", "threshold", "accuracy", "precision", "recall", "f1", "auc", "ap",
+                 "eer", "confusion", "per_source", "seconds"}
+
+
+def _gradient(h: int, w: int, seed: int = 5) -> np.ndarray:
+    """A face-free picture of size h x w (a smooth gradient plus noise)."""
+    return images.resize_to(smooth_image(np.random.default_rng(seed), 48), (w, h))
+
+
+def _rows(text: str) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def _run_cli(args: list[str], models_dir: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if models_dir is not None:
+        env["DEEPFAKE_LAB_MODELS"] = str(models_dir)
+    return subprocess.run([sys.executable, "-m", "detector", *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=240)
+
+
+@pytest.fixture(scope="module")
+def inbox(tmp_path_factory) -> Path:
+    """One good image, one truncated JPEG and one text file named like an image."""
+    folder = tmp_path_factory.mktemp("inbox")
+    (folder / "good.jpg").write_bytes(jpeg_bytes(_gradient(40, 56)))
+    (folder / "broken.jpg").write_bytes(jpeg_bytes(_gradient(40, 56))[:120])
+    (folder / "notes.png").write_text("this is not a picture\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def models_dir(tiny_run, tmp_path_factory) -> Path:
+    """A models/ folder: the tiny run as 'tiny' (the default) and a copy as 'alt'."""
+    root = tmp_path_factory.mktemp("models")
+    for name in ("alt", "tiny"):
+        shutil.copytree(tiny_run, root / name, ignore=shutil.ignore_patterns("logs", "checkpoints"))
+    (root / "DEFAULT").write_text("tiny\n")
+    return root
+
+
+# --- predict ------------------------------------------------------------------------------
+
+def test_predict_reports_bad_files_and_scores_good_ones(inbox, tiny_run, tmp_path, capfd):
+    out_csv = tmp_path / "rows.csv"
+    rc = main(["predict", str(inbox), "--model", str(tiny_run), "--csv", str(out_csv)])
+    captured = capfd.readouterr()
+    assert rc == 0
+    rows = _rows(captured.out)
+    by_name = {}
+    for r in rows:
+        by_name.setdefault(Path(r["path"]).name, []).append(r)
+    assert sorted(by_name) == ["broken.jpg", "good.jpg", "notes.png"]
+    for bad in ("broken.jpg", "notes.png"):
+        assert len(by_name[bad]) == 1
+        assert by_name[bad][0]["error"] and by_name[bad][0]["p_fake"] == ""
+    assert "corrupt" in by_name["broken.jpg"][0]["error"] or "truncated" in by_name["broken.jpg"][0]["error"]
+    assert "not an image" in by_name["notes.png"][0]["error"]
+    (good,) = by_name["good.jpg"]
+    assert good["error"] == "" and good["kind"] == "no_face"
+    assert (int(good["x"]), int(good["y"]), int(good["w"]), int(good["h"])) == (0, 0, 56, 40)
+    p = float(good["p_fake"])
+    assert 0.0 <= p <= 1.0
+    det = inference.load_detector(str(tiny_run))
+    expected = det.analyze_source(inbox / "good.jpg")
+    assert p == pytest.approx(expected.p_fake, abs=1e-4)
+    assert good["label"] == expected.verdict
+    assert "1 of 3 images scored" in captured.err
+
+    # --csv writes the same rows
+    with open(out_csv, newline="") as fh:
+        assert list(csv.DictReader(fh)) == rows
+
+
+def test_predict_fails_when_nothing_scored(inbox, tiny_run, tmp_path, capfd):
+    rc = main(["predict", str(inbox / "broken.jpg"), str(inbox / "notes.png"),
+               str(tmp_path / "missing.jpg"), "--model", str(tiny_run)])
+    rows = _rows(capfd.readouterr().out)
+    assert rc != 0
+    assert len(rows) == 3 and all(r["error"] for r in rows)
+    assert "not found" in rows[2]["error"]
+
+
+def test_predict_threshold_override(inbox, tiny_run, capfd):
+    assert main(["predict", str(inbox / "good.jpg"), "--model", str(tiny_run), "--threshold", "0"]) == 0
+    assert _rows(capfd.readouterr().out)[0]["label"] == inference.FAKE
+    assert main(["predict", str(inbox / "good.jpg"), "--model", str(tiny_run), "--threshold", "1.01"]) == 0
+    assert _rows(capfd.readouterr().out)[0]["label"] == inference.REAL
+
+
+# --- evaluate -----------------------------------------------------------------------------
+
+def test_evaluate_json_prints_one_object(tiny_dataset, tiny_run, models_dir):
+    """Through the real entry point: stdout must be exactly one JSON object (logs go elsewhere);
+    the model is named as shipped, found via DEEPFAKE_LAB_MODELS."""
+    proc = _run_cli(["evaluate", str(tiny_dataset), "--model", "tiny", "--json"], models_dir)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stdout[-2000:]
+    result = json.loads(lines[0])
+    assert isinstance(result, dict) and EVALUATE_KEYS <= set(result)
+    assert result["model"] == "tiny" and result["n"] == 32
+    assert set(result["confusion"]) == {"tn", "fp", "fn", "tp"}
+    assert sum(result["confusion"].values()) == result["n"]
+    assert set(result["per_source"]) == {"alpha", "beta"}
+    card = json.loads((tiny_run / "card.json").read_text())
+    assert result["threshold"] == pytest.approx(card["threshold"])
+    assert result["accuracy"] == pytest.approx(card["metrics"]["test"]["accuracy"], abs=1 / 32 + 1e-9)
+    c = result["confusion"]
+    assert result["accuracy"] == pytest.approx((c["tp"] + c["tn"]) / result["n"])
+
+
+def test_evaluate_text_output(tiny_dataset, tiny_run, capfd):
+    assert main(["evaluate", str(tiny_dataset / "val"), "--model", str(tiny_run)]) == 0
+    out = capfd.readouterr().out
+    assert "32 images" in out and "accuracy" in out and "confusion tn=" in out
+
+
+# --- models -------------------------------------------------------------------------------
+
+def test_models_lists_shipped_models(models_dir, tiny_run):
+    proc = _run_cli(["models"], models_dir)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    tiny = [line for line in lines if " tiny " in f" {line} "]
+    alt = [line for line in lines if " alt " in f" {line} "]
+    assert len(tiny) == 1 and len(alt) == 1
+    assert tiny[0].startswith("*") and not alt[0].startswith("*")
+    assert lines.index(tiny[0]) < lines.index(alt[0])  # the default is listed first
+    assert "custom_cnn" in tiny[0]
+
+    proc = _run_cli(["models", "--json"], models_dir)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    listed = json.loads(proc.stdout)
+    card = json.loads((tiny_run / "card.json").read_text())
+    assert [m["name"] for m in listed] == ["tiny", "alt"]
+    assert [m["default"] for m in listed] == [True, False]
+    assert listed[0]["architecture"] == "custom_cnn" and listed[0]["input_size"] == 32
+    assert listed[0]["test"]["accuracy"] == pytest.approx(card["metrics"]["test"]["accuracy"])
+
+
+def test_models_empty_folder(tmp_path):
+    proc = _run_cli(["models"], tmp_path)
+    assert proc.returncode != 0
+    assert "no models" in proc.stdout
+
+
+# --- inference ----------------------------------------------------------------------------
+
+def test_analyze_scores_the_whole_image_when_no_face(tiny_run):
+    import keras
+
+    det = inference.load_detector(str(tiny_run))
+    rgb = _gradient(40, 56)
+    result = det.analyze(rgb)
+    assert len(result.faces) == 1 and result.no_face
+    face = result.faces[0]
+    assert face.region.kind == "no_face" and face.region.box == (0, 0, 56, 40)
+
+    model = keras.saving.load_model(tiny_run / "model.keras", safe_mode=True, compile=False)
+    x = images.resize_to(rgb, det.size)[None].astype("float32")
+    raw = float(model.predict(x, verbose=0)[0, 0])
+    expected = float(evaluation.apply_temperature(np.array([raw]), det.temperature)[0])
+    assert face.p_fake == pytest.approx(expected, abs=1e-5)
+    assert face.verdict == inference.verdict_for(expected, det.threshold)
+    assert result.threshold == det.threshold and result.model == tiny_run.name
+
+
+def test_gradcam_heatmaps(tiny_run):
+    from detector import explain, faces
+
+    det = inference.load_detector(str(tiny_run))
+    for h, w in ((48, 48), (40, 72)):
+        rgb = _gradient(h, w, seed=h)
+        region = faces.whole_image_region(rgb, kind="no_face")
+        result = det.analyze(rgb, gradcam=True, regions=[region])
+        heat = result.faces[0].heatmap
+        assert heat is not None and heat.ndim == 2 and np.isfinite(heat).all()
+        assert heat.min() >= 0.0 and heat.max() <= 1.0
+        assert heat.max() == pytest.approx(1.0) or heat.max() == 0.0  # normalised to its peak
+        assert heat.shape[0] == heat.shape[1]  # the model sees a square crop
+        shown = explain.overlay(rgb, heat)
+        assert shown.shape == rgb.shape and shown.dtype == np.uint8  # drawn at the crop's aspect
+    # same crops through heatmaps(): one map per crop
+    maps = det.heatmaps([_gradient(48, 48), _gradient(30, 30, seed=2)])
+    assert len(maps) == 2 and all(m.shape == maps[0].shape for m in maps)
+
+
+def test_verdict_band_gives_uncertain(tiny_run):
+    v = inference.verdict_for
+    assert v(0.55, 0.5, band=0.1) == inference.UNCERTAIN
+    assert v(0.45, 0.5, band=0.1) == inference.UNCERTAIN
+    assert v(0.65, 0.5, band=0.1) == inference.FAKE
+    assert v(0.35, 0.5, band=0.1) == inference.REAL
+    assert v(0.5, 0.5) == inference.FAKE and v(0.4999, 0.5) == inference.REAL
+
+    det = inference.load_detector(str(tiny_run))
+    rgb = _gradient(48, 48)
+    p = det.analyze(rgb).p_fake
+    assert det.analyze(rgb, threshold=p, band=0.05).verdict == inference.UNCERTAIN
+    assert det.analyze(rgb, threshold=min(p + 0.2, 1.0), band=0.05).verdict == inference.REAL

@@ -1,0 +1,92 @@
+"""detector.report with stand-in detectors and face finder (no TensorFlow, no MTCNN)."""
+from __future__ import annotations
+
+import base64
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from detector import faces, report
+from detector.inference import FaceResult, ImageResult
+
+
+class StubDetector:
+    """Scores each region with a fixed list of P(fake); a heatmap when asked."""
+
+    def __init__(self, name, scores):
+        self.name, self.scores, self.calls = name, scores, []
+
+    def analyze(self, rgb, *, regions, gradcam=False, threshold=None, band=0.0):
+        self.calls.append(gradcam)
+        out = [FaceResult(r, p, "n/a", np.full((4, 4), 0.5, np.float32) if gradcam else None)
+               for r, p in zip(regions, self.scores)]
+        return ImageResult(out, self.name, 0.5, 0.01)
+
+
+@pytest.fixture()
+def two_faces(monkeypatch):
+    rgb = np.full((1200, 1600, 3), 90, np.uint8)
+
+    def find(img):
+        return [faces.FaceRegion((100, 200, 300, 300), (130, 230, 240, 240), 0.99, "face",
+                                 img[200:500, 100:400].copy()),
+                faces.FaceRegion((900, 300, 400, 400), (940, 340, 320, 320), 0.98, "face",
+                                 img[300:700, 900:1300].copy())]
+
+    monkeypatch.setattr(report.faces_mod, "find_faces", find)
+    return rgb
+
+
+def test_score_image_averages_models_and_keeps_one_heatmap(two_faces):
+    a, b = StubDetector("a", [0.2, 0.9]), StubDetector("b", [0.4, 0.5])
+    s = report.score_image(two_faces, [a, b], gradcam=True, name="group.jpg", digest="abc")
+    assert a.calls == [True] and b.calls == [False]
+    assert [f.scores for f in s.faces] == [{"a": 0.2, "b": 0.4}, {"a": 0.9, "b": 0.5}]
+    assert s.faces[0].p_fake == pytest.approx(0.3) and s.p_fake == pytest.approx(0.7)
+    assert s.model_label == "ensemble(a+b)" and s.size == (1600, 1200)
+    assert max(s.preview.shape[:2]) == report.PREVIEW_SIDE
+    assert max(s.faces[1].crop.shape[:2]) <= report.CROP_SIDE
+    assert s.faces[0].heatmap is not None and s.note is None and not s.no_face
+    assert s.verdicts(0.5) == ["REAL", "FAKE"]
+    assert s.verdicts(0.65, band=0.1) == ["REAL", "UNCERTAIN"]
+    assert s.verdict(0.75) == "REAL"
+
+
+def test_annotate_draws_boxes_in_verdict_colours(two_faces):
+    s = report.score_image(two_faces, [StubDetector("m", [0.1, 0.95])])
+    img = report.annotate(s, 0.5)
+    assert img.shape == s.preview.shape
+    x, y = round(900 * s.scale), round(450 * s.scale)  # left edge of the second (fake) box
+    assert tuple(img[y, x]) == report.VERDICT_COLOURS["FAKE"]
+    x, y = round(100 * s.scale), round(400 * s.scale)
+    assert tuple(img[y, x]) == report.VERDICT_COLOURS["REAL"]
+
+
+def test_no_face_note(monkeypatch):
+    rgb = np.zeros((50, 60, 3), np.uint8)
+    monkeypatch.setattr(report.faces_mod, "find_faces", lambda img: [faces.whole_image_region(img, "no_face")])
+    s = report.score_image(rgb, [StubDetector("m", [0.3])])
+    assert s.no_face and s.note == report.NO_FACE_NOTE
+    assert report.results_frame([s], 0.5).loc[0, "faces"] == 0
+
+
+def test_results_frame_and_html_report(two_faces):
+    s = report.score_image(two_faces, [StubDetector("m", [0.1, 0.95])], gradcam=True, name="<b>x</b>.jpg")
+    bad = {"file": "bad.png", "error": "not an image file", "model": "m"}
+    df = report.results_frame([s, bad], 0.5, 0.05)
+    assert list(df.columns) == report.TABLE_COLUMNS
+    assert df.loc[0, "verdict"] == "FAKE" and df.loc[0, "faces"] == 2 and df.loc[0, "p_fake"] == 0.95
+    assert df.loc[1, "verdict"] == "ERROR" and df.loc[1, "error"] == "not an image file"
+    assert pd.isna(df.loc[1, "faces"]) and pd.isna(df.loc[1, "p_fake"])
+    faces_df = report.faces_frame(s, 0.5)
+    assert list(faces_df["verdict"]) == ["REAL", "FAKE"]
+
+    page = report.html_report([s, bad], 0.5, 0.05)
+    assert "<b>x</b>.jpg" not in page and "&lt;b&gt;x&lt;/b&gt;.jpg" in page
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+    imgs = re.findall(r'src="data:image/jpeg;base64,([^"]+)"', page)
+    assert len(imgs) == 1 + 2 * 2  # annotated image + (crop, heatmap) per face
+    assert base64.b64decode(imgs[0])[:3] == b"\xff\xd8\xff"
+    assert "not an image file" in page and "&lt;NA&gt;" not in page and "NaN" not in page

@@ -1,0 +1,303 @@
+"""Training writes the run-folder contract the dashboard and CLI read; data helpers behave.
+
+All runs are tiny (32 px, one epoch, 32 training images) on the synthetic dataset of
+conftest.py; they check structure and consistency, not accuracy.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import SOURCES, jpeg_bytes, smooth_image, fake_image
+from detector import data, evaluation
+from detector.training import TrainConfig, train
+
+N_PER_SPLIT = 32  # 16 real + 16 fake
+
+
+def _manifest(root: Path) -> dict[str, str]:
+    table = pd.read_csv(root / "MANIFEST.csv", dtype=str)
+    return dict(zip(table["path"], table["source"]))
+
+
+# --- the run folder -----------------------------------------------------------------------
+
+def test_run_folder_contract(tiny_run, tiny_dataset):
+    import keras
+
+    for f in ("model.keras", "card.json", "history.csv", "predictions.csv"):
+        assert (tiny_run / f).is_file(), f
+    card = json.loads((tiny_run / "card.json").read_text())
+    model = keras.saving.load_model(tiny_run / "model.keras", safe_mode=True, compile=False)
+
+    assert card["architecture"] == "custom_cnn" and card["name"] == tiny_run.name
+    assert card["input_size"] == 32 and model.input_shape == (None, 32, 32, 3)
+    assert card["params"] == model.count_params()
+    assert card["file_mb"] == pytest.approx((tiny_run / "model.keras").stat().st_size / 1e6, abs=0.01)
+    assert 0.0 < card["threshold"] < 1.0
+    assert card["temperature"] > 0
+    assert card["gradcam_layer"] in {layer.name for layer in model.layers}
+    assert card["label_names"] == ["real", "fake"]
+    assert card["training"]["phases"] == ["train"] and card["training"]["epochs_run"] == 1
+    assert card["data"]["counts"]["test"] == {"real": 16, "fake": 16}
+    for split in ("val", "test"):
+        m = card["metrics"][split]
+        assert m["n"] == N_PER_SPLIT
+        assert sum(m["confusion"].values()) == N_PER_SPLIT
+        assert set(m["per_source"]) == set(SOURCES)
+        assert all(v["n"] == N_PER_SPLIT // 2 for v in m["per_source"].values())
+        assert 0 <= m["accuracy"] <= 1 and 0 <= m["ece"] <= 1
+
+    history = pd.read_csv(tiny_run / "history.csv")
+    assert {"phase", "run_epoch", "epoch", "loss", "val_loss", "val_auc"} <= set(history.columns)
+    assert history["phase"].tolist() == ["train"] and history["run_epoch"].tolist() == [1]
+
+    preds = pd.read_csv(tiny_run / "predictions.csv", keep_default_na=False)
+    assert {"split", "path", "source", "label", "p_fake", "p_raw"} <= set(preds.columns)
+    assert preds["split"].value_counts().to_dict() == {"val": N_PER_SPLIT, "test": N_PER_SPLIT}
+    manifest = _manifest(tiny_dataset)
+    for row in preds.itertuples():
+        assert (tiny_dataset / row.path).is_file()
+        assert row.path.split("/")[0] == row.split and row.path.split("/")[1] == row.label
+        assert row.source == manifest[row.path]
+    assert preds["p_fake"].between(0, 1).all() and preds["p_raw"].between(0, 1).all()
+
+    # p_fake is the saved model's raw output, temperature-scaled with the card's temperature
+    test = preds[preds["split"] == "test"]
+    x = data.load_pixels([str(tiny_dataset / p) for p in test["path"]], 32, use_cache=False,
+                         progress=False)
+    raw = model.predict(x.astype("float32"), verbose=0).reshape(-1)
+    np.testing.assert_allclose(test["p_raw"], raw, atol=2e-6)
+    np.testing.assert_allclose(test["p_fake"], evaluation.apply_temperature(raw, card["temperature"]),
+                               atol=2e-6)
+    # and the card's test metrics are those of predictions.csv at the card's threshold
+    y = (test["label"] == "fake").astype(int)
+    acc = float(((test["p_fake"] >= card["threshold"]).astype(int) == y).mean())
+    assert abs(acc - card["metrics"]["test"]["accuracy"]) <= _ambiguous(test, card) + 1e-9
+
+
+def _ambiguous(rows: pd.DataFrame, card: dict) -> float:
+    """Share of rows whose p_fake (6 decimals in the CSV) is too close to the threshold for
+    the side it falls on to be certain: the tolerance of accuracy comparisons."""
+    return float((np.abs(rows["p_fake"] - card["threshold"]) < 1e-5).mean())
+
+
+def test_card_accuracy_matches_cli_evaluate(tiny_run, tiny_dataset):
+    from detector.__main__ import evaluate_folder
+
+    card = json.loads((tiny_run / "card.json").read_text())
+    result = evaluate_folder(str(tiny_dataset), str(tiny_run))
+    assert result["n"] == N_PER_SPLIT and result["split"] == "test"
+    assert result["threshold"] == pytest.approx(card["threshold"])
+    preds = pd.read_csv(tiny_run / "predictions.csv")
+    tolerance = _ambiguous(preds[preds["split"] == "test"], card)
+    assert abs(result["accuracy"] - card["metrics"]["test"]["accuracy"]) <= tolerance + 1e-9
+    if tolerance == 0:
+        assert result["confusion"] == card["metrics"]["test"]["confusion"]
+    assert result["auc"] == pytest.approx(card["metrics"]["test"]["auc"], abs=1e-3)
+    assert {s: v["n"] for s, v in result["per_source"].items()} == \
+           {s: v["n"] for s, v in card["metrics"]["test"]["per_source"].items()}
+
+
+def test_kfold_writes_folds_and_cv_predictions(tiny_dataset, tmp_path):
+    out = tmp_path / "kfold"
+    card = train(TrainConfig(model="custom_cnn", data=str(tiny_dataset), out=str(out), epochs=1,
+                             img_size=32, batch_size=8, kfold=2, verbose=0))
+    assert card["kfold"] == 2
+    folds = pd.read_csv(out / "folds.csv")
+    assert folds["fold"].tolist() == [1, 2]
+    assert {"n_train", "n_val", "accuracy", "auc", "tn", "fp", "fn", "tp"} <= set(folds.columns)
+    assert (folds["n_train"] + folds["n_val"] == N_PER_SPLIT).all()
+    assert folds["n_val"].sum() == N_PER_SPLIT
+    assert (folds[["tn", "fp", "fn", "tp"]].sum(axis=1) == folds["n_val"]).all()
+
+    preds = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    cv = preds[preds["split"] == "cv"]
+    assert len(cv) == N_PER_SPLIT
+    assert cv["path"].is_unique and all(p.startswith("train/") for p in cv["path"])
+    fold = pd.to_numeric(cv["fold"])  # written as floats: val/test rows have no fold
+    assert set(fold) == {1, 2}
+    assert fold.value_counts().sort_index().tolist() == folds["n_val"].tolist()
+    assert (preds.loc[preds["split"] != "cv", "fold"] == "").all()
+    assert {"val", "test"} <= set(preds["split"])
+    assert (out / "model.keras").is_file()
+
+
+def test_two_phase_backbone_with_cached_features(tiny_dataset, tmp_path):
+    import keras
+
+    out = tmp_path / "lite0"
+    card = train(TrainConfig(model="efficientnet_lite0", data=str(tiny_dataset), out=str(out),
+                             epochs=1, fine_tune_epochs=1, img_size=32, batch_size=8,
+                             pretrained=False, cache_features=True, verbose=0))
+    assert card["training"]["phases"] == ["head", "fine_tune"]
+    history = pd.read_csv(out / "history.csv")
+    assert history["phase"].tolist() == ["head", "fine_tune"]
+    assert history["run_epoch"].tolist() == [1, 2]
+    assert "learning_rate" in history.columns
+    assert history["learning_rate"].iloc[1] < history["learning_rate"].iloc[0]
+
+    # the saved file is the whole network (not the cached top), at the trained size
+    model = keras.saving.load_model(out / "model.keras", safe_mode=True, compile=False)
+    assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 1)
+    assert card["params"] == model.count_params()
+
+    # BatchNorm of the backbone stays frozen in both phases: with random init its moving
+    # statistics must still be the initial ones (mean 0, variance 1).
+    names = [layer.name for layer in model.layers]
+    head = names.index("head_gap")
+    backbone_bn = [l for l in model.layers[:head] if isinstance(l, keras.layers.BatchNormalization)]
+    assert backbone_bn
+    moved = [l.name for l in backbone_bn
+             if not (np.allclose(keras.ops.convert_to_numpy(l.moving_mean), 0)
+                     and np.allclose(keras.ops.convert_to_numpy(l.moving_variance), 1))]
+    assert moved == [], f"backbone BatchNorm layers updated during training: {moved}"
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "xception"])
+def test_fine_tune_freezes_backbone_batchnorm_only(name):
+    """Phase 2 trains from fine_tune_from on, but BatchNorm only inside the new head
+    (both models have a layer called head_bn: in Lite0 it is the backbone's last BN)."""
+    import keras
+
+    from detector import training, zoo
+
+    spec = zoo.get_spec(name)
+    model = spec.build(64, pretrained=False)
+    training._set_trainable(model, spec.fine_tune_from, spec.head_from)
+    names = [layer.name for layer in model.layers]
+    start, head = names.index(spec.fine_tune_from), names.index(spec.head_from)
+    for i, layer in enumerate(model.layers):
+        if i < start:
+            assert not layer.trainable, layer.name
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            assert layer.trainable == (i >= head), layer.name
+        else:
+            assert layer.trainable, layer.name
+    assert model.get_layer("p_fake").trainable
+
+
+# --- data -----------------------------------------------------------------------------------
+
+def test_scan_finds_splits_labels_and_sources(tiny_dataset):
+    df = data.scan(tiny_dataset)
+    assert list(df.columns) == ["path", "rel", "split", "label", "source"]
+    assert df.groupby(["split", "label"]).size().to_dict() == {
+        (s, lab): 16 for s in ("train", "val", "test") for lab in (0, 1)}
+    manifest = _manifest(tiny_dataset)
+    assert df["source"].tolist() == [manifest[r] for r in df["rel"]]
+    assert set(df["source"]) == set(SOURCES)
+    assert all(Path(p).is_file() and Path(p).is_absolute() for p in df["path"])
+    assert all((r.split("/")[1] == "fake") == bool(lab) for r, lab in zip(df["rel"], df["label"]))
+
+    # a split folder on its own: split named after it, sources from the manifest one level up
+    test = data.scan(tiny_dataset / "test")
+    assert set(test["split"]) == {"test"} and len(test) == N_PER_SPLIT
+    assert test["source"].tolist() == [manifest["test/" + r] for r in test["rel"]]
+
+
+def test_scan_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        data.scan(tmp_path / "missing")
+    (tmp_path / "empty" / "real").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no images"):
+        data.scan(tmp_path / "empty")
+
+
+@pytest.fixture(scope="module")
+def flat_folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("flat")
+    rng = np.random.default_rng(1)
+    for label, make, n in (("real", smooth_image, 40), ("fake", fake_image, 20)):
+        (root / label).mkdir()
+        for i in range(n):
+            (root / label / f"{i:03d}.jpg").write_bytes(jpeg_bytes(make(rng, 16)))
+    return root
+
+
+def test_ensure_splits_stratified_and_seeded(flat_folder):
+    df = data.scan(flat_folder)
+    assert set(df["split"]) == {"all"} and len(df) == 60
+    parts = data.ensure_splits(df, seed=7)
+    assert set(parts) == {"train", "val", "test"}
+    paths = [set(parts[s]["path"]) for s in data.SPLITS]
+    assert sum(len(p) for p in paths) == len(df)
+    assert set.union(*paths) == set(df["path"])
+    assert not (paths[0] & paths[1] or paths[0] & paths[2] or paths[1] & paths[2])
+    for s, f in parts.items():
+        assert set(f["split"]) == {s}
+        # stratified: every split keeps the 2:1 real:fake ratio (to within one image)
+        assert abs((f["label"] == 0).sum() - 2 * (f["label"] == 1).sum()) <= 2, s
+    assert 6 <= len(parts["test"]) <= 12 and 6 <= len(parts["val"]) <= 12
+    again = data.ensure_splits(df, seed=7)
+    assert all(parts[s]["path"].tolist() == again[s]["path"].tolist() for s in data.SPLITS)
+
+
+def test_ensure_splits_keeps_existing_splits(tiny_dataset):
+    df = data.scan(tiny_dataset)
+    parts = data.ensure_splits(df)
+    for s in data.SPLITS:
+        assert parts[s]["path"].tolist() == df[df["split"] == s]["path"].tolist()
+
+
+def test_source_weights_lift_minority_source():
+    df = pd.DataFrame({"source": ["big"] * 30 + ["small"] * 10})
+    w = data.source_weights(df, power=0.5)
+    assert w.dtype == np.float32 and w.shape == (40,)
+    assert w.mean() == pytest.approx(1.0, abs=1e-6)
+    big, small = w[0], w[-1]
+    assert small > big
+    assert small / big == pytest.approx((30 / 10) ** 0.5, rel=1e-5)
+    assert np.allclose(data.source_weights(df, power=0.0), 1.0)
+    # the minority source's total weight gets closer to the majority's
+    assert w[30:].sum() / w[:30].sum() > 10 / 30
+
+
+def test_augment_image_keeps_shape_dtype_and_range():
+    import tensorflow as tf
+
+    img = smooth_image(np.random.default_rng(3), 32)
+    img[0, 0] = 255
+    img[-1, -1] = 0
+    for seed in range(4):
+        tf.random.set_seed(seed)
+        out = data.augment_image(tf.constant(img), strength=1.0).numpy()
+        assert out.shape == img.shape and out.dtype == np.float32
+        assert out.min() >= 0.0 and out.max() <= 255.0
+    # strength 0 only mirrors: the pixels are the image or its mirror, exactly
+    out = data.augment_image(tf.constant(img), strength=0.0).numpy()
+    assert np.array_equal(out, img.astype(np.float32)) or np.array_equal(out, img[:, ::-1].astype(np.float32))
+
+
+def test_make_dataset_batches():
+    rng = np.random.default_rng(4)
+    x = np.stack([smooth_image(rng, 32) for _ in range(10)])
+    y = np.array([0, 1] * 5)
+    w = np.linspace(0.5, 1.5, 10).astype("float32")
+    batches = list(data.make_dataset(x, y, w, batch_size=4, training=True, augment=True, seed=1))
+    assert [len(b[0]) for b in batches] == [4, 4, 2]
+    xs = np.concatenate([b[0].numpy() for b in batches])
+    assert xs.shape == (10, 32, 32, 3) and xs.dtype == np.float32
+    assert xs.min() >= -1e-3 and xs.max() <= 255 + 1e-3
+    ys = np.concatenate([b[1].numpy() for b in batches])
+    ws = np.concatenate([b[2].numpy() for b in batches])
+    assert sorted(zip(ys, ws)) == sorted(zip(y.astype("float32"), w))  # labels travel with weights
+    plain = list(data.make_dataset(x, y, batch_size=4))
+    assert np.array_equal(np.concatenate([b[0].numpy() for b in plain]), x.astype(np.float32))
+    assert np.array_equal(np.concatenate([b[1].numpy() for b in plain]), y.astype(np.float32))
+
+
+def test_load_pixels_uses_the_one_decoder_and_cache(tiny_dataset):
+    from detector import images
+
+    paths = sorted(str(p) for p in (tiny_dataset / "val" / "fake").glob("*.jpg"))[:5]
+    first = data.load_pixels(paths, 24, progress=False)
+    cached = data.load_pixels(paths, 24, progress=False)
+    assert first.shape == (5, 24, 24, 3) and first.dtype == np.uint8
+    assert np.array_equal(first, cached)
+    for p, px in zip(paths, first):
+        assert np.array_equal(px, images.resize_to(images.decode_image(p), 24))
