@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from detector.images import resize_to
+from detector.images import check_rgb, resize_to
 
 DETECT_MAX_SIDE = 640
 """Detection runs on a copy whose longest side is at most this (speed); boxes are scaled back."""
@@ -91,21 +91,13 @@ def get_detector():
     return MTCNN(stages=stages, device="CPU:0")
 
 
-def _check_rgb(rgb: np.ndarray) -> None:
-    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        got = f"{rgb.shape} {rgb.dtype}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
-        raise ValueError(f"expected an HxWx3 uint8 RGB array, got {got}")
-    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
-        raise ValueError(f"image has no pixels: shape {rgb.shape}")
-
-
 def detect_faces(rgb: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
     """Raw MTCNN detections as ``[((x, y, w, h), confidence), ...]`` in original pixels.
 
     No confidence filter, no ordering guarantee; ``find_faces`` is the API
     most callers want.
     """
-    _check_rgb(rgb)
+    check_rgb(rgb)
     height, width = rgb.shape[:2]
     scale = min(1.0, DETECT_MAX_SIDE / max(height, width))
     if scale < 1.0:
@@ -161,7 +153,7 @@ def square_box(
 
 def whole_image_region(rgb: np.ndarray, kind: str = "face_crop") -> FaceRegion:
     """The entire image as one region (dataset images are already face crops)."""
-    _check_rgb(rgb)
+    check_rgb(rgb)
     if kind == "face":
         raise ValueError('a whole-image region has kind "face_crop" or "no_face", not "face"')
     height, width = rgb.shape[:2]
@@ -175,7 +167,7 @@ def find_faces(rgb: np.ndarray) -> list[FaceRegion]:
     (kind "face_crop", see module docstring) or when no face is found (kind
     "no_face").  Never returns an empty list.
     """
-    _check_rgb(rgb)
+    check_rgb(rgb)
     detections = [(b, c) for b, c in detect_faces(rgb) if c >= MIN_CONFIDENCE]
     if not detections:
         return [whole_image_region(rgb, kind="no_face")]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import ExifTags, Image
 
-from detector.images import encode_jpeg
+from detector.images import check_rgb, encode_jpeg
 
 # Pillow plugins allowed to parse untrusted bytes here (same set as detector.images).
 _PIL_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "DIB", "GIF", "TIFF")
@@ -34,15 +34,6 @@ _EXIF_FIELDS = ("Make", "Model", "Software", "DateTime", "DateTimeOriginal", "Da
                 "LensModel", "Artist", "Copyright", "ImageDescription", "Orientation")
 
 
-def _check_rgb(rgb: np.ndarray) -> np.ndarray:
-    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        got = f"{rgb.shape} {rgb.dtype}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
-        raise ValueError(f"expected an HxWx3 uint8 RGB array, got {got}")
-    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
-        raise ValueError(f"image has no pixels: shape {rgb.shape}")
-    return rgb
-
-
 def error_level(rgb: np.ndarray, quality: int = 90, gain: float | None = None) -> np.ndarray:
     """ELA image: |image - JPEG(image, quality)| per channel, amplified for display.
 
@@ -50,7 +41,7 @@ def error_level(rgb: np.ndarray, quality: int = 90, gain: float | None = None) -
     makes images comparable with each other. Returns HxWx3 uint8 of the input's size.
     Run it on the decoded original, never on a resized copy (resizing hides the JPEG grid).
     """
-    rgb = _check_rgb(rgb)
+    rgb = check_rgb(rgb)
     if not 1 <= int(quality) <= 100:
         raise ValueError(f"quality must be 1..100, got {quality}")
     resaved = np.asarray(Image.open(io.BytesIO(encode_jpeg(rgb, int(quality)))).convert("RGB"))
@@ -62,7 +53,7 @@ def error_level(rgb: np.ndarray, quality: int = 90, gain: float | None = None) -
 
 
 def _gray(rgb: np.ndarray, max_side: int | None) -> np.ndarray:
-    rgb = _check_rgb(rgb)
+    rgb = check_rgb(rgb)
     img = Image.fromarray(np.ascontiguousarray(rgb)).convert("L")
     if max_side and max(img.size) > max_side:
         scale = max_side / max(img.size)

@@ -280,7 +280,8 @@ def _decode_stream(fp: io.IOBase, head: bytes, max_pixels: int | None) -> np.nda
     return np.ascontiguousarray(rgb)
 
 
-def _check_rgb(rgb: np.ndarray) -> np.ndarray:
+def check_rgb(rgb: np.ndarray) -> np.ndarray:
+    """The array contract every stage after decoding relies on: HxWx3 uint8, non-empty."""
     if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         got = f"{rgb.shape} {rgb.dtype}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
         raise ValueError(f"expected an HxWx3 uint8 RGB array, got {got}")
@@ -306,7 +307,7 @@ def resize_to(rgb: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
             raise ValueError(f"size must be an int or a (width, height) tuple, got {size!r}") from None
     if width <= 0 or height <= 0:
         raise ValueError(f"size must be positive, got {width}x{height}")
-    rgb = _check_rgb(rgb)
+    rgb = check_rgb(rgb)
     if rgb.shape[0] == height and rgb.shape[1] == width:
         return np.ascontiguousarray(rgb)
     pil = Image.fromarray(np.ascontiguousarray(rgb))
@@ -316,14 +317,14 @@ def resize_to(rgb: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
     """RGB pixels to JPEG bytes (thumbnails, reports, tests)."""
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(_check_rgb(rgb))).save(buf, format="JPEG", quality=int(quality))
+    Image.fromarray(np.ascontiguousarray(check_rgb(rgb))).save(buf, format="JPEG", quality=int(quality))
     return buf.getvalue()
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
     """RGB pixels to lossless PNG bytes."""
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(_check_rgb(rgb))).save(buf, format="PNG")
+    Image.fromarray(np.ascontiguousarray(check_rgb(rgb))).save(buf, format="PNG")
     return buf.getvalue()
 
 

@@ -126,7 +126,7 @@ def efficientnet_lite0(size: int, pretrained: bool = True) -> keras.Model:
     return keras.Model(base.input, _sigmoid_head(base.output, 0.3), name="efficientnet_lite0")
 
 
-def _keras_imagenet_weights(pretrained: bool, name: str) -> str | None:
+def _keras_imagenet_weights(pretrained: bool) -> str | None:
     """'imagenet' downloads at run time, which fails offline; fall back to random init
     with a clear message instead of a stack trace."""
     if not pretrained or os.environ.get(OFFLINE_ENV):
@@ -148,6 +148,15 @@ def _application(app, inputs, weights, name):
         return app(include_top=False, weights=None, input_tensor=inputs)
 
 
+def _attention_model(name: str, app, size: int, pretrained: bool, preprocess=None) -> keras.Model:
+    """A keras.applications backbone + spatial attention + sigmoid head, one flat graph."""
+    inputs = keras.Input((size, size, 3), name="rgb")
+    x = preprocess(inputs) if preprocess is not None else inputs
+    base = _application(app, x, _keras_imagenet_weights(pretrained), name)
+    x = custom_layers.SpatialAttention(name="attention")(base.output)
+    return keras.Model(inputs, _sigmoid_head(x, 0.3), name=name)
+
+
 @register(
     "efficientnet_b0_attention",
     input_size=224,
@@ -158,12 +167,7 @@ def _application(app, inputs, weights, name):
     head_from="attention",
 )
 def efficientnet_b0_attention(size: int, pretrained: bool = True) -> keras.Model:
-    inputs = keras.Input((size, size, 3), name="rgb")
-    base = _application(keras.applications.EfficientNetB0, inputs,
-                        _keras_imagenet_weights(pretrained, "efficientnet_b0_attention"),
-                        "efficientnet_b0_attention")
-    x = custom_layers.SpatialAttention(name="attention")(base.output)
-    return keras.Model(inputs, _sigmoid_head(x, 0.3), name="efficientnet_b0_attention")
+    return _attention_model("efficientnet_b0_attention", keras.applications.EfficientNetB0, size, pretrained)
 
 
 @register(
@@ -176,12 +180,8 @@ def efficientnet_b0_attention(size: int, pretrained: bool = True) -> keras.Model
     head_from="attention",
 )
 def resnet50_attention(size: int, pretrained: bool = True) -> keras.Model:
-    inputs = keras.Input((size, size, 3), name="rgb")
-    x = custom_layers.CaffePreprocess(name="caffe_preprocess")(inputs)
-    base = _application(keras.applications.ResNet50, x,
-                        _keras_imagenet_weights(pretrained, "resnet50_attention"), "resnet50_attention")
-    x = custom_layers.SpatialAttention(name="attention")(base.output)
-    return keras.Model(inputs, _sigmoid_head(x, 0.3), name="resnet50_attention")
+    return _attention_model("resnet50_attention", keras.applications.ResNet50, size, pretrained,
+                            preprocess=custom_layers.CaffePreprocess(name="caffe_preprocess"))
 
 
 @register(
@@ -197,7 +197,7 @@ def xception(size: int, pretrained: bool = True) -> keras.Model:
     inputs = keras.Input((size, size, 3), name="rgb")
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(inputs)
     base = _application(keras.applications.Xception, x,
-                        _keras_imagenet_weights(pretrained, "xception"), "xception")
+                        _keras_imagenet_weights(pretrained), "xception")
     x = keras.layers.GlobalAveragePooling2D(name="head_gap")(base.output)
     x = keras.layers.Dense(256, activation="relu", kernel_regularizer=keras.regularizers.l2(1e-4),
                            name="head_dense")(x)

@@ -22,32 +22,10 @@ KEYS = ("params", "file_mb", "gflops", "batch_ips", "latency_ms_p50", "latency_m
         "e2e_ms_p50", "e2e_gradcam_ms_p50")
 
 
-def make_split_root(root: Path, per_class: int = 8, size: int = 48) -> Path:
-    """train/val/test with real/ fake/: smooth random pictures, fakes a little brighter."""
-    rng = np.random.default_rng(0)
-    for split in ("train", "val", "test"):
-        for label, shift in (("real", 0), ("fake", 60)):
-            folder = root / split / label
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                small = rng.integers(0, 196, (6, 6, 3)) + shift
-                rgb = images.resize_to(small.clip(0, 255).astype(np.uint8), size)
-                (folder / f"{label}_{i}.jpg").write_bytes(images.encode_jpeg(rgb, 90))
-    return root
-
-
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    from detector.training import TrainConfig, train
-
-    tmp = tmp_path_factory.mktemp("bench")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DEEPFAKE_LAB_CACHE", str(tmp / "cache"))
-        mp.setenv("DEEPFAKE_LAB_MODELS", str(tmp / "models"))
-        train(TrainConfig(model="custom_cnn", data=str(make_split_root(tmp / "data")),
-                          out=str(tmp / "models" / "tiny_cnn"), epochs=1, img_size=32,
-                          batch_size=8, verbose=0))
-    return tmp / "models" / "tiny_cnn"
+def tiny_model(tiny_run) -> Path:
+    """The shared one-epoch custom_cnn run (tests/conftest.py)."""
+    return tiny_run
 
 
 # --- FLOPs by hand --------------------------------------------------------------------------
@@ -96,8 +74,8 @@ def test_bench_json_on_a_tiny_model(tiny_model, capsys):
     assert main(["bench", "--model", str(tiny_model), "--json", "--repeats", "2"]) == 0
     out = json.loads(capsys.readouterr().out)  # ONE JSON object on stdout
     assert set(out) >= {"models", "default", "cpu"}
-    assert list(out["models"]) == ["tiny_cnn"]
-    m = out["models"]["tiny_cnn"]
+    assert list(out["models"]) == [tiny_model.name]
+    m = out["models"][tiny_model.name]
     for key in KEYS:
         assert m[key] > 0, key
     assert m["latency_ms_p95"] >= m["latency_ms_p50"]
@@ -112,9 +90,9 @@ def test_bench_json_on_a_tiny_model(tiny_model, capsys):
 def test_bench_every_model_under_the_models_dir(tiny_model, monkeypatch):
     monkeypatch.setattr(store, "MODELS_DIR", tiny_model.parent)
     result = bench.bench(repeats=1)
-    assert list(result["models"]) == ["tiny_cnn"] and result["default"] == "tiny_cnn"
+    assert list(result["models"]) == [tiny_model.name] and result["default"] == tiny_model.name
     text = bench.format_table(result)
-    assert "tiny_cnn" in text and "GFLOPs" in text
+    assert tiny_model.name in text and "GFLOPs" in text
 
 
 def test_bench_without_models_fails_cleanly(tmp_path, monkeypatch, capsys):

@@ -14,32 +14,10 @@ pytest.importorskip("keras")
 from detector.__main__ import main  # noqa: E402
 
 
-def make_split_root(root: Path, per_class: int = 8, size: int = 48) -> Path:
-    """train/val/test with real/ fake/: smooth random pictures, fakes a little brighter."""
-    rng = np.random.default_rng(1)
-    for split in ("train", "val", "test"):
-        for label, shift in (("real", 0), ("fake", 60)):
-            folder = root / split / label
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                small = rng.integers(0, 196, (6, 6, 3)) + shift
-                rgb = images.resize_to(small.clip(0, 255).astype(np.uint8), size)
-                (folder / f"{label}_{i}.jpg").write_bytes(images.encode_jpeg(rgb, 90))
-    return root
-
-
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> tuple[Path, Path]:
-    """(model folder, data root)."""
-    from detector.training import TrainConfig, train
-
-    tmp = tmp_path_factory.mktemp("robust")
-    root = make_split_root(tmp / "data")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DEEPFAKE_LAB_CACHE", str(tmp / "cache"))
-        train(TrainConfig(model="custom_cnn", data=str(root), out=str(tmp / "models" / "tiny_cnn"),
-                          epochs=1, img_size=32, batch_size=8, verbose=0))
-    return tmp / "models" / "tiny_cnn", root
+def tiny(tiny_run, tiny_dataset) -> tuple[Path, Path]:
+    """(model folder, data root): the shared tiny run and its data (tests/conftest.py)."""
+    return tiny_run, tiny_dataset
 
 
 def smooth(seed=0, size=64):
@@ -93,7 +71,8 @@ def test_writes_every_row_and_identity_rows_equal_plain_metrics(tiny):
     assert list(csv.columns) == ["perturbation", "level", "n", "accuracy", "auc"]
     want = [(k, str(v)) for k, levels in robustness.PERTURBATIONS.items() for v in levels]
     assert list(zip(csv["perturbation"], csv["level"])) == want  # 6 + 4 + 4 rows, in order
-    assert (csv["n"] == 16).all() and len(table) == len(want)
+    n_test = int((data.scan(root)["split"] == "test").sum())
+    assert (csv["n"] == n_test).all() and len(table) == len(want)
 
     # the plain serving path: data.load_pixels (one decoder, one resize) -> score at the card threshold
     from detector import inference

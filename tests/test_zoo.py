@@ -111,9 +111,9 @@ def test_offline_keras_application_falls_back_to_random_init(monkeypatch):
         return keras.Model(input_tensor, keras.layers.Conv2D(4, 3, name="top_activation")(input_tensor))
 
     inputs = keras.Input((32, 32, 3))
-    base = zoo._application(failing_application, inputs, zoo._keras_imagenet_weights(True, "t"), "t")
+    base = zoo._application(failing_application, inputs, zoo._keras_imagenet_weights(True), "t")
     assert calls == ["imagenet", None]
     assert base.output_shape[-1] == 4
-    assert zoo._keras_imagenet_weights(False, "t") is None
+    assert zoo._keras_imagenet_weights(False) is None
     monkeypatch.setenv(zoo.OFFLINE_ENV, "1")
-    assert zoo._keras_imagenet_weights(True, "t") is None
+    assert zoo._keras_imagenet_weights(True) is None
