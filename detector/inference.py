@@ -75,6 +75,9 @@ class Detector:
         self._forward = tf.function(
             lambda x: self.model(x, training=False),
             input_signature=[tf.TensorSpec([None, self.size, self.size, 3], tf.float32)],
+            # no AutoGraph: it would write the converted lambda as a .py file to the temp
+            # folder on the first trace, and uploads must never touch the disk
+            autograph=False,
         )
         self.fast = None  # the verified LiteRT copy, when the folder has one
         fast = self.card.get("fast_path") or {}

@@ -1,177 +1,337 @@
-"""Compare: shipped models side by side on their saved predictions (predictions.csv).
+"""Compare: shipped models side by side, on their saved predictions (predictions.csv) or on a
+labelled set the user supplies (a zip or a server folder of real/ and fake/ images).
 
-Everything here is recomputed from the predictions at the thresholds of the sliders, so
-this page needs no TensorFlow: store/evaluation/pandas/plotly only.
+Everything is recomputed from a predictions frame (split, path, source, label, p_fake) at the
+thresholds of the sliders, so the saved-predictions view needs no TensorFlow: store /
+evaluation / pandas / plotly only. TensorFlow is loaded only when a labelled set is scored
+(`detector.comparison`).
 """
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from detector import evaluation
+from detector import comparison, evaluation
 from pages import ui
 
 SPLIT_ORDER = {"test": 0, "val": 1, "cv": 2}
+SAVED, LABELLED = "Saved predictions", "Your labelled set"
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+ROBUSTNESS_AXES = {"jpeg_quality": "JPEG quality", "downscale": "Downscale factor", "gaussian_blur": "Blur sigma (px)"}
 
 st.title("Compare models")
-st.caption("Metrics, confusion matrices and curves recomputed from each model's saved "
-           "predictions on a labelled split. Move a threshold slider: everything follows.")
+st.caption("Metrics, confusion matrices and curves recomputed from each model's predictions on a "
+           "labelled set. Move a threshold slider: everything follows.")
 
 names = ui.require_models()
 chosen = st.multiselect("Models", names, default=names, key="cmp_models", format_func=ui.model_label)
 if not chosen:
     st.info("Choose at least one model.")
     st.stop()
+cards = {m: ui.card(m) for m in chosen}
+colour = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(chosen)}
+source = st.segmented_control("Evaluate on", [SAVED, LABELLED], default=SAVED, key="cmp_source",
+                              help="Saved predictions: the labelled splits scored when each model was "
+                                   "trained. Your labelled set: images you supply, scored now.") or SAVED
 
-preds = {m: ui.predictions(m) for m in chosen}
-if missing := [m for m, p in preds.items() if p is None]:
-    st.warning(f"No predictions.csv for: {', '.join(missing)} (re-run training or `python -m detector evaluate`).")
-preds = {m: p for m, p in preds.items() if p is not None}
-if not preds:
-    st.stop()
 
-splits = sorted({s for p in preds.values() for s in p["split"].dropna().astype(str).unique()},
-                key=lambda s: (SPLIT_ORDER.get(s, 9), s))
-split = st.selectbox("Labelled split", splits, index=0, key="cmp_split",
-                     help="test: held out from training and threshold choice (the honest numbers). "
-                          "val: used to pick each threshold. cv: k-fold held-out scores.")
-data = {m: p[p["split"].astype(str) == split].reset_index(drop=True) for m, p in preds.items()}
-if empty := [m for m, d in data.items() if d.empty]:
-    st.caption(f"No {split} predictions for: {', '.join(empty)}.")
-data = {m: d for m, d in data.items() if not d.empty}
-if not data:
-    st.stop()
-if split == "cv":
-    st.info("k-fold scores are uncalibrated fold models (folds.csv used threshold 0.5); "
-            "the card thresholds are for the final calibrated model.")
-models = list(data)
-cards = {m: ui.card(m) for m in models}
+def bench_ms(card: dict):
+    """Single-image latency from the card's bench numbers (`python -m detector bench`), if any."""
+    bench = card.get("bench") or {}
+    value = bench.get("latency_ms_p50", bench.get("ms_per_image")) if isinstance(bench, dict) else None
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
-# --- thresholds ------------------------------------------------------------------------------
-st.subheader("Operating thresholds")
-per_row = min(len(models), 4)
-cols = st.columns(per_row)
-thr = {}
-for i, m in enumerate(models):
-    default = float(cards[m].get("threshold", 0.5))
-    thr[m] = ui.threshold_slider(m, default, key=f"cmp_thr_{m}", container=cols[i % per_row],
-                                 help=f"Default {default:.3f}: the threshold chosen on validation data.")
 
-# --- metrics table ------------------------------------------------------------------------------
-rows, source_rows = [], []
-for m, d in data.items():
-    met = evaluation.binary_metrics(d["label"], d["p_fake"], thr[m])
-    c = cards[m]
-    rows.append({"model": m, "n": met["n"], "accuracy": met["accuracy"], "precision": met["precision"],
-                 "recall": met["recall"], "f1": met["f1"], "auc": met["auc"], "ap": met["ap"], "eer": met["eer"],
-                 **met["confusion"], "threshold": thr[m], "params": c.get("params"), "file_mb": c.get("file_mb"),
-                 "architecture": c.get("architecture"), "input_size": c.get("input_size")})
-    per = ui.per_source_frame(d, thr[m])
-    if per is not None:
-        source_rows.append(per.assign(model=m))
-metrics = pd.DataFrame(rows)
-st.subheader(f"Metrics on {split} ({', '.join(f'{m}: {len(d)}' for m, d in data.items())} images)")
-number = {k: st.column_config.NumberColumn(k, format="%.3f")
-          for k in ("accuracy", "precision", "recall", "f1", "auc", "ap", "eer", "threshold")}
-st.dataframe(metrics, hide_index=True, key="cmp_metrics", column_config={
-    **number, "params": st.column_config.NumberColumn("params", format="localized"),
-    "eer": st.column_config.NumberColumn("EER", format="%.3f", help="Equal error rate: lower is better"),
-    "tn": st.column_config.NumberColumn("TN", help="real judged real"),
-    "fp": st.column_config.NumberColumn("FP", help="real judged fake"),
-    "fn": st.column_config.NumberColumn("FN", help="fake judged real"),
-    "tp": st.column_config.NumberColumn("TP", help="fake judged fake")})
+def saved_predictions() -> tuple[dict, str, dict, str] | None:
+    """{model: frame} of the chosen split of predictions.csv, a title, ms per image and its help."""
+    preds = {m: ui.predictions(m) for m in chosen}
+    if missing := [m for m, p in preds.items() if p is None]:
+        st.warning(f"No predictions.csv for: {', '.join(missing)} (re-run training or `python -m detector evaluate`).")
+    preds = {m: p for m, p in preds.items() if p is not None}
+    if not preds:
+        return None
+    splits = sorted({s for p in preds.values() for s in p["split"].dropna().astype(str).unique()},
+                    key=lambda s: (SPLIT_ORDER.get(s, 9), s))
+    split = st.selectbox("Labelled split", splits, index=0, key="cmp_split",
+                         help="test: held out from training and threshold choice (the honest numbers). "
+                              "val: used to pick each threshold. cv: k-fold held-out scores.")
+    data = {m: p[p["split"].astype(str) == split].reset_index(drop=True) for m, p in preds.items()}
+    if empty := [m for m, d in data.items() if d.empty]:
+        st.caption(f"No {split} predictions for: {', '.join(empty)}.")
+    data = {m: d for m, d in data.items() if not d.empty}
+    if split == "cv":
+        st.info("k-fold scores are uncalibrated fold models (folds.csv used threshold 0.5); "
+                "the card thresholds are for the final calibrated model.")
+    ms = {m: bench_ms(cards[m]) for m in data}
+    return data, split, ms, ("Single-image latency p50 from the model card's bench numbers "
+                             "(`python -m detector bench`); blank when the card has none.")
 
-per_source = pd.concat(source_rows, ignore_index=True) if source_rows else None
-if per_source is not None:
-    per_source = per_source[["model", *[c for c in per_source.columns if c != "model"]]]
-    st.markdown("**Per source** (a detector often generalises unevenly across generators)")
-    st.dataframe(per_source, hide_index=True, key="cmp_per_source",
-                 column_config={k: st.column_config.NumberColumn(k, format="%.3f")
-                                for k in ("accuracy", "precision", "recall", "f1", "auc", "eer")})
-export = pd.concat([metrics.assign(source="ALL")] + ([per_source] if per_source is not None else []),
-                   ignore_index=True)
-ui.csv_download(export.assign(split=split), f"compare_{split}.csv", "Metrics CSV", key="cmp_csv")
 
-# --- confusion matrices ---------------------------------------------------------------------
-st.subheader("Confusion matrices")
-counts = {m: evaluation.confusion_counts(d["label"], d["p_fake"], thr[m]) for m, d in data.items()}
-cols = st.columns(per_row)
-for i, m in enumerate(models):
-    with cols[i % per_row]:
-        st.plotly_chart(ui.confusion_figure(counts[m], f"{m} @ {thr[m]:.3f}"), key=f"cmp_cm_{m}")
+def labelled_set() -> tuple[dict, str, dict, str] | None:
+    """{model: frame} of a zip / folder of real/ and fake/ images scored now by each model."""
+    st.caption("Give a zip (or a folder on the server) holding `real/` and `fake/` folders, at any depth "
+               "(`set/Real/a.jpg` counts; a sub-folder below them, e.g. `fake/stylegan/`, names the source). "
+               "The images are assumed to be **face crops** and are scored **whole**, like "
+               "`python -m detector evaluate` (no face detection). They are decoded in memory and never stored.")
+    left, right = st.columns(2)
+    upload = left.file_uploader("Labelled zip", type=["zip"], key="cmp_zip",
+                                help="A .zip with real/ and fake/ folders of images.")
+    folder = right.text_input("Or a folder on the server", key="cmp_folder", placeholder="/path/to/set",
+                              help="A folder holding real/ and fake/ folders (read, never written).").strip()
+    if upload is None and not folder:
+        st.info("Upload a zip or type a folder path to score a labelled set with the chosen models.")
+        return None
+    bar = st.progress(0.0, text="Reading images...")
+    try:
+        if upload is not None:
+            what = upload.name
+            result = ui.labelled_zip_scores(upload.getvalue(), chosen, progress=bar.progress)
+        else:
+            what = folder
+            result = ui.labelled_folder_scores(folder, chosen, progress=bar.progress)
+    except ValueError as exc:
+        bar.empty()
+        st.error(f"Cannot use {what}: {exc}", icon=":material/folder_off:")
+        return None
+    n, frame = result["n_images"], result["frame"]
+    note = " (from the cache: timings of the first run)" if result["cached"] else ""
+    rate = n * len(chosen) / result["score_seconds"] if result["score_seconds"] > 0 else float("nan")
+    bar.progress(1.0, text=f"{n} image(s) x {len(chosen)} model(s) in {result['seconds']:.1f} s "
+                           f"(reading {result['read_seconds']:.1f} s, scoring {result['score_seconds']:.1f} s, "
+                           f"{rate:.1f} images/s){note}")
+    st.caption(f"**{what}**: {n} image(s) scored in {result['seconds']:.1f} s, "
+               f"{n / result['seconds'] if result['seconds'] > 0 else float('nan'):.1f} images/s overall "
+               f"(decode + {len(chosen)} model(s)){note}.")
+    if result["errors"]:
+        st.warning(f"{len(result['errors'])} file(s) could not be read and were skipped.",
+                   icon=":material/broken_image:")
+        with st.expander("Skipped files"):
+            st.dataframe(pd.DataFrame(result["errors"], columns=["file", "label", "error"]), hide_index=True,
+                         key="cmp_lab_errors")
+    if result["ignored"]:
+        st.caption(f"{len(result['ignored'])} file(s) outside real/ and fake/ folders were ignored.")
+    if not n:
+        st.error("No readable images in the set.")
+        return None
+    ui.csv_download(frame, "labelled_predictions.csv", "Predictions CSV", key="cmp_lab_preds")
+    data = {m: frame[frame["model"] == m].drop(columns="model").reset_index(drop=True) for m in chosen}
+    return data, "your set", result["ms_per_image"], (
+        "Measured now: resize + model forward pass on this set (batches of 32), divided by the images.")
 
-# --- ROC and PR ----------------------------------------------------------------------------------
-palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
-colour = {m: palette[i % len(palette)] for i, m in enumerate(models)}
-roc, pr = go.Figure(), go.Figure()
-roc.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"),
-                         name="chance", hoverinfo="skip"))
-for m, d in data.items():
-    r = evaluation.roc_points(d["label"], d["p_fake"])
-    p = evaluation.pr_points(d["label"], d["p_fake"])
-    if r.empty:
-        st.caption(f"{m}: only one class in this split, no curves.")
-        continue
-    met = metrics.set_index("model").loc[m]
-    roc.add_trace(go.Scatter(x=r["fpr"], y=r["tpr"], mode="lines", name=f"{m} (AUC {met['auc']:.3f})",
-                             line=dict(color=colour[m]), customdata=r["threshold"],
-                             hovertemplate="FPR %{x:.3f}, TPR %{y:.3f}, threshold %{customdata:.3f}"))
-    pr.add_trace(go.Scatter(x=p["recall"], y=p["precision"], mode="lines", name=f"{m} (AP {met['ap']:.3f})",
-                            line=dict(color=colour[m]), customdata=p["threshold"],
-                            hovertemplate="recall %{x:.3f}, precision %{y:.3f}, threshold %{customdata:.3f}"))
-    c = counts[m]
-    fpr = c["fp"] / max(c["fp"] + c["tn"], 1)
-    tpr = c["tp"] / max(c["tp"] + c["fn"], 1)
-    prec = c["tp"] / (c["tp"] + c["fp"]) if c["tp"] + c["fp"] else 1.0
-    marker = dict(color=colour[m], size=12, symbol="x", line=dict(width=1, color="black"))
-    roc.add_trace(go.Scatter(x=[fpr], y=[tpr], mode="markers", marker=marker, showlegend=False,
-                             name=f"{m} @ {thr[m]:.3f}", hovertemplate=f"{m} @ {thr[m]:.3f}<br>FPR %{{x:.3f}}, TPR %{{y:.3f}}"))
-    pr.add_trace(go.Scatter(x=[tpr], y=[prec], mode="markers", marker=marker, showlegend=False,
-                            name=f"{m} @ {thr[m]:.3f}", hovertemplate=f"{m} @ {thr[m]:.3f}<br>recall %{{x:.3f}}, precision %{{y:.3f}}"))
-roc.update_layout(title="ROC (x: operating point at the slider)", xaxis_title="false positive rate (real flagged)",
-                  yaxis_title="true positive rate (fakes caught)", height=420, legend=dict(x=0.45, y=0.05))
-pr.update_layout(title="Precision-recall (fake class)", xaxis_title="recall", yaxis_title="precision",
-                 height=420, legend=dict(x=0.02, y=0.05))
-for fig in (roc, pr):
+
+def reliability_figure(data: dict) -> go.Figure:
+    fig = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"),
+                               name="perfect calibration", hoverinfo="skip"))
+    for m, d in data.items():
+        curve = evaluation.reliability_curve(ui.labels01(d), d["p_fake"], n_bins=10)
+        ece = evaluation.expected_calibration_error(ui.labels01(d), d["p_fake"])
+        fig.add_trace(go.Scatter(
+            x=curve["mean_score"], y=curve["frac_fake"], mode="lines+markers", name=f"{m} (ECE {ece:.3f})",
+            line=dict(color=colour[m]), customdata=curve["count"],
+            marker=dict(size=np.clip(4 + 2 * np.sqrt(curve["count"].to_numpy(float)), 5, 18)),
+            hovertemplate="mean P(fake) %{x:.3f}, fraction fake %{y:.3f}, %{customdata} images"))
+    fig.update_layout(title="Reliability (10 bins; marker size: images in the bin)", height=420,
+                      xaxis_title="mean predicted P(fake)", yaxis_title="observed fraction of fakes",
+                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(x=0.02, y=0.98))
     fig.update_xaxes(range=[-0.01, 1.01])
     fig.update_yaxes(range=[-0.01, 1.02])
-    fig.update_layout(margin=dict(l=10, r=10, t=40, b=10))
-c1, c2 = st.columns(2)
-c1.plotly_chart(roc, key="cmp_roc")
-c2.plotly_chart(pr, key="cmp_pr")
+    return fig
 
-# --- score histograms ---------------------------------------------------------------------------
-st.subheader("Score distributions")
-st.caption("P(fake) of real (green) and fake (red) images; the dashed line is the threshold. "
-           "Overlap is where mistakes happen.")
-cols = st.columns(per_row)
-for i, (m, d) in enumerate(data.items()):
-    y = ui.labels01(d)
-    lo, hi = float(d["p_fake"].min()), float(d["p_fake"].max())
-    size = max((hi - lo) / 40, 1e-4)  # shared bins for both classes, fitted to the scores' range
-    fig = go.Figure()
-    for cls, name, col in ((0, "real", "#16a34a"), (1, "fake", "#dc2626")):
-        fig.add_trace(go.Histogram(x=d["p_fake"][y == cls], name=name, marker_color=col, opacity=0.6,
-                                   xbins=dict(start=lo, end=hi + size, size=size)))
-    fig.add_vline(x=thr[m], line_dash="dash", line_color="black")
-    fig.update_layout(barmode="overlay", title=m, height=300, xaxis_title="P(fake)", yaxis_title="images",
-                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=1.12, x=0.6))
-    with cols[i % per_row]:
-        st.plotly_chart(fig, key=f"cmp_hist_{m}")
 
-# --- disagreements --------------------------------------------------------------------------------
-if len(models) > 1:
-    st.subheader("Disagreements")
-    wide = None
+def analyse(data: dict, where: str, ms: dict, ms_help: str, key: str) -> None:
+    """Metrics, sanity flags, confusion matrices, ROC/PR, reliability, histograms and
+    disagreements of {model: predictions frame (split, path, source, label, p_fake)}."""
+    models = list(data)
+    per_row = min(len(models), 4)
+
+    # --- thresholds ------------------------------------------------------------------------
+    st.subheader("Operating thresholds")
+    cols = st.columns(per_row)
+    thr = {}
+    for i, m in enumerate(models):
+        default = float(cards[m].get("threshold", 0.5))
+        thr[m] = ui.threshold_slider(m, default, key=f"cmp_thr_{m}", container=cols[i % per_row],
+                                     help=f"Default {default:.3f}: the threshold chosen on validation data.")
+
+    # --- metrics table --------------------------------------------------------------------------
+    rows, source_rows = [], []
     for m, d in data.items():
-        part = d[["path", "label", "p_fake"]].drop_duplicates("path").rename(columns={"p_fake": m})
-        wide = part if wide is None else wide.merge(part.drop(columns="label"), on="path", how="inner")
-    calls = pd.DataFrame({m: np.where(wide[m] >= thr[m], "fake", "real") for m in models})
-    differ = calls.nunique(axis=1) > 1
-    st.caption(f"{int(differ.sum())} of {len(wide)} images get different verdicts from the chosen models "
-               "at their thresholds.")
-    if differ.any():
-        show = wide[differ.to_numpy()].copy()
-        for m in models:
-            show[f"verdict[{m}]"] = calls.loc[differ, m].to_numpy()
-        st.dataframe(show.head(500), hide_index=True, key="cmp_disagree")
+        met = evaluation.binary_metrics(d["label"], d["p_fake"], thr[m])
+        c = cards[m]
+        rows.append({"model": m, "n": met["n"], "accuracy": met["accuracy"], "precision": met["precision"],
+                     "recall": met["recall"], "f1": met["f1"], "auc": met["auc"], "ap": met["ap"], "eer": met["eer"],
+                     "ece": evaluation.expected_calibration_error(ui.labels01(d), d["p_fake"]),
+                     **met["confusion"], "threshold": thr[m], "ms_per_image": ms.get(m), "params": c.get("params"),
+                     "file_mb": c.get("file_mb"), "architecture": c.get("architecture"),
+                     "input_size": c.get("input_size")})
+        per = ui.per_source_frame(d, thr[m])
+        if per is not None:
+            source_rows.append(per.assign(model=m))
+    metrics = pd.DataFrame(rows)
+    st.subheader(f"Metrics on {where} ({', '.join(f'{m}: {len(d)}' for m, d in data.items())} images)")
+    number = {k: st.column_config.NumberColumn(k, format="%.3f")
+              for k in ("accuracy", "precision", "recall", "f1", "auc", "ap", "eer", "threshold")}
+    st.dataframe(metrics, hide_index=True, key=f"{key}_metrics", column_config={
+        **number, "params": st.column_config.NumberColumn("params", format="localized"),
+        "eer": st.column_config.NumberColumn("EER", format="%.3f", help="Equal error rate: lower is better"),
+        "ece": st.column_config.NumberColumn("ECE", format="%.3f",
+                                             help="Expected calibration error (15 bins): lower is better"),
+        "ms_per_image": st.column_config.NumberColumn("measured ms / image", format="%.2f", help=ms_help),
+        "tn": st.column_config.NumberColumn("TN", help="real judged real"),
+        "fp": st.column_config.NumberColumn("FP", help="real judged fake"),
+        "fn": st.column_config.NumberColumn("FN", help="fake judged real"),
+        "tp": st.column_config.NumberColumn("TP", help="fake judged fake")})
+
+    # --- sanity flags ---------------------------------------------------------------------------
+    flagged = False
+    for m, d in data.items():
+        if flags := comparison.sanity_flags(d):
+            flagged = True
+            st.error(f"**{m}** looks broken on {where}: " + "; ".join(flags) + ".", icon=":material/warning:")
+    if not flagged:
+        st.caption(f"Sanity checks passed: every model's scores vary (std of P(fake) >= "
+                   f"{comparison.MIN_SCORE_STD}) and no AUC is within {comparison.AUC_MARGIN} of 0.5.")
+
+    per_source = pd.concat(source_rows, ignore_index=True) if source_rows else None
+    if per_source is not None:
+        per_source = per_source[["model", *[c for c in per_source.columns if c != "model"]]]
+        st.markdown("**Per source** (a detector often generalises unevenly across generators)")
+        st.dataframe(per_source, hide_index=True, key=f"{key}_per_source",
+                     column_config={k: st.column_config.NumberColumn(k, format="%.3f")
+                                    for k in ("accuracy", "precision", "recall", "f1", "auc", "eer")})
+    export = pd.concat([metrics.assign(source="ALL")] + ([per_source] if per_source is not None else []),
+                       ignore_index=True)
+    slug = where.replace(" ", "_")
+    ui.csv_download(export.assign(split=where), f"compare_{slug}.csv", "Metrics CSV", key=f"{key}_csv")
+
+    # --- confusion matrices -----------------------------------------------------------------
+    st.subheader("Confusion matrices")
+    counts = {m: evaluation.confusion_counts(d["label"], d["p_fake"], thr[m]) for m, d in data.items()}
+    cols = st.columns(per_row)
+    for i, m in enumerate(models):
+        with cols[i % per_row]:
+            st.plotly_chart(ui.confusion_figure(counts[m], f"{m} @ {thr[m]:.3f}"), key=f"{key}_cm_{m}")
+
+    # --- ROC and PR ------------------------------------------------------------------------------
+    roc, pr = go.Figure(), go.Figure()
+    roc.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"),
+                             name="chance", hoverinfo="skip"))
+    for m, d in data.items():
+        r = evaluation.roc_points(d["label"], d["p_fake"])
+        p = evaluation.pr_points(d["label"], d["p_fake"])
+        if r.empty:
+            st.caption(f"{m}: only one class in this set, no curves.")
+            continue
+        met = metrics.set_index("model").loc[m]
+        roc.add_trace(go.Scatter(x=r["fpr"], y=r["tpr"], mode="lines", name=f"{m} (AUC {met['auc']:.3f})",
+                                 line=dict(color=colour[m]), customdata=r["threshold"],
+                                 hovertemplate="FPR %{x:.3f}, TPR %{y:.3f}, threshold %{customdata:.3f}"))
+        pr.add_trace(go.Scatter(x=p["recall"], y=p["precision"], mode="lines", name=f"{m} (AP {met['ap']:.3f})",
+                                line=dict(color=colour[m]), customdata=p["threshold"],
+                                hovertemplate="recall %{x:.3f}, precision %{y:.3f}, threshold %{customdata:.3f}"))
+        c = counts[m]
+        fpr = c["fp"] / max(c["fp"] + c["tn"], 1)
+        tpr = c["tp"] / max(c["tp"] + c["fn"], 1)
+        prec = c["tp"] / (c["tp"] + c["fp"]) if c["tp"] + c["fp"] else 1.0
+        marker = dict(color=colour[m], size=12, symbol="x", line=dict(width=1, color="black"))
+        roc.add_trace(go.Scatter(x=[fpr], y=[tpr], mode="markers", marker=marker, showlegend=False,
+                                 name=f"{m} @ {thr[m]:.3f}", hovertemplate=f"{m} @ {thr[m]:.3f}<br>FPR %{{x:.3f}}, TPR %{{y:.3f}}"))
+        pr.add_trace(go.Scatter(x=[tpr], y=[prec], mode="markers", marker=marker, showlegend=False,
+                                name=f"{m} @ {thr[m]:.3f}", hovertemplate=f"{m} @ {thr[m]:.3f}<br>recall %{{x:.3f}}, precision %{{y:.3f}}"))
+    roc.update_layout(title="ROC (x: operating point at the slider)", xaxis_title="false positive rate (real flagged)",
+                      yaxis_title="true positive rate (fakes caught)", height=420, legend=dict(x=0.45, y=0.05))
+    pr.update_layout(title="Precision-recall (fake class)", xaxis_title="recall", yaxis_title="precision",
+                     height=420, legend=dict(x=0.02, y=0.05))
+    for fig in (roc, pr):
+        fig.update_xaxes(range=[-0.01, 1.01])
+        fig.update_yaxes(range=[-0.01, 1.02])
+        fig.update_layout(margin=dict(l=10, r=10, t=40, b=10))
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(roc, key=f"{key}_roc")
+    c2.plotly_chart(pr, key=f"{key}_pr")
+
+    # --- calibration ---------------------------------------------------------------------------
+    st.subheader("Calibration")
+    st.caption("Does P(fake) = 0.8 mean that 80% of such images are fake? Points on the diagonal are "
+               "well calibrated; below it the model is over-confident about fakes, above it under-confident. "
+               "ECE (in the legend and the table) is the count-weighted gap, 15 bins as in "
+               "`python -m detector evaluate`.")
+    left, _ = st.columns([3, 2])
+    left.plotly_chart(reliability_figure(data), key=f"{key}_reliability")
+
+    # --- score histograms -----------------------------------------------------------------------
+    st.subheader("Score distributions")
+    st.caption("P(fake) of real (green) and fake (red) images; the dashed line is the threshold. "
+               "Overlap is where mistakes happen.")
+    cols = st.columns(per_row)
+    for i, (m, d) in enumerate(data.items()):
+        y = ui.labels01(d)
+        lo, hi = float(d["p_fake"].min()), float(d["p_fake"].max())
+        size = max((hi - lo) / 40, 1e-4)  # shared bins for both classes, fitted to the scores' range
+        fig = go.Figure()
+        for cls, name, col in ((0, "real", "#16a34a"), (1, "fake", "#dc2626")):
+            fig.add_trace(go.Histogram(x=d["p_fake"][y == cls], name=name, marker_color=col, opacity=0.6,
+                                       xbins=dict(start=lo, end=hi + size, size=size)))
+        fig.add_vline(x=thr[m], line_dash="dash", line_color="black")
+        fig.update_layout(barmode="overlay", title=m, height=300, xaxis_title="P(fake)", yaxis_title="images",
+                          margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=1.12, x=0.6))
+        with cols[i % per_row]:
+            st.plotly_chart(fig, key=f"{key}_hist_{m}")
+
+    # --- disagreements ----------------------------------------------------------------------------
+    if len(models) > 1:
+        st.subheader("Disagreements")
+        wide = None
+        for m, d in data.items():
+            part = d[["path", "label", "p_fake"]].drop_duplicates("path").rename(columns={"p_fake": m})
+            wide = part if wide is None else wide.merge(part.drop(columns="label"), on="path", how="inner")
+        calls = pd.DataFrame({m: np.where(wide[m] >= thr[m], "fake", "real") for m in models})
+        differ = calls.nunique(axis=1) > 1
+        st.caption(f"{int(differ.sum())} of {len(wide)} images get different verdicts from the chosen models "
+                   "at their thresholds.")
+        if differ.any():
+            show = wide[differ.to_numpy()].copy()
+            for m in models:
+                show[f"verdict[{m}]"] = calls.loc[differ, m].to_numpy()
+            st.dataframe(show.head(500), hide_index=True, key=f"{key}_disagree")
+
+
+def robustness_section() -> None:
+    """Accuracy and AUC under JPEG re-compression, down-scaling and blur (robustness.csv)."""
+    st.subheader("Robustness")
+    tables = {m: ui.robustness_table(m) for m in chosen}
+    for m, t in tables.items():
+        if t is None:
+            st.info(f"No robustness.csv for **{m}**: create it with "
+                    f"`python -m detector robustness --model {m}`.", icon=":material/info:")
+    tables = {m: comparison.robustness_frame(t) for m, t in tables.items() if t is not None and not t.empty}
+    if not tables:
+        return
+    st.caption("Test images degraded the way the web degrades them, scored at each card's threshold: "
+               "accuracy (solid) and AUC (dashed). The first level of each chart is the untouched image.")
+    cols = st.columns(len(ROBUSTNESS_AXES))
+    for col, (kind, axis) in zip(cols, ROBUSTNESS_AXES.items()):
+        fig = go.Figure()
+        for m, t in tables.items():
+            part = t[t["perturbation"] == kind]
+            if part.empty:
+                continue
+            for metric, dash in (("accuracy", "solid"), ("auc", "dash")):
+                fig.add_trace(go.Scatter(x=part["level"], y=part[metric], mode="lines+markers",
+                                         name=f"{m} {'AUC' if metric == 'auc' else metric}",
+                                         line=dict(color=colour[m], dash=dash), legendgroup=m,
+                                         hovertemplate=f"{m}: {metric} %{{y:.3f}} at {axis} %{{x}}<extra></extra>"))
+        fig.update_xaxes(type="category", title=axis)
+        fig.update_yaxes(range=[0, 1.02], title="accuracy / AUC")
+        fig.update_layout(title=axis, height=320, margin=dict(l=10, r=10, t=40, b=10),
+                          legend=dict(orientation="h", y=-0.35), showlegend=kind == "jpeg_quality")
+        col.plotly_chart(fig, key=f"cmp_rob_{kind}")
+
+
+picked = saved_predictions() if source == SAVED else labelled_set()
+if picked is not None and picked[0]:
+    analyse(*picked, key="cmp" if source == SAVED else "cmp_lab")
+robustness_section()

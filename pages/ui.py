@@ -270,3 +270,64 @@ def _forensics(key: str, _data: bytes) -> dict:
 
 def forensic_views(data: bytes) -> dict:
     return _forensics(digest(data), data)
+
+
+# --- labelled sets scored live (compare page) ------------------------------------------------
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _labelled(key: str, model_paths: tuple[str, ...], mtimes: tuple[float, ...], _result: dict | None = None):
+    # A lookup-or-store cache: called without `_result` it is a lookup, and a miss raises
+    # (exceptions are never cached); called with it, it stores. The scoring itself runs
+    # outside the cached function so it can drive a progress bar made outside (elements
+    # touched inside a cached function are replayed on a hit, and the bar would not exist).
+    if _result is None:
+        raise LookupError(key)
+    return _result
+
+
+def _labelled_scores(key: str, read, models: list[str], progress=None) -> dict:
+    from detector import comparison
+
+    paths = tuple(model_dir(m) for m in models)
+    mtimes = tuple(_mtime(Path(p) / store.MODEL_FILE) for p in paths)
+    try:
+        return {**_labelled(key, paths, mtimes), "cached": True}
+    except LookupError:
+        pass
+    import time
+
+    t0 = time.perf_counter()
+    items = read(progress)  # ValueError: not a zip / no real/ or fake/ folder
+    read_s = time.perf_counter() - t0
+    frame = comparison.score_labelled(items, paths, progress=progress)
+    result = {"frame": pd.DataFrame(frame), "n_images": len(items.good), "read_seconds": read_s,
+              "score_seconds": frame.attrs["seconds"], "seconds": time.perf_counter() - t0,
+              "ms_per_image": dict(frame.attrs["ms_per_image"]),
+              "errors": [(i.name, i.label, i.image) for i in items.bad], "ignored": list(items.ignored)}
+    return {**_labelled(key, paths, mtimes, _result=result), "cached": False}
+
+
+def labelled_zip_scores(data: bytes, models: list[str], progress=None) -> dict:
+    """A zip of real/ and fake/ folders read in memory and scored by `models`, cached per
+    (zip bytes, models, model files' mtimes). A dict: frame (model, split, path, source,
+    label, p_fake), n_images, read_seconds, score_seconds, seconds, ms_per_image {model: ms},
+    errors [(file, label, message)], ignored [file], cached (True: timings are the first
+    run's). `progress(fraction, text)` follows reading and scoring on a miss."""
+    from detector import comparison
+
+    return _labelled_scores("zip:" + digest(data), lambda p: comparison.read_labelled_zip(data, progress=p),
+                            models, progress)
+
+
+def labelled_folder_scores(folder: str, models: list[str], progress=None) -> dict:
+    """`labelled_zip_scores` for a folder on the server, cached per folder listing
+    (names, sizes, mtimes)."""
+    from detector import comparison
+
+    return _labelled_scores("folder:" + comparison.folder_signature(folder),
+                            lambda p: comparison.read_labelled_folder(folder, progress=p), models, progress)
+
+
+def robustness_table(name: str) -> pd.DataFrame | None:
+    """A model's robustness.csv (`python -m detector robustness`), None when absent."""
+    return table(model_dir(name), "robustness.csv")

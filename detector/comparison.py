@@ -1,0 +1,284 @@
+"""Model comparison helpers behind the dashboard's compare page (no Streamlit here).
+
+* A labelled set the user supplies -- a zip (read in memory, never written to disk) or a
+  folder -- holding `real/` and `fake/` folders at any depth (`x/Real/a.jpg` counts):
+  `read_labelled_zip`, `read_labelled_folder`. A sub-folder below the label folder names
+  the image's source (`fake/stylegan/a.png` -> source "stylegan").
+* `score_labelled`: every good image scored by each model the way `python -m detector
+  evaluate` does it: the image is a face crop, so it is used whole: the one decoder
+  (`images.decode_image`), the one resize (`images.resize_to`) to the model size, then
+  `Detector.score_batch` (calibrated P(fake)). The result is a predictions frame with the
+  columns of predictions.csv, so stored and live predictions share the page's analysis.
+* `sanity_flags`: reasons to distrust a model's numbers (scores that barely vary, AUC at
+  chance level).
+
+TensorFlow is imported only inside `score_labelled` (through `detector.inference`).
+"""
+from __future__ import annotations
+
+import io
+import os
+import time
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from detector import data, evaluation, images
+
+SPLIT = "labelled"  # the `split` value of live-scored rows
+COLUMNS = ["split", "path", "source", "label", "p_fake"]
+MAX_FILES = 5000  # images in one set
+MAX_FILE_BYTES = 64 * 1024 * 1024  # one compressed image file
+MAX_TOTAL_BYTES = 1024 * 1024 * 1024  # all files, as stored (zip-bomb guard)
+MAX_TOTAL_PIXELS = 400_000_000  # decoded pixels held at once (~1.2 GB of RGB)
+MIN_SCORE_STD = 0.01  # sanity flag: scores that barely vary
+AUC_MARGIN = 0.05  # sanity flag: AUC within this of 0.5
+
+_SKIP_PARTS = {"__macosx"}
+
+
+class Item(NamedTuple):
+    """One file of a labelled set: `image` is the decoded RGB array, or the error message
+    (a str) when the file could not be read or decoded."""
+
+    name: str
+    label: str  # "real" / "fake" (data.CLASS_NAMES)
+    image: np.ndarray | str
+    source: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return isinstance(self.image, np.ndarray)
+
+
+class LabelledSet(list):
+    """A list of `Item`s; `ignored` names the files outside any real/ or fake/ folder."""
+
+    def __init__(self, items: Iterable[Item] = (), ignored: Iterable[str] = ()):
+        super().__init__(items)
+        self.ignored = list(ignored)
+
+    @property
+    def good(self) -> list[Item]:
+        return [i for i in self if i.ok]
+
+    @property
+    def bad(self) -> list[Item]:
+        return [i for i in self if not i.ok]
+
+
+def label_of(path: str) -> tuple[str, str] | None:
+    """(label, source) of a relative path from its folders, or None when no folder is named
+    real or fake (any case). The deepest such folder wins; the folder right below it, if
+    any, is the source. Hidden files and folders and macOS `__MACOSX` are never labelled."""
+    parts = [p for p in PurePosixPath(path.replace("\\", "/")).parts if p not in ("", "/", ".")]
+    if not parts or any(p.startswith(".") or p.lower() in _SKIP_PARTS for p in parts):
+        return None
+    folders = parts[:-1]
+    for i in range(len(folders) - 1, -1, -1):
+        name = folders[i].lower()
+        if name in data.CLASS_NAMES:
+            return name, (folders[i + 1] if i + 1 < len(folders) else "")
+    return None
+
+
+def _decode(raw: bytes, budget: list[int]) -> np.ndarray | str:
+    if budget[0] <= 0:
+        return f"skipped: the set is over {MAX_TOTAL_PIXELS // 1_000_000} megapixels in total"
+    try:
+        rgb = images.decode_image(raw)
+    except images.ImageDecodeError as exc:
+        return str(exc)
+    budget[0] -= rgb.shape[0] * rgb.shape[1]
+    return rgb
+
+
+def read_labelled_zip(blob: bytes, max_files: int = MAX_FILES, progress: Callable | None = None) -> LabelledSet:
+    """A zip's images under real/ and fake/ folders (any depth), decoded in memory.
+
+    Bad files (corrupt, not an image, too large, encrypted) come back as items whose
+    `image` is the error message. Raises ValueError when the bytes are not a zip or no file
+    sits in a real/ or fake/ folder. `progress(fraction, text)` is called per file."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(blob))
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ValueError(f"not a readable zip file ({exc})") from None
+    items, ignored = [], []
+    total, budget = 0, [MAX_TOTAL_PIXELS]
+    with archive:
+        members = archive.infolist()
+        for k, info in enumerate(members):
+            if progress is not None:
+                progress(k / max(len(members), 1), f"Reading {k + 1} of {len(members)} files")
+            if info.is_dir():
+                continue
+            found = label_of(info.filename)
+            if found is None:
+                ignored.append(info.filename)
+                continue
+            label, source = found
+            if len(items) >= max_files:
+                ignored.append(info.filename)
+                continue
+            if info.file_size > MAX_FILE_BYTES:
+                items.append(Item(info.filename, label, f"file too large ({info.file_size / 1e6:.0f} MB)", source))
+                continue
+            if total + info.file_size > MAX_TOTAL_BYTES:
+                items.append(Item(info.filename, label, "skipped: the zip holds too much data", source))
+                continue
+            try:
+                with archive.open(info) as fh:
+                    raw = fh.read(MAX_FILE_BYTES + 1)  # never trust the header's size
+            except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError, ValueError,
+                    EOFError) as exc:  # corrupt member, encrypted, unknown compression
+                items.append(Item(info.filename, label, f"cannot read from the zip ({exc})", source))
+                continue
+            total += len(raw)
+            if len(raw) > MAX_FILE_BYTES:
+                items.append(Item(info.filename, label, "file too large", source))
+                continue
+            items.append(Item(info.filename, label, _decode(raw, budget), source))
+    if not items:
+        raise ValueError("no files in real/ or fake/ folders: put the images in folders named "
+                         "real and fake (at any depth, e.g. set/real/a.jpg)")
+    return LabelledSet(items, ignored)
+
+
+def read_labelled_folder(folder: str | os.PathLike, max_files: int = MAX_FILES,
+                         progress: Callable | None = None) -> LabelledSet:
+    """Like `read_labelled_zip` for a folder on this machine (names relative to it)."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"not a folder: {root}")
+    items, ignored, budget = [], [], [MAX_TOTAL_PIXELS]
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    for k, path in enumerate(files):
+        if progress is not None:
+            progress(k / max(len(files), 1), f"Reading {k + 1} of {len(files)} files")
+        rel = path.relative_to(root).as_posix()
+        found = label_of(rel)
+        if found is None or len(items) >= max_files:
+            ignored.append(rel)
+            continue
+        label, source = found
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            items.append(Item(rel, label, f"cannot read file ({exc.strerror or exc})", source))
+            continue
+        if size > MAX_FILE_BYTES:
+            items.append(Item(rel, label, f"file too large ({size / 1e6:.0f} MB)", source))
+            continue
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            items.append(Item(rel, label, f"cannot read file ({exc.strerror or exc})", source))
+            continue
+        items.append(Item(rel, label, _decode(raw, budget), source))
+    if not items:
+        raise ValueError(f"no files in real/ or fake/ folders under {root}")
+    return LabelledSet(items, ignored)
+
+
+def folder_signature(folder: str | os.PathLike) -> str:
+    """A cheap fingerprint of a folder's files (names, sizes, mtimes) for cache keys."""
+    import hashlib
+
+    root = Path(folder).expanduser()
+    h = hashlib.sha1(str(root.resolve()).encode())
+    if root.is_dir():
+        for p in sorted(root.rglob("*")):
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            h.update(f"|{p.relative_to(root).as_posix()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def score_labelled(items: Iterable[Item], model_names: Iterable, progress: Callable | None = None,
+                   batch_size: int = 32) -> pd.DataFrame:
+    """Every good item scored by each model (names, or model folder paths).
+
+    One row per (model, good image): model, split ("labelled"), path, source, label, p_fake.
+    `progress(fraction, text)` is called as it goes. `frame.attrs` holds the timings:
+    "seconds" (all scoring, models already loaded) and per model "model_seconds" and
+    "ms_per_image" (resize + forward pass, divided by the number of images)."""
+    from detector import inference
+
+    good = [i for i in items if i.ok]
+    names = list(model_names)
+    report = progress or (lambda fraction, text: None)
+    report(0.0, "Loading models...")
+    detectors = [inference.load_detector(m) for m in names]
+    frames, seconds = [], {}
+    steps = max(1, len(detectors) * len(good))
+    done = 0
+    t_all = time.perf_counter()
+    for det in detectors:
+        t0 = time.perf_counter()
+        scores = []
+        for start in range(0, len(good), batch_size):
+            chunk = good[start:start + batch_size]
+            scores.append(det.score_batch(np.stack([images.resize_to(i.image, det.size) for i in chunk])))
+            done += len(chunk)
+            report(done / steps, f"{det.name}: {start + len(chunk)} of {len(good)} images")
+        seconds[det.name] = time.perf_counter() - t0
+        frames.append(pd.DataFrame({
+            "model": det.name, "split": SPLIT, "path": [i.name for i in good],
+            "source": [i.source for i in good], "label": [i.label for i in good],
+            "p_fake": np.concatenate(scores).astype(float) if scores else np.zeros(0)}))
+    out = (pd.concat(frames, ignore_index=True) if frames
+           else pd.DataFrame(columns=["model", *COLUMNS]))
+    out.attrs.update(
+        seconds=time.perf_counter() - t_all, n_images=len(good), model_seconds=seconds,
+        ms_per_image={m: (1e3 * s / len(good) if good else float("nan")) for m, s in seconds.items()})
+    report(1.0, f"{len(good)} image(s) scored by {len(detectors)} model(s)")
+    return out
+
+
+def robustness_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """A robustness.csv table ready to plot: `level` as a label ("none", "95", "0.75", "0"),
+    rows in `robustness.PERTURBATIONS` order (mildest first; unknown levels after)."""
+    from detector import robustness
+
+    def label(v) -> str:
+        try:
+            return f"{float(v):g}"
+        except (TypeError, ValueError):
+            return str(v).strip()
+
+    out = table.copy()
+    out["level"] = [label(v) for v in out["level"]]
+    known = {(k, label(v)): i for k, levels in robustness.PERTURBATIONS.items() for i, v in enumerate(levels)}
+    out["order"] = [known.get((k, v), len(known)) for k, v in zip(out["perturbation"], out["level"])]
+    for col in ("accuracy", "auc"):
+        out[col] = pd.to_numeric(out[col], errors="coerce")
+    return out.sort_values(["perturbation", "order"], kind="stable").reset_index(drop=True)
+
+
+def sanity_flags(frame: pd.DataFrame, min_std: float = MIN_SCORE_STD,
+                 auc_margin: float = AUC_MARGIN) -> list[str]:
+    """Why a model's predictions on a labelled set should not be trusted (empty: no reason).
+
+    * the std of P(fake) is below `min_std`: the model gives (almost) the same score to
+      everything, e.g. a collapsed network or a broken preprocessing;
+    * the AUC is within `auc_margin` of 0.5: it ranks fakes no better than a coin."""
+    scores = pd.to_numeric(frame["p_fake"], errors="coerce").dropna().to_numpy(float)
+    if scores.size == 0:
+        return ["no scores"]
+    flags = []
+    std = float(np.std(scores))
+    if std < min_std:
+        flags.append(f"scores barely vary: std of P(fake) is {std:.4f} (< {min_std:g}) over "
+                     f"{scores.size} images, range {scores.min():.3f}..{scores.max():.3f}")
+    valid = pd.to_numeric(frame["p_fake"], errors="coerce").notna()
+    labels = frame.loc[valid, "label"].astype(str).str.strip().str.lower()
+    auc = evaluation.binary_metrics(labels, scores)["auc"]  # nan with one class only
+    if np.isfinite(auc) and abs(auc - 0.5) < auc_margin:
+        flags.append(f"AUC {auc:.3f} is within {auc_margin:g} of 0.5: no better than chance at "
+                     "telling fakes from real images")
+    return flags

@@ -1,0 +1,316 @@
+"""The dashboard in a real browser: `streamlit run` + Debian chromium driven by playwright.
+
+A module fixture starts `streamlit run streamlit_app.py` on a free port (waits for
+/_stcore/health, stops it at the end); chromium is the system one (/usr/bin/chromium,
+`apt-get install chromium`), launched by Python playwright with `executable_path`, so
+`playwright install` (a browser download) is never needed. Each page is opened, used like
+a person would, and screenshotted into test-artifacts/.
+
+Without playwright or /usr/bin/chromium the module is skipped, unless the environment
+variable CI is set: then it fails (CI must really run it).
+
+Models: the shipped ones when models/ has any, otherwise the tiny run of conftest.py in a
+temporary models folder (DEEPFAKE_LAB_MODELS).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import REPO_ROOT, fake_image, smooth_image
+from detector import store
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # pragma: no cover - depends on the environment
+    sync_playwright = None
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+VERDICT_RE = re.compile(r"\b(REAL|FAKE|UNCERTAIN)\b")
+BADGE_RE = re.compile("REAL|FAKE|UNCERTAIN")  # for playwright's has_text (its JS regexes ignore \b here)
+SLOW = 240_000  # ms: the first detection loads TensorFlow, the model and MTCNN on a busy CPU
+
+
+def _missing() -> str | None:
+    if sync_playwright is None:
+        return "Python playwright is not installed (pip install -r requirements-dev.txt)"
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"{CHROMIUM} is missing (apt-get install chromium)"
+    return None
+
+
+MISSING = _missing()
+if MISSING and not os.environ.get("CI"):
+    pytest.skip(f"browser tests need playwright and Debian chromium: {MISSING}", allow_module_level=True)
+
+
+# --- fixtures ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def models_root(request, tmp_path_factory) -> Path:
+    shipped = REPO_ROOT / "models"
+    if store.model_names(shipped):
+        return shipped
+    tiny_run = request.getfixturevalue("tiny_run")
+    root = tmp_path_factory.mktemp("browser_models")
+    shutil.copytree(tiny_run, root / "tiny", ignore=shutil.ignore_patterns("logs", "checkpoints"))
+    (root / "DEFAULT").write_text("tiny\n")
+    return root
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(models_root, tmp_path_factory) -> str:
+    """`streamlit run` on a free port; yields its base URL."""
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
+    env = {**os.environ, "DEEPFAKE_LAB_MODELS": str(models_root), "TF_CPP_MIN_LOG_LEVEL": "2",
+           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", "PYTHONPATH": str(REPO_ROOT)}
+    cmd = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.address", "127.0.0.1",
+           "--server.port", str(port), "--server.headless", "true"]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url + "/_stcore/health", timeout=5) as r:
+                    if r.status == 200 and r.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"streamlit not healthy after 120 s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=20)
+    assert "Traceback" not in log_path.read_text(errors="replace"), log_path.read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if MISSING:  # only reached when CI is set
+        pytest.fail(f"CI is set, so the browser tests must run, but {MISSING}", pytrace=False)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    pg.set_default_timeout(SLOW)
+    yield pg
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def upload_files(tmp_path_factory) -> list[Path]:
+    """A PNG and a JPEG, generated (face-free gradients: judged whole)."""
+    folder = tmp_path_factory.mktemp("uploads")
+    rng = np.random.default_rng(3)
+    png, jpg = folder / "gradient.png", folder / "checker.jpg"
+    Image.fromarray(smooth_image(rng, 128)).save(png)
+    Image.fromarray(fake_image(rng, 112)).save(jpg, quality=92)
+    return [png, jpg]
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+IDLE_JS = """() => !document.querySelector('[data-testid="stStatusWidget"]')
+                 && !document.querySelector('[data-testid="stSkeleton"]')
+                 && !document.querySelector('[data-stale="true"]')"""
+
+
+def _settle(page, timeout_s: float = SLOW / 1000) -> None:
+    """Wait until the script run is over: no 'running' status, no skeletons, no stale
+    elements, three checks in a row (a rerun can take a moment to start)."""
+    deadline, calm = time.time() + timeout_s, 0
+    while calm < 3:
+        assert time.time() < deadline, "the page kept running"
+        calm = calm + 1 if page.evaluate(IDLE_JS) else 0
+        time.sleep(0.3)
+
+
+def _open(page, url: str, title: str) -> None:
+    page.goto(url)
+    page.get_by_role("heading", name=title, exact=True).wait_for()
+    _settle(page)
+    _no_exception(page)
+
+
+def _no_exception(page) -> None:
+    shown = page.locator('[data-testid="stException"]')
+    assert shown.count() == 0, shown.all_inner_texts()
+
+
+def _shot(page, name: str) -> None:
+    """A screenshot of the whole page (Streamlit scrolls inside its main block, so the
+    viewport is stretched to the content's height first)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    height = page.evaluate("""() => Math.max(...Array.from(
+        document.querySelectorAll('[data-testid="stMain"], [data-testid="stMainBlockContainer"]'),
+        e => e.scrollHeight), document.body.scrollHeight)""")
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": min(int(height) + 40, 8000)})
+    time.sleep(1)  # charts re-layout to the new size
+    _settle(page)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    page.set_viewport_size(size)
+
+
+def _upload(page, files: list[Path]) -> None:
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files([str(f) for f in files])
+
+
+def _verdict_of(page, name: str) -> str:
+    """Wait for the result card of one file and return its verdict badge."""
+    heading = page.get_by_role("heading", name=name, exact=True)
+    heading.wait_for()
+    header = page.locator('[data-testid="stHorizontalBlock"]').filter(has=heading).filter(has_text=BADGE_RE)
+    header.first.wait_for()
+    match = VERDICT_RE.search(header.first.inner_text())
+    assert match, header.first.inner_text()
+    return match.group(1)
+
+
+# --- tests ---------------------------------------------------------------------------------
+
+def test_detect_page_gives_both_verdicts(server, page, upload_files):
+    _open(page, server + "/", "Detect deepfakes")
+    _upload(page, upload_files)
+    verdicts = {f.name: _verdict_of(page, f.name) for f in upload_files}
+    _settle(page)
+    _no_exception(page)
+    assert set(verdicts.values()) <= {"REAL", "FAKE", "UNCERTAIN"}
+    assert page.get_by_text(re.compile(r"^P\(fake\) \d\.\d{3} · ")).count() == len(upload_files)
+    # the summary counts add up to the two images, none in error
+    metrics = {}
+    for text in page.locator('[data-testid="stMetric"]').all_inner_texts():
+        lines = [t for t in text.splitlines() if t.strip()]
+        if lines[0] in ("Fake", "Uncertain", "Real", "Error"):
+            metrics[lines[0]] = int(lines[-1])
+    assert sum(metrics.values()) == 2 and metrics["Error"] == 0, metrics
+    _shot(page, "detect")
+
+
+def _confusion_counts(page, model: str) -> tuple[str, list[int]]:
+    """(title, [tn, fp, fn, tp]) read from the plotly confusion matrix of one model."""
+    plot = page.locator(".js-plotly-plot").filter(has_text=f"{model} @ ").first
+    plot.wait_for()
+    title = next(t for t in plot.locator("text").all_text_contents() if t.startswith(f"{model} @ "))
+    cells = plot.locator("text[data-unformatted*='<br>']").evaluate_all(
+        "els => els.map(e => [Number(e.getAttribute('x')), Number(e.getAttribute('y')), e.getAttribute('data-unformatted')])")
+    assert len(cells) == 4, cells
+    cells.sort(key=lambda c: (c[1], c[0]))  # rows top (true real) to bottom, columns left to right
+    return title, [int(c[2].split("<br>")[0]) for c in cells]
+
+
+def test_compare_slider_moves_the_confusion_matrix(server, page, models_root):
+    _open(page, server + "/compare", "Compare models")
+    model = store.default_model_name(models_root)
+    card = json.loads((models_root / model / "card.json").read_text())
+    preds = pd.read_csv(models_root / model / "predictions.csv")
+    test = preds[preds["split"].astype(str) == "test"]
+    score = test["p_fake"].to_numpy(float)
+    fake = test["label"].astype(str).str.lower().eq("fake").to_numpy()
+
+    def by_hand(t: float) -> list[int]:
+        pred = score >= t
+        return [int((~fake & ~pred).sum()), int((~fake & pred).sum()), int((fake & ~pred).sum()),
+                int((fake & pred).sum())]
+
+    slider = page.locator(f'input[type="range"][aria-label="{model}"]')
+    start = float(slider.get_attribute("value"))
+    assert start == pytest.approx(card["threshold"], abs=0.0006)
+    title0, counts0 = _confusion_counts(page, model)
+    assert counts0 == by_hand(card["threshold"]), (title0, counts0)
+
+    # arrow presses (0.001 each) that carry the threshold across the nearest test score
+    above, below = score[score >= start], score[score < start]
+    right = math.floor((above.min() - start) / 0.001) + 2 if above.size else 10**9
+    left = math.floor((start - below.max()) / 0.001) + 2 if below.size else 10**9
+    key, presses = ("ArrowRight", right) if right <= left else ("ArrowLeft", left)
+    assert presses <= 1000, "no test score near the threshold"
+    slider.focus()
+    for _ in range(presses):
+        page.keyboard.press(key)
+    moved = float(slider.get_attribute("value"))
+    assert moved != start
+    page.locator(".js-plotly-plot").filter(has_text=f"{model} @ {moved:.3f}").first.wait_for()
+    _settle(page)
+    title1, counts1 = _confusion_counts(page, model)
+    assert title1 == f"{model} @ {moved:.3f}"
+    assert counts1 != counts0 and sum(counts1) == sum(counts0) == len(test), (counts0, counts1)
+    assert counts1 == by_hand(moved), (moved, counts1)
+    _no_exception(page)
+    _shot(page, "compare")
+
+
+def test_training_page_opens(server, page):
+    _open(page, server + "/training", "Training runs")
+    assert page.get_by_role("heading", name="Test report").count() == 1
+    _shot(page, "training")
+
+
+def test_four_sessions_at_once_each_get_their_verdict(server, browser, tmp_path):
+    """Four browser sessions upload at the same time; each sees its own file's verdict."""
+    files, pages = [], []
+    for i in range(4):
+        path = tmp_path / f"session_{i}.png"
+        Image.fromarray(smooth_image(np.random.default_rng(100 + i), 96 + 8 * i)).save(path)
+        files.append(path)
+    contexts = [browser.new_context(viewport={"width": 1200, "height": 900}) for _ in files]
+    try:
+        for ctx in contexts:
+            pg = ctx.new_page()
+            pg.set_default_timeout(SLOW)
+            pg.goto(server + "/")
+            pages.append(pg)
+        for pg in pages:
+            pg.get_by_role("heading", name="Detect deepfakes", exact=True).wait_for()
+            _settle(pg)
+        for pg, f in zip(pages, files):  # all four uploads go out before any result is awaited
+            _upload(pg, [f])
+        for i, (pg, f) in enumerate(zip(pages, files)):
+            assert _verdict_of(pg, f.name) in {"REAL", "FAKE", "UNCERTAIN"}
+            _settle(pg)
+            _no_exception(pg)
+            others = [g.name for g in files if g != f]
+            assert all(pg.get_by_role("heading", name=o, exact=True).count() == 0 for o in others)
+    finally:
+        for ctx in contexts:
+            ctx.close()

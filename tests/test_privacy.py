@@ -1,0 +1,236 @@
+"""Uploads never touch the disk: detecting uploaded images writes no file anywhere.
+
+Two witnesses, around the upload + detection only (fixtures, imports and the first empty
+render of the page happen before):
+
+1. Snapshots of (path, size, mtime) of the working tree (minus .venv, .git, __pycache__,
+   .pytest_cache), of the temp folder (a dedicated, empty TMPDIR for the test), of the
+   decoded-pixel caches (~/.cache/deepfake-lab and $DEEPFAKE_LAB_CACHE) and of the models
+   folder in use, taken before and after: nothing may appear, change or vanish.
+2. A Python audit hook (process-wide, every thread: AppTest runs the page in this process)
+   that records every file opened for writing, created, renamed, removed or truncated,
+   ANYWHERE on disk; it must record nothing.
+
+The working tree is shared with people editing files while the tests run, so a tree change
+is tolerated only when a repeat of the same detection on fresh images leaves the tree
+untouched (a real leak writes on every detection); the temp/cache/models folders and the
+audit hook are strict on every attempt.
+
+Models: the shipped ones when models/ has any, otherwise the tiny run of conftest.py.
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO_ROOT, fake_image, smooth_image
+from detector import store
+
+APP = str(REPO_ROOT / "streamlit_app.py")
+VERDICTS = {"REAL", "FAKE", "UNCERTAIN"}
+SKIP_DIRS = {".venv", ".git", "__pycache__", ".pytest_cache"}
+ATTEMPTS = 3
+
+# --- the audit hook ---------------------------------------------------------------------------
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+_WRITE_EVENTS = {"os.mkdir", "os.rename", "os.remove", "os.rmdir", "os.truncate", "os.link", "os.symlink",
+                 "os.utime", "os.mkfifo", "os.mknod", "shutil.copyfile", "shutil.copytree", "shutil.move",
+                 "shutil.rmtree", "shutil.unpack_archive", "tempfile.mkstemp", "tempfile.mkdtemp"}
+
+
+class _WriteRecorder:
+    """Records file-writing operations while `on`; installed once (audit hooks stay for good)."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.seen: list[tuple] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, event: str, args: tuple) -> None:
+        if not self.on:
+            return
+        if event == "open":
+            path, mode, flags = (tuple(args) + (None, None, None))[:3]
+            if isinstance(path, int) or path is None:
+                return  # an already open descriptor
+            writes = (any(c in mode for c in "wax+") if isinstance(mode, str)
+                      else isinstance(flags, int) and bool(flags & _WRITE_FLAGS))
+            if not writes or str(path).startswith(("/dev/", "/proc/")):
+                return
+            record = (event, str(path), mode if mode is not None else flags)
+        elif event in _WRITE_EVENTS:
+            record = (event, *[str(a) for a in args[:2]])
+        else:
+            return
+        with self._lock:
+            self.seen.append(record)
+
+
+_RECORDER = _WriteRecorder()
+_INSTALLED = []
+
+
+@pytest.fixture(scope="module")
+def recorder() -> _WriteRecorder:
+    if not _INSTALLED:
+        sys.addaudithook(_RECORDER)
+        _INSTALLED.append(True)
+    _RECORDER.on = False
+    yield _RECORDER
+    _RECORDER.on = False
+
+
+# --- snapshots --------------------------------------------------------------------------------
+
+def _snapshot(root: Path) -> dict[str, tuple]:
+    """path -> (size, mtime_ns) of every file under root, path -> ('dir',) of every folder."""
+    out: dict[str, tuple] = {}
+    if not root.exists():
+        return out
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in SKIP_DIRS]
+        out[folder] = ("dir",)
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                st = os.lstat(path)
+            except OSError:  # vanished while walking
+                continue
+            out[path] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def _diff(before: dict, after: dict) -> list[str]:
+    return sorted(f"{'added' if k not in before else 'removed' if k not in after else 'changed'}: {k}"
+                  for k in set(before) | set(after) if before.get(k) != after.get(k))
+
+
+@pytest.fixture()
+def quiet_tmp(tmp_path, monkeypatch) -> Path:
+    """A dedicated, empty temp folder: TMPDIR and tempfile.gettempdir() point at it."""
+    tmp = tmp_path / "TMPDIR"
+    tmp.mkdir()
+    for var in ("TMPDIR", "TEMP", "TMP"):
+        monkeypatch.setenv(var, str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    assert tempfile.gettempdir() == str(tmp)
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def models_root(request, tmp_path_factory) -> Path:
+    shipped = REPO_ROOT / "models"
+    if store.model_names(shipped):
+        return shipped
+    tiny_run = request.getfixturevalue("tiny_run")
+    root = tmp_path_factory.mktemp("privacy_models")
+    shutil.copytree(tiny_run, root / "tiny", ignore=shutil.ignore_patterns("logs", "checkpoints"))
+    (root / "DEFAULT").write_text("tiny\n")
+    return root
+
+
+def _strict_roots(tmp: Path, models: Path) -> list[Path]:
+    caches = {Path.home() / ".cache" / "deepfake-lab", Path(tmp)}
+    if os.environ.get("DEEPFAKE_LAB_CACHE"):
+        caches.add(Path(os.environ["DEEPFAKE_LAB_CACHE"]))
+    if REPO_ROOT not in models.resolve().parents:
+        caches.add(models)
+    return sorted(caches)
+
+
+def _leaves_no_trace(action, tmp: Path, models: Path, recorder: _WriteRecorder) -> None:
+    """Run action(attempt) inside the snapshots and the audit hook, as described above."""
+    strict = _strict_roots(tmp, models)
+    tree_diffs = []
+    for attempt in range(ATTEMPTS):
+        before = {r: _snapshot(r) for r in strict}
+        tree_before = _snapshot(REPO_ROOT)
+        recorder.seen.clear()
+        recorder.on = True
+        try:
+            action(attempt)
+        finally:
+            recorder.on = False
+        writes = list(recorder.seen)
+        tree_after = _snapshot(REPO_ROOT)
+        after = {r: _snapshot(r) for r in strict}
+        assert writes == [], f"attempt {attempt}: files written during detection: {writes}"
+        for r in strict:
+            assert _diff(before[r], after[r]) == [], f"attempt {attempt}: {r} changed"
+        tree_diffs.append(_diff(tree_before, tree_after))
+        if not tree_diffs[-1]:
+            return
+    pytest.fail(f"the working tree changed during every detection: {tree_diffs}")
+
+
+def _images(seed: int) -> list[tuple[str, bytes, str]]:
+    """Fresh upload files per attempt (a PNG and a JPEG): nothing can come from a cache."""
+    rng = np.random.default_rng(1000 + seed)
+    png, jpg = io.BytesIO(), io.BytesIO()
+    Image.fromarray(smooth_image(rng, 120)).save(png, format="PNG")
+    Image.fromarray(fake_image(rng, 96)).save(jpg, format="JPEG", quality=92)
+    return [(f"private_{seed}.png", png.getvalue(), "image/png"),
+            (f"private_{seed}.jpg", jpg.getvalue(), "image/jpeg")]
+
+
+# --- the tests ----------------------------------------------------------------------------
+
+def test_detect_page_upload_writes_no_file(models_root, quiet_tmp, recorder, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("DEEPFAKE_LAB_MODELS", str(models_root))  # pages/ui.py reads it per call
+    app = AppTest.from_file(APP, default_timeout=300)
+    app.run()
+    assert not app.exception, app.exception
+
+    def upload_and_detect(attempt: int) -> None:
+        files = _images(attempt)
+        app.toggle(key="det_forensics").set_value(True)  # ELA, FFT and EXIF views too
+        app.file_uploader(key="det_upload").set_value(files).run()
+        assert not app.exception, app.exception
+        table = app.dataframe[0].value
+        assert list(table["file"]) == [f[0] for f in files]
+        assert set(table["verdict"]) <= VERDICTS, table
+
+    _leaves_no_trace(upload_and_detect, quiet_tmp, models_root, recorder)
+
+
+def test_analyze_source_bytes_writes_no_file(models_root, quiet_tmp, recorder):
+    from detector import inference
+
+    model = models_root / store.default_model_name(models_root)
+
+    def detect(attempt: int) -> None:
+        det = inference.load_detector(model)  # loaded inside the window the first time
+        for _, data, _ in _images(attempt):
+            result = det.analyze_source(data, gradcam=True)
+            assert result.faces and result.verdict in VERDICTS
+
+    _leaves_no_trace(detect, quiet_tmp, models_root, recorder)
+
+
+def test_the_witnesses_would_see_a_write(quiet_tmp, recorder, tmp_path):
+    """Guard against a blind test: a write in the temp folder is caught by both witnesses."""
+    before = _snapshot(quiet_tmp)
+    recorder.seen.clear()
+    recorder.on = True
+    try:
+        with tempfile.NamedTemporaryFile(delete=False, suffix=".png") as fh:
+            fh.write(b"x")
+        fd = os.open(tmp_path / "raw.bin", os.O_WRONLY | os.O_CREAT)
+        os.close(fd)
+    finally:
+        recorder.on = False
+    assert any(fh.name in r[1] for r in recorder.seen), recorder.seen
+    assert any("raw.bin" in r[1] for r in recorder.seen), recorder.seen
+    assert _diff(before, _snapshot(quiet_tmp)) == [f"added: {fh.name}"]
