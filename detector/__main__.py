@@ -109,6 +109,9 @@ def cmd_models(args) -> int:
     if not cards:
         print("no models in", store.MODELS_DIR)
         return 1
+    if args.markdown:
+        print(models_markdown(cards))
+        return 0
     print(f"{'':2}{'name':<24}{'arch':<22}{'size':>5}{'params':>11}{'MB':>7}{'thr':>7}{'acc':>7}{'auc':>7}")
     for c in cards:
         t = c.get("metrics", {}).get("test") or {}
@@ -118,6 +121,33 @@ def cmd_models(args) -> int:
               f"{acc if acc is None else format(acc, '.3f'):>7}{auc if auc is None else format(auc, '.3f'):>7}")
     print("* = default model")
     return 0
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def _num(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def models_markdown(cards: list[dict]) -> str:
+    """The README's model table, from the cards (test split: overall and per source)."""
+    sources = sorted({s for c in cards for s in ((c.get("metrics") or {}).get("test") or {}).get("per_source") or {}})
+    head = ["model", "input", "params", "MB", "threshold", "acc", "AUC", "EER", "ECE"]
+    head += [f"{s} acc / AUC" for s in sources] + ["train time"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in cards:
+        t = (c.get("metrics") or {}).get("test") or {}
+        ps = t.get("per_source") or {}
+        secs = (c.get("training") or {}).get("total_seconds")
+        row = [("**" + c["name"] + "** *" if c.get("default") else c["name"]), f"{c['input_size']} px",
+               f"{c['params'] / 1e6:.2f} M", f"{c['file_mb']:.1f}", f"{c['threshold']:.3f}",
+               _pct(t.get("accuracy")), _num(t.get("auc")), _num(t.get("eer")), _num(t.get("ece"))]
+        row += [f"{_pct(ps.get(s, {}).get('accuracy'))} / {_num(ps.get(s, {}).get('auc'))}" for s in sources]
+        row.append("n/a" if secs is None else f"{secs / 60:.0f} min")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
 
 
 def cmd_audit(args) -> int:
@@ -144,6 +174,16 @@ def cmd_bench(args) -> int:
         print(json.dumps(evaluation.to_jsonable(result)))
     else:
         print(bench.format_table(result))
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from detector import store, training
+
+    card = training.recalibrate(store.resolve(args.model))
+    test = card["metrics"].get("test") or {}
+    print(json.dumps({k: card[k] for k in ("threshold", "temperature", "bias")}
+                     | {"test_accuracy": test.get("accuracy"), "test_ece": test.get("ece")}))
     return 0
 
 
@@ -187,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     mo = sub.add_parser("models", help="list the shipped models and their test numbers")
     mo.add_argument("--json", action="store_true")
+    mo.add_argument("--markdown", action="store_true", help="the README's model table")
     mo.set_defaults(func=cmd_models)
 
     au = sub.add_parser("audit", help="data audit: counts, sizes, JPEG quality, shortcuts, duplicates, leakage")
@@ -209,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     ro.add_argument("--n", type=int, default=400, help="stratified sample size (0: every test image)")
     ro.add_argument("--seed", type=int, default=42)
     ro.set_defaults(func=cmd_robustness)
+    ca = sub.add_parser("calibrate", help="refit calibration + threshold on a run's stored val predictions")
+    ca.add_argument("--model")
+    ca.set_defaults(func=cmd_calibrate)
+
     ex = sub.add_parser("export-fast", help="derive model.tflite (LiteRT/XNNPACK) and verify it against Keras")
     ex.add_argument("--model")
     ex.add_argument("--data", help="data root the model was trained on (default: from its card)")

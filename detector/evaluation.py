@@ -332,16 +332,16 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # numerically stable
 
 
-def apply_temperature(scores, T: float) -> np.ndarray:
-    """Rescale P(fake) as sigmoid(logit(p) / T).
+def apply_temperature(scores, T: float, bias: float = 0.0) -> np.ndarray:
+    """Rescale P(fake) as sigmoid(logit(p) / T + bias).
 
-    T > 1 softens over-confident scores, T < 1 sharpens them; the ranking
-    (and so AUC/EER) is unchanged.
+    T > 1 softens over-confident scores, T < 1 sharpens them; `bias` shifts them (Platt
+    scaling when fitted with T). The ranking (and so AUC/EER) is unchanged.
     """
     T = float(T)
     if not np.isfinite(T) or T <= 0:
         raise ValueError("temperature must be a positive finite number")
-    return _sigmoid(_logit(scores) / T)
+    return _sigmoid(_logit(scores) / T + float(bias))
 
 
 def fit_temperature(y_true, scores, bounds=(-4.0, 4.0)) -> float:
@@ -376,6 +376,30 @@ def fit_temperature(y_true, scores, bounds=(-4.0, 4.0)) -> float:
     if nll(res.x) > nll(0.0):
         return 1.0
     return float(math.exp(res.x))
+
+
+def fit_platt(y_true, scores) -> tuple[float, float]:
+    """Fit (T, bias) of `apply_temperature` by minimising log loss on validation data.
+
+    A temperature alone cannot move scores that sit on the wrong side of 0.5 for a whole
+    class (a model that gives fakes 0.5 and reals 0.02 stays miscalibrated); the bias can.
+    Returns (1.0, 0.0) when there is nothing to fit or the fit is no better than nothing.
+    """
+    from scipy.optimize import minimize
+
+    y, s = _prepare(y_true, scores)
+    if not _both_classes(y):
+        return 1.0, 0.0
+    z, yf = _logit(s), y.astype(float)
+
+    def nll(params) -> float:
+        a = z / math.exp(params[0]) + params[1]
+        return float(np.mean(np.logaddexp(0.0, a) - yf * a))
+
+    res = minimize(nll, x0=[0.0, 0.0], method="L-BFGS-B", bounds=[(-4.0, 4.0), (-20.0, 20.0)])
+    if not np.all(np.isfinite(res.x)) or nll(res.x) > nll([0.0, 0.0]):
+        return 1.0, 0.0
+    return float(math.exp(res.x[0])), float(res.x[1])
 
 
 # --------------------------------------------------------------------------- #

@@ -108,10 +108,10 @@ def export_and_verify(name_or_path=None, data_root: str | Path | None = None, n:
     keras_p = np.concatenate([model(pixels[i:i + 64].astype(np.float32), training=False).numpy().reshape(-1)
                               for i in range(0, len(pixels), 64)])
     lite_p = np.concatenate([runner(pixels[i:i + 64]) for i in range(0, len(pixels), 64)])
-    t = float(card.get("temperature", 1.0))
+    t, b = float(card.get("temperature", 1.0)), float(card.get("bias", 0.0))
     thr = float(card.get("threshold", 0.5))
-    kv = evaluation.apply_temperature(keras_p, t) >= thr
-    lv = evaluation.apply_temperature(lite_p, t) >= thr
+    kv = evaluation.apply_temperature(keras_p, t, b) >= thr
+    lv = evaluation.apply_temperature(lite_p, t, b) >= thr
     record = {"file": TFLITE_FILE, "checked_on": source, "n": int(len(pixels)),
               "max_abs_diff": float(np.max(np.abs(keras_p - lite_p))),
               "verdict_mismatches": int(np.sum(kv != lv)),

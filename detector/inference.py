@@ -1,9 +1,9 @@
 """Image -> per-face verdicts. The one scoring path behind the CLI, the evaluator and the app:
 
-    decode (images) -> faces (faces) -> resize_to model size -> model -> temperature -> verdict
+    decode (images) -> faces (faces) -> resize_to model size -> model -> calibration -> verdict
 
 A `Detector` wraps one model folder: the Keras model with a fixed-signature forward
-function (no retracing), the calibrated temperature and the decision threshold from its card.
+function (no retracing), the calibration (temperature + bias) and the decision threshold from its card.
 """
 from __future__ import annotations
 
@@ -71,6 +71,7 @@ class Detector:
         self.size = int(self.card["input_size"])
         self.threshold = float(self.card.get("threshold", 0.5))
         self.temperature = float(self.card.get("temperature", 1.0))
+        self.bias = float(self.card.get("bias", 0.0))
         self.gradcam_layer = self.card.get("gradcam_layer")
         self._forward = tf.function(
             lambda x: self.model(x, training=False),
@@ -94,7 +95,7 @@ class Detector:
         """(N, S, S, 3) uint8 at the model's size -> calibrated P(fake)."""
         batch = np.asarray(batch, np.float32)
         raw = self.fast(batch) if self.fast is not None else self._forward(batch).numpy().reshape(-1)
-        return evaluation.apply_temperature(raw, self.temperature)
+        return evaluation.apply_temperature(raw, self.temperature, self.bias)
 
     def score_crops(self, crops: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
         if not crops:

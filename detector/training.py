@@ -268,6 +268,11 @@ def _xyw(frame: pd.DataFrame, x: np.ndarray, cfg: TrainConfig):
     return x, frame["label"].to_numpy("float32"), w
 
 
+def _relative(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows as predictions.csv names images: by their path relative to the data root."""
+    return frame.drop(columns="path").rename(columns={"rel": "path"})
+
+
 def run_kfold(cfg: TrainConfig, spec, frame: pd.DataFrame, x: np.ndarray, out: Path) -> pd.DataFrame:
     """K stratified folds of the training split: each fold trains on K-1 parts and is
     scored on the held-out part. Returns the held-out predictions; writes folds.csv."""
@@ -287,11 +292,61 @@ def run_kfold(cfg: TrainConfig, spec, frame: pd.DataFrame, x: np.ndarray, out: P
         rows.append({"fold": k, "n_train": len(tr), "n_val": len(ho),
                      **{key: m[key] for key in ("accuracy", "precision", "recall", "f1", "auc", "ap", "eer")},
                      **m["confusion"]})
-        preds.append(frame.iloc[ho].assign(split="cv", fold=k, p_raw=p, p_fake=p))
+        preds.append(_relative(frame.iloc[ho]).assign(split="cv", fold=k, p_raw=p, p_fake=p))
         del model
         keras.backend.clear_session()
     pd.DataFrame(rows).to_csv(out / "folds.csv", index=False)
     return pd.concat(preds, ignore_index=True)
+
+
+def calibrate(preds: pd.DataFrame) -> tuple[dict, pd.DataFrame, dict]:
+    """Fit calibration (temperature + bias) and the decision threshold on the val rows of
+    `preds` (columns split, label 0/1, source, p_raw); score every row and compute the
+    card metrics per split. Val only: test never tunes anything."""
+    val = preds[preds["split"] == "val"]
+    temperature, bias = evaluation.fit_platt(val["label"], val["p_raw"])
+    preds = preds.assign(p_fake=evaluation.apply_temperature(preds["p_raw"], temperature, bias))
+    threshold = evaluation.choose_threshold(val["label"], preds.loc[val.index, "p_fake"])
+    metrics = {}
+    for split in ("val", "test"):
+        part = preds[preds["split"] == split]
+        if part.empty:
+            continue
+        m = evaluation.evaluate_predictions(part[["label", "p_fake", "source"]], threshold)
+        m["ece"] = evaluation.expected_calibration_error(part["label"], part["p_fake"])
+        m["ece_raw"] = evaluation.expected_calibration_error(part["label"], part["p_raw"])
+        metrics[split] = m
+    calib = {"threshold": float(threshold), "temperature": temperature, "bias": bias,
+             "calibration": "platt (temperature + bias) on val; threshold = best balanced accuracy on val"}
+    return calib, preds, evaluation.to_jsonable(metrics)
+
+
+def write_predictions(preds: pd.DataFrame, out: Path) -> None:
+    """predictions.csv: split, path, source, label (real/fake), p_fake, p_raw (+ fold)."""
+    preds = preds.copy()
+    if pd.api.types.is_numeric_dtype(preds["label"]):
+        preds["label"] = preds["label"].map(dict(enumerate(data.CLASS_NAMES)))
+    cols = ["split", "path", "source", "label", "p_fake", "p_raw"]
+    if "fold" in preds:
+        preds["fold"] = preds["fold"].astype("Int64")
+        cols.append("fold")
+    preds[cols].to_csv(out / "predictions.csv", index=False, float_format="%.6f")
+
+
+def recalibrate(folder: str | Path) -> dict:
+    """Refit calibration and threshold of a finished run from its stored val predictions
+    (no retraining, no images needed) and rewrite its card and predictions.csv."""
+    folder = Path(folder)
+    preds = pd.read_csv(folder / "predictions.csv", keep_default_na=False)
+    preds["label"] = preds["label"].map({n: i for i, n in enumerate(data.CLASS_NAMES)})
+    scored = preds[preds["split"].isin(["val", "test"])]
+    calib, scored, metrics = calibrate(scored)
+    write_predictions(pd.concat([scored, preds[~preds["split"].isin(["val", "test"])]], ignore_index=True), folder)
+    card = json.loads((folder / "card.json").read_text())
+    card.update(calib)
+    card["metrics"] = metrics
+    (folder / "card.json").write_text(json.dumps(evaluation.to_jsonable(card), indent=2))
+    return card
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -326,29 +381,13 @@ def train(cfg: TrainConfig) -> dict:
     fit_seconds = time.time() - t_fit
 
     raw = {s: predict_pixels(model, pixels[s]) for s in ("val", "test") if s in pixels}
-    y = {s: frames[s]["label"].to_numpy() for s in raw}
-    temperature = evaluation.fit_temperature(y["val"], raw["val"])
-    cal = {s: evaluation.apply_temperature(p, temperature) for s, p in raw.items()}
-    threshold = evaluation.choose_threshold(y["val"], cal["val"])
-
-    pred_frames = [frames[s].assign(p_raw=raw[s], p_fake=cal[s]) for s in raw]
-    if cv_preds is not None:
-        pred_frames.append(cv_preds)
-    preds = pd.concat(pred_frames, ignore_index=True)
-    preds["label"] = preds["label"].map(dict(enumerate(data.CLASS_NAMES)))
-    cols = ["split", "rel", "source", "label", "p_fake", "p_raw"] + (["fold"] if cv_preds is not None else [])
-    preds[cols].rename(columns={"rel": "path"}).to_csv(out / "predictions.csv", index=False,
-                                                       float_format="%.6f")
+    scored = pd.concat([_relative(frames[s]).assign(p_raw=raw[s]) for s in raw], ignore_index=True)
+    calib, scored, metrics = calibrate(scored)
+    preds = pd.concat([scored, cv_preds] if cv_preds is not None else [scored], ignore_index=True)
+    write_predictions(preds, out)
 
     model_path = out / "model.keras"
     model.save(model_path)
-    metrics = {}
-    for s in raw:
-        m = evaluation.evaluate_predictions(
-            pd.DataFrame({"label": y[s], "p_fake": cal[s], "source": frames[s]["source"]}), threshold)
-        m["ece"] = evaluation.expected_calibration_error(y[s], cal[s])
-        m["ece_raw"] = evaluation.expected_calibration_error(y[s], raw[s])
-        metrics[s] = m
     history = pd.read_csv(out / "history.csv") if (out / "history.csv").exists() else pd.DataFrame()
 
     card = {
@@ -359,8 +398,7 @@ def train(cfg: TrainConfig) -> dict:
         "params": int(model.count_params()),
         "file_mb": round(model_path.stat().st_size / 1e6, 2),
         "gradcam_layer": spec.gradcam_layer,
-        "threshold": float(threshold),
-        "temperature": float(temperature),
+        **calib,
         "label_names": list(data.CLASS_NAMES),
         "training": {
             **{k: v for k, v in asdict(cfg).items() if k not in ("out", "verbose", "extra")},

@@ -180,7 +180,7 @@ def test_analyze_scores_the_whole_image_when_no_face(tiny_run):
     model = keras.saving.load_model(tiny_run / "model.keras", safe_mode=True, compile=False)
     x = images.resize_to(rgb, det.size)[None].astype("float32")
     raw = float(model.predict(x, verbose=0)[0, 0])
-    expected = float(evaluation.apply_temperature(np.array([raw]), det.temperature)[0])
+    expected = float(evaluation.apply_temperature(np.array([raw]), det.temperature, det.bias)[0])
     assert face.p_fake == pytest.approx(expected, abs=1e-5)
     assert face.verdict == inference.verdict_for(expected, det.threshold)
     assert result.threshold == det.threshold and result.model == tiny_run.name

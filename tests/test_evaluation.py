@@ -262,3 +262,18 @@ def test_to_jsonable_numpy_types():
     out = ev.to_jsonable(obj)
     assert out == {"a": 0.5, "b": 3, "c": [1.0, None], "d": None, "e": [True, None], "1": [2.0]}
     json.dumps(out, allow_nan=False)
+
+
+def test_platt_fixes_a_class_that_sits_on_the_wrong_side_of_one_half():
+    """Fakes scored ~0.5 and reals ~0.02: a temperature cannot fix that, a bias can."""
+    rng = np.random.default_rng(3)
+    y = np.repeat([0, 1], 500)
+    z = np.where(y == 1, rng.normal(0.0, 1.0, 1000), rng.normal(-4.0, 1.0, 1000))
+    scores = 1 / (1 + np.exp(-z))
+    t_only = ev.apply_temperature(scores, ev.fit_temperature(y, scores))
+    T, b = ev.fit_platt(y, scores)
+    both = ev.apply_temperature(scores, T, b)
+    assert b > 0.5
+    assert ev.expected_calibration_error(y, both) < 0.05 < ev.expected_calibration_error(y, t_only)
+    assert skm.roc_auc_score(y, both) == pytest.approx(skm.roc_auc_score(y, scores))
+    assert ev.fit_platt([1, 1, 1], [0.2, 0.4, 0.6]) == (1.0, 0.0)

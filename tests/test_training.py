@@ -72,7 +72,7 @@ def test_run_folder_contract(tiny_run, tiny_dataset):
                          progress=False)
     raw = model.predict(x.astype("float32"), verbose=0).reshape(-1)
     np.testing.assert_allclose(test["p_raw"], raw, atol=2e-6)
-    np.testing.assert_allclose(test["p_fake"], evaluation.apply_temperature(raw, card["temperature"]),
+    np.testing.assert_allclose(test["p_fake"], evaluation.apply_temperature(raw, card["temperature"], card["bias"]),
                                atol=2e-6)
     # and the card's test metrics are those of predictions.csv at the card's threshold
     y = (test["label"] == "fake").astype(int)
@@ -301,3 +301,26 @@ def test_load_pixels_uses_the_one_decoder_and_cache(tiny_dataset):
     assert np.array_equal(first, cached)
     for p, px in zip(paths, first):
         assert np.array_equal(px, images.resize_to(images.decode_image(p), 24))
+
+
+def test_recalibrate_refits_from_stored_val_predictions(tiny_run, tmp_path):
+    """`calibrate` rewrites card + predictions from val rows only; test rows never tune."""
+    import json
+    import shutil
+
+    import pandas as pd
+
+    from detector import evaluation, training
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = pd.read_csv(run / "predictions.csv")
+    card = training.recalibrate(run)
+    after = pd.read_csv(run / "predictions.csv")
+    val = after[after["split"] == "val"]
+    T, b = evaluation.fit_platt((val["label"] == "fake").astype(int), val["p_raw"])
+    assert card["temperature"] == pytest.approx(T, rel=1e-3) and card["bias"] == pytest.approx(b, abs=1e-3)
+    assert list(after["p_raw"]) == list(before["p_raw"])
+    expected = evaluation.apply_temperature(after["p_raw"], card["temperature"], card["bias"])
+    assert after["p_fake"].to_numpy() == pytest.approx(expected, abs=2e-6)
+    assert json.loads((run / "card.json").read_text())["threshold"] == card["threshold"]
