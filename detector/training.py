@@ -349,6 +349,17 @@ def recalibrate(folder: str | Path) -> dict:
     return card
 
 
+def save_for_serving(model, path: Path) -> None:
+    """model.keras without the optimizer state (Adam's moments would triple the file):
+    saved, reloaded uncompiled, saved again."""
+    import keras
+
+    from detector import layers  # noqa: F401  (custom layers)
+
+    model.save(path)
+    keras.saving.load_model(path, compile=False, safe_mode=True).save(path)
+
+
 def train(cfg: TrainConfig) -> dict:
     """Train `cfg.model` on `cfg.data` and write the run folder `cfg.out`; returns the card."""
     import keras
@@ -387,7 +398,7 @@ def train(cfg: TrainConfig) -> dict:
     write_predictions(preds, out)
 
     model_path = out / "model.keras"
-    model.save(model_path)
+    save_for_serving(model, model_path)
     history = pd.read_csv(out / "history.csv") if (out / "history.csv").exists() else pd.DataFrame()
 
     card = {
