@@ -31,12 +31,23 @@ def gradcam(model, batch: np.ndarray, layer_name: str) -> np.ndarray:
     return np.where(peak > 0, cam / np.maximum(peak, 1e-12), 0.0).astype("float32")
 
 
+# matplotlib's 'jet' segment data: (position, value) per channel
+_JET = (((0.0, 0.35, 0.66, 0.89, 1.0), (0.0, 0.0, 1.0, 1.0, 0.5)),
+        ((0.0, 0.125, 0.375, 0.64, 0.91, 1.0), (0.0, 0.0, 1.0, 1.0, 0.0, 0.0)),
+        ((0.0, 0.11, 0.34, 0.65, 1.0), (0.5, 1.0, 1.0, 0.0, 0.0)))
+
+
+def jet(v: np.ndarray) -> np.ndarray:
+    """The 'jet' colour map on [0, 1] values -> RGB floats in [0, 1]. Written out here so that
+    drawing a heatmap never imports matplotlib (which writes its caches on first import)."""
+    v = np.clip(np.asarray(v, dtype=np.float64), 0.0, 1.0)
+    return np.stack([np.interp(v, xs, ys) for xs, ys in _JET], axis=-1)
+
+
 def colorize(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A [0,1] heatmap -> RGB uint8 of `size` (width, height) in the 'jet' colour map."""
-    from matplotlib import colormaps
-
     up = Image.fromarray((np.clip(heatmap, 0, 1) * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
-    return (colormaps["jet"](np.asarray(up) / 255.0)[..., :3] * 255).astype(np.uint8)
+    return (jet(np.asarray(up) / 255.0) * 255).astype(np.uint8)
 
 
 def overlay(rgb: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:

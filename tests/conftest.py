@@ -90,3 +90,18 @@ def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
     train(TrainConfig(model="custom_cnn", data=str(tiny_dataset), out=str(out), epochs=1,
                       img_size=32, batch_size=8, verbose=0))
     return out
+
+
+@pytest.fixture(scope="session")
+def models_root(request, tmp_path_factory) -> Path:
+    """The shipped models/ when it has any, else a folder holding the tiny run as "tiny"."""
+    from detector import store
+
+    shipped = REPO_ROOT / "models"
+    if store.model_names(shipped):
+        return shipped
+    tiny_run = request.getfixturevalue("tiny_run")
+    root = tmp_path_factory.mktemp("app_models")
+    shutil.copytree(tiny_run, root / "tiny", ignore=shutil.ignore_patterns("logs", "checkpoints"))
+    (root / "DEFAULT").write_text("tiny\n")
+    return root

@@ -18,7 +18,6 @@ import json
 import math
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -63,16 +62,6 @@ if MISSING and not os.environ.get("CI"):
 
 # --- fixtures ------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def models_root(request, tmp_path_factory) -> Path:
-    shipped = REPO_ROOT / "models"
-    if store.model_names(shipped):
-        return shipped
-    tiny_run = request.getfixturevalue("tiny_run")
-    root = tmp_path_factory.mktemp("browser_models")
-    shutil.copytree(tiny_run, root / "tiny", ignore=shutil.ignore_patterns("logs", "checkpoints"))
-    (root / "DEFAULT").write_text("tiny\n")
-    return root
 
 
 def _free_port() -> int:

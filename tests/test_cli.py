@@ -219,3 +219,13 @@ def test_verdict_band_gives_uncertain(tiny_run):
     p = det.analyze(rgb).p_fake
     assert det.analyze(rgb, threshold=p, band=0.05).verdict == inference.UNCERTAIN
     assert det.analyze(rgb, threshold=min(p + 0.2, 1.0), band=0.05).verdict == inference.REAL
+
+
+def test_jet_colour_map_matches_matplotlib():
+    """explain.jet is matplotlib's 'jet' without importing matplotlib on the serving path."""
+    from matplotlib import colormaps
+
+    from detector.explain import jet
+
+    v = np.linspace(0, 1, 257)
+    np.testing.assert_allclose(jet(v), colormaps["jet"](v)[:, :3], atol=0.02)

@@ -35,6 +35,13 @@ from PIL import Image
 from conftest import REPO_ROOT, fake_image, smooth_image
 from detector import store
 
+# mtcnn imports matplotlib, which creates its own config and cache folders the first time a
+# process imports it: library set-up, not upload data. Done here, before any window opens.
+import matplotlib  # noqa: E402
+
+matplotlib.get_configdir()
+matplotlib.get_cachedir()
+
 APP = str(REPO_ROOT / "streamlit_app.py")
 VERDICTS = {"REAL", "FAKE", "UNCERTAIN"}
 SKIP_DIRS = {".venv", ".git", "__pycache__", ".pytest_cache"}
@@ -127,16 +134,6 @@ def quiet_tmp(tmp_path, monkeypatch) -> Path:
     return tmp
 
 
-@pytest.fixture(scope="module")
-def models_root(request, tmp_path_factory) -> Path:
-    shipped = REPO_ROOT / "models"
-    if store.model_names(shipped):
-        return shipped
-    tiny_run = request.getfixturevalue("tiny_run")
-    root = tmp_path_factory.mktemp("privacy_models")
-    shutil.copytree(tiny_run, root / "tiny", ignore=shutil.ignore_patterns("logs", "checkpoints"))
-    (root / "DEFAULT").write_text("tiny\n")
-    return root
 
 
 def _strict_roots(tmp: Path, models: Path) -> list[Path]:

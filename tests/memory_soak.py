@@ -1,0 +1,163 @@
+"""Memory soak: does the dashboard server's memory stop growing under many predictions?
+
+Starts ONE `streamlit run streamlit_app.py` server, then runs COUNT predictions through a
+real browser (Debian chromium driven by playwright, as in tests/test_browser.py): each
+prediction opens a fresh browser session on the Detect page, uploads a never-seen image
+(so nothing comes from the score cache), waits for its verdict and closes the session.
+Every EVERY predictions it prints the server's resident memory (VmRSS from /proc), so a
+plateau (or a leak) is visible. Not collected by pytest (no test_ prefix).
+
+    .venv/bin/python tests/memory_soak.py                 # 200 predictions, RSS every 25
+    .venv/bin/python tests/memory_soak.py --count 10 --every 5
+    .venv/bin/python tests/memory_soak.py --models /path/to/models   # DEEPFAKE_LAB_MODELS
+
+Expect growth until the model, TensorFlow and MTCNN are loaded and the caches are full
+(st.cache_data keeps at most 64 scored images), then a flat line.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+BADGE_RE = re.compile("REAL|FAKE|UNCERTAIN")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MiB (psutil when installed, else /proc/<pid>/status)."""
+    try:
+        import psutil
+
+        return psutil.Process(pid).memory_info().rss / 2**20
+    except ImportError:
+        pass
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int, models: str | None, log_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    if models:
+        env["DEEPFAKE_LAB_MODELS"] = str(Path(models).resolve())
+    cmd = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.address", "127.0.0.1",
+           "--server.port", str(port), "--server.headless", "true"]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"streamlit exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=5) as r:
+                if r.read().strip() == b"ok":
+                    return proc
+        except OSError:
+            pass
+        time.sleep(0.5)
+    proc.terminate()
+    raise SystemExit("streamlit not healthy after 120 s")
+
+
+def write_image(folder: Path, i: int) -> Path:
+    """A unique 256 px picture per prediction (smooth gradient + noise), JPEG or PNG."""
+    rng = np.random.default_rng(10_000 + i)
+    yy, xx = np.mgrid[0:256, 0:256].astype(np.float32) / 255
+    img = rng.uniform(40, 200, 3) + rng.uniform(-60, 60, 3) * xx[..., None] + rng.uniform(-60, 60, 3) * yy[..., None]
+    img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+    path = folder / f"soak_{i:04d}.{'jpg' if i % 2 else 'png'}"
+    Image.fromarray(img).save(path)
+    return path
+
+
+def predict_once(browser, url: str, image: Path, timeout_ms: int) -> str:
+    """One browser session: open Detect, upload, wait for the verdict badge, close."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(timeout_ms)
+        page.goto(url + "/")
+        page.get_by_role("heading", name="Detect deepfakes", exact=True).wait_for()
+        page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(image))
+        heading = page.get_by_role("heading", name=image.name, exact=True)
+        header = page.locator('[data-testid="stHorizontalBlock"]').filter(has=heading).filter(has_text=BADGE_RE)
+        header.first.wait_for()
+        return BADGE_RE.search(header.first.inner_text()).group(0)
+    finally:
+        context.close()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--count", type=int, default=200, help="predictions to run (default 200)")
+    ap.add_argument("--every", type=int, default=25, help="print the server's RSS every N predictions")
+    ap.add_argument("--models", help="models folder for the server (DEEPFAKE_LAB_MODELS); default: models/")
+    ap.add_argument("--timeout", type=float, default=240, help="seconds to wait for one verdict")
+    args = ap.parse_args(argv)
+
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="deepfake-lab-soak-") as tmp:
+        tmp = Path(tmp)
+        port = free_port()
+        server = start_server(port, args.models, tmp / "server.log")
+        url = f"http://127.0.0.1:{port}"
+        t0 = time.time()
+        rows = [(0, rss_mb(server.pid))]
+        print(f"server pid {server.pid} on {url}", flush=True)
+        print(f"{'predictions':>11} {'rss_mib':>9} {'seconds':>8}  verdicts", flush=True)
+        print(f"{0:>11} {rows[0][1]:>9.1f} {0:>8.1f}", flush=True)
+        verdicts: dict[str, int] = {}
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+                for i in range(1, args.count + 1):
+                    image = write_image(tmp, i)
+                    v = predict_once(browser, url, image, int(args.timeout * 1000))
+                    verdicts[v] = verdicts.get(v, 0) + 1
+                    image.unlink()
+                    if i % args.every == 0 or i == args.count:
+                        rows.append((i, rss_mb(server.pid)))
+                        print(f"{i:>11} {rows[-1][1]:>9.1f} {time.time() - t0:>8.1f}  {verdicts}", flush=True)
+                browser.close()
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+            log = (tmp / "server.log").read_text(errors="replace")
+        if "Traceback" in log:
+            print("server log has a traceback:\n" + log[-3000:], file=sys.stderr)
+            return 1
+    if len(rows) >= 3:
+        half = rows[len(rows) // 2]
+        print(f"RSS {rows[1][1]:.1f} MiB after {rows[1][0]} predictions, {half[1]:.1f} after {half[0]}, "
+              f"{rows[-1][1]:.1f} after {rows[-1][0]}: second-half growth {rows[-1][1] - half[1]:+.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
