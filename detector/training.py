@@ -133,19 +133,18 @@ class _CachedViews:
 
 
 def _bottom_features(bottom, x: np.ndarray, cfg: TrainConfig, augment: bool, desc: str):
-    ds = data.make_dataset(x, np.zeros(len(x)), batch_size=64, training=augment,
-                           augment=augment, seed=cfg.seed, strength=cfg.aug_strength)
-    if augment:  # keep order: the dataset shuffles when training, so rebuild without shuffle
-        import tensorflow as tf
+    """The frozen bottom's output for every image, in order: plain, or one augmented view
+    (per-image perturbations of `data.augment_image`; the batch geometry is left out)."""
+    import tensorflow as tf
 
-        ds = (tf.data.Dataset.from_tensor_slices(x)
-              .map(lambda im: data.augment_image(im, cfg.aug_strength), num_parallel_calls=tf.data.AUTOTUNE)
-              .batch(64).prefetch(tf.data.AUTOTUNE))
+    ds = tf.data.Dataset.from_tensor_slices(x)
+    if augment:
+        ds = ds.map(lambda im: data.augment_image(im, cfg.aug_strength), num_parallel_calls=tf.data.AUTOTUNE)
     else:
-        ds = ds.map(lambda im, _y: im)
+        ds = ds.map(lambda im: tf.cast(im, tf.float32))
     log.info("caching frozen features: %s", desc)
     print(f"caching frozen-base features ({desc}, {len(x)} images)", flush=True)
-    return bottom.predict(ds, verbose=_verbose(cfg)).astype("float16")
+    return bottom.predict(ds.batch(64).prefetch(tf.data.AUTOTUNE), verbose=_verbose(cfg)).astype("float16")
 
 
 def _verbose(cfg: TrainConfig) -> int:
