@@ -166,7 +166,8 @@ def cmd_bench(args) -> int:
     from detector import bench, evaluation, store
 
     try:
-        result = bench.bench([args.model] if args.model else None, repeats=args.repeats)
+        result = bench.bench([args.model] if args.model else None, repeats=args.repeats,
+                             record=args.record)
     except store.ModelNotFoundError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -242,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--model", help="one model name or model folder (default: every shipped model)")
     be.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (after a warm-up)")
     be.add_argument("--json", action="store_true", help="print one JSON object")
+    be.add_argument("--record", action="store_true",
+                    help="also write each model's numbers into its card.json (shown on the compare page)")
     be.set_defaults(func=cmd_bench)
 
     ro = sub.add_parser("robustness", help="accuracy/AUC under JPEG, down-scaling and blur; writes robustness.csv")

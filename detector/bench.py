@@ -201,19 +201,25 @@ def bench_model(name_or_path=None, repeats: int = 5, seed: int = 0) -> dict:
     }
 
 
-def bench(models: list | None = None, repeats: int = 5, root: Path | None = None) -> dict:
+def bench(models: list | None = None, repeats: int = 5, root: Path | None = None,
+          record: bool = False) -> dict:
     """Bench `models` (names or folders; default: every model under `root`, i.e. the shipped
     ones in `store.MODELS_DIR`). One JSON-ready dict:
-    {"models": {name: {...}}, "default": name, "cpu": "..."}."""
+    {"models": {name: {...}}, "default": name, "cpu": "..."}. With `record`, each model's
+    numbers are also written into its card (`card["bench"]`)."""
     root = Path(root) if root is not None else store.MODELS_DIR
     names = list(models) if models else [root / n for n in store.model_names(root)]
     if not names:
         raise store.ModelNotFoundError(f"no trained models found in {root}")
     out = {}
+    cpu = cpu_name()
     for n in names:
         r = bench_model(n, repeats)
-        out[r.pop("name")] = r
-    return {"models": out, "default": store.default_model_name(root), "cpu": cpu_name()}
+        name = r.pop("name")
+        out[name] = r
+        if record:  # the comparison page shows these as "ms per image"
+            store.update_card(n, bench={**r, "cpu": cpu, "measured": time.strftime("%Y-%m-%d")})
+    return {"models": out, "default": store.default_model_name(root), "cpu": cpu}
 
 
 def format_table(result: dict) -> str:

@@ -10,23 +10,30 @@ from PIL import Image
 
 
 @functools.lru_cache(maxsize=8)
-def _grad_model(model, layer_name: str):
+def _gradcam_fn(model, layer_name: str):
+    """One compiled Grad-CAM per (model, layer): graph mode makes the forward + backward pass
+    several times faster than an eager GradientTape, and the fixed signature (any batch, the
+    model's own size) never retraces. No AutoGraph: tracing writes no file to the temp folder."""
     import keras
+    import tensorflow as tf
 
-    return keras.Model(model.inputs, [model.get_layer(layer_name).output, model.output])
+    grad_model = keras.Model(model.inputs, [model.get_layer(layer_name).output, model.output])
+    size = tuple(model.inputs[0].shape[1:])
+
+    def cam(x):
+        with tf.GradientTape() as tape:
+            conv, pred = grad_model(x, training=False)
+            score = pred[:, 0]
+        grads = tape.gradient(score, conv)
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+        return tf.nn.relu(tf.reduce_sum(conv * weights, axis=-1))
+
+    return tf.function(cam, input_signature=[tf.TensorSpec((None, *size), tf.float32)], autograph=False)
 
 
 def gradcam(model, batch: np.ndarray, layer_name: str) -> np.ndarray:
     """(N, S, S, 3) float pixels 0..255 -> (N, h, w) heatmaps in [0, 1]."""
-    import tensorflow as tf
-
-    x = tf.convert_to_tensor(batch, dtype=tf.float32)
-    with tf.GradientTape() as tape:
-        conv, pred = _grad_model(model, layer_name)(x, training=False)
-        score = pred[:, 0]
-    grads = tape.gradient(score, conv)
-    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-    cam = tf.nn.relu(tf.reduce_sum(conv * weights, axis=-1)).numpy()
+    cam = _gradcam_fn(model, layer_name)(np.asarray(batch, np.float32)).numpy()
     peak = cam.reshape(len(cam), -1).max(axis=1).reshape(-1, 1, 1)
     return np.where(peak > 0, cam / np.maximum(peak, 1e-12), 0.0).astype("float32")
 

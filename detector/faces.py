@@ -29,8 +29,10 @@ import numpy as np
 
 from detector.images import check_rgb, resize_to
 
-DETECT_MAX_SIDE = 640
-"""Detection runs on a copy whose longest side is at most this (speed); boxes are scaled back."""
+DETECT_MAX_SIDE = 512
+"""Detection runs on a copy whose longest side is at most this (speed); boxes are scaled back.
+With MTCNN's 20 px minimum face, a 1024 px photo still finds faces from about 40 px up --
+smaller ones hold too few pixels for a 256 px model to judge anyway."""
 
 MIN_CONFIDENCE = 0.90
 MARGIN = 1.3
@@ -88,7 +90,21 @@ def get_detector():
         StageRNet(weights=str(weights / "rnet.lz4")),
         StageONet(weights=str(weights / "onet.lz4")),
     ]
+    for stage in stages:
+        _compile_stage(stage)
     return MTCNN(stages=stages, device="CPU:0")
+
+
+def _compile_stage(stage) -> None:
+    """Run a stage's Keras network as a tf.function instead of eagerly: about 3x faster
+    (mtcnn 1.0 calls ``stage._model(x)`` once per pyramid scale, and eager per-layer dispatch
+    dominated).  ``reduce_retracing`` generalises to unknown image sizes after the first
+    few shapes; no AutoGraph, so tracing never writes a converted file to the temp folder."""
+    import tensorflow as tf
+
+    model = getattr(stage, "_model", None)
+    if model is not None and not isinstance(model, tf.types.experimental.PolymorphicFunction):
+        stage._model = tf.function(model, reduce_retracing=True, autograph=False)
 
 
 def detect_faces(rgb: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:

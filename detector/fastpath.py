@@ -82,8 +82,6 @@ def export_and_verify(name_or_path=None, data_root: str | Path | None = None, n:
     """Write `model.tflite` beside a model and record in its card how well it agrees with
     the Keras model: on the test images of `predictions.csv` when the data is at hand
     (same verdicts at the card threshold), else on random pixels (scores only)."""
-    import json
-
     import pandas as pd
 
     from detector import data, evaluation, store
@@ -117,7 +115,5 @@ def export_and_verify(name_or_path=None, data_root: str | Path | None = None, n:
               "verdict_mismatches": int(np.sum(kv != lv)),
               "file_mb": round((folder / TFLITE_FILE).stat().st_size / 1e6, 2)}
     record["verified"] = record["max_abs_diff"] < 1e-3 and record["verdict_mismatches"] == 0
-    raw = json.loads((folder / store.CARD).read_text())
-    raw["fast_path"] = record
-    (folder / store.CARD).write_text(json.dumps(raw, indent=2))
+    store.update_card(folder, fast_path=record)
     return record

@@ -71,6 +71,19 @@ def read_card(name_or_path: str | Path | None = None) -> dict:
     return card
 
 
+def update_card(name_or_path, **fields) -> dict:
+    """Merge `fields` into a model's card.json on disk (the stored card, without the
+    `name`/`dir` that read_card adds) and return the stored card. The one way derived
+    results (calibration, fast path, bench) are recorded beside a trained model."""
+    from detector.evaluation import to_jsonable
+
+    path = resolve(name_or_path) / CARD
+    raw = json.loads(path.read_text())
+    raw.update(fields)
+    path.write_text(json.dumps(to_jsonable(raw), indent=2))
+    return raw
+
+
 def list_cards(root: Path = MODELS_DIR) -> list[dict]:
     default = default_model_name(root)
     return [{**read_card(root / n), "default": n == default} for n in model_names(root)]

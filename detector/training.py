@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from detector import data, evaluation, zoo
+from detector import data, evaluation, store, zoo
 
 log = logging.getLogger(__name__)
 
@@ -341,11 +341,7 @@ def recalibrate(folder: str | Path) -> dict:
     scored = preds[preds["split"].isin(["val", "test"])]
     calib, scored, metrics = calibrate(scored)
     write_predictions(pd.concat([scored, preds[~preds["split"].isin(["val", "test"])]], ignore_index=True), folder)
-    card = json.loads((folder / "card.json").read_text())
-    card.update(calib)
-    card["metrics"] = metrics
-    (folder / "card.json").write_text(json.dumps(evaluation.to_jsonable(card), indent=2))
-    return card
+    return store.update_card(folder, **calib, metrics=metrics)
 
 
 def save_for_serving(model, path: Path) -> None:

@@ -99,3 +99,18 @@ def test_bench_without_models_fails_cleanly(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(store, "MODELS_DIR", tmp_path)
     assert main(["bench"]) == 1
     assert "no trained models" in capsys.readouterr().err
+
+
+def test_bench_record_writes_the_numbers_into_the_card(tiny_model, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "copy_of_tiny"
+    shutil.copytree(tiny_model, folder)
+    assert main(["bench", "--model", str(folder), "--json", "--repeats", "1"]) == 0
+    assert "bench" not in json.loads((folder / "card.json").read_text())  # only with --record
+    capsys.readouterr()
+    assert main(["bench", "--model", str(folder), "--json", "--repeats", "1", "--record"]) == 0
+    printed = json.loads(capsys.readouterr().out)["models"][folder.name]
+    stored = json.loads((folder / "card.json").read_text())["bench"]
+    assert stored["latency_ms_p50"] == printed["latency_ms_p50"] > 0
+    assert stored["batch_ips"] == printed["batch_ips"] and stored["cpu"].endswith(" cores")

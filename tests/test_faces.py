@@ -49,7 +49,7 @@ def inside(inner: tuple[int, int, int, int], outer: tuple[int, int, int, int]) -
 # --------------------------------------------------------------------------- pure geometry (no MTCNN)
 def test_constants():
     assert MIN_CONFIDENCE == 0.90 and MARGIN == 1.3 and FACE_CROP_FRACTION == 0.6
-    assert faces.DETECT_MAX_SIDE == 640
+    assert faces.DETECT_MAX_SIDE == 512
 
 
 def test_square_box_centred():
@@ -138,6 +138,14 @@ def test_already_cropped_face_is_used_whole(astronaut):
     assert r.box == (0, 0, 256, 256)
     assert r.crop is crop256  # exactly the pixels the model was trained on
     assert r.face_box is not None and r.confidence >= MIN_CONFIDENCE
+
+
+def test_mtcnn_stages_run_compiled():
+    """The three MTCNN networks run as tf.functions (about 3x faster than eager calls)."""
+    tf = pytest.importorskip("tensorflow")
+    stages = faces.get_detector().stages
+    assert len(stages) == 3
+    assert all(isinstance(s._model, tf.types.experimental.PolymorphicFunction) for s in stages)
 
 
 def test_small_face_in_large_canvas(astronaut):
