@@ -13,6 +13,7 @@ import base64
 import html
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 
 import numpy as np
@@ -26,6 +27,7 @@ from detector.inference import FAKE, REAL, UNCERTAIN, verdict_for
 VERDICT_COLOURS = {FAKE: (220, 38, 38), REAL: (22, 163, 74), UNCERTAIN: (234, 160, 8)}
 PREVIEW_SIDE = 900   # longest side of the stored preview (drawn on, shown, embedded)
 CROP_SIDE = 224      # stored face thumbnails
+TABLE_THUMB_SIDE = 64  # the results table's thumbnail column
 NO_FACE_NOTE = "No face found: the whole image was judged"
 FACE_CROP_NOTE = "The image is already a face crop: it was judged whole"
 TABLE_COLUMNS = ["file", "faces", "p_fake", "verdict", "model", "ms", "error"]
@@ -81,6 +83,13 @@ class ImageScore:
         if len(self.faces) == 1 and self.faces[0].kind == "face_crop":
             return FACE_CROP_NOTE
         return None
+
+    @cached_property
+    def thumbnail_uri(self) -> str:
+        """A small JPEG of the image as a data URI (the results table's thumbnail column);
+        computed once per object, so a table re-drawn after every image stays cheap."""
+        data = images.encode_jpeg(thumbnail(self.preview, TABLE_THUMB_SIDE), 80)
+        return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
 
     @property
     def model_label(self) -> str:
@@ -157,21 +166,68 @@ def annotate(score: ImageScore, threshold: float, band: float = 0.0) -> np.ndarr
     return np.asarray(img)
 
 
-def results_frame(scores: list[ImageScore | dict], threshold: float, band: float = 0.0) -> pd.DataFrame:
+def correct(verdict: str, label: str) -> bool | None:
+    """Whether a verdict matches a known label ("real"/"fake"): None when the label is
+    unknown or nothing was decided (UNCERTAIN, ERROR)."""
+    label = (label or "").strip().lower()
+    if label not in ("real", "fake") or verdict not in (FAKE, REAL):
+        return None
+    return (verdict == FAKE) == (label == "fake")
+
+
+def results_frame(scores: list[ImageScore | dict], threshold: float, band: float = 0.0, *,
+                  labels: list[str] | None = None, thumbnails: bool = False) -> pd.DataFrame:
     """One row per image: file, faces, p_fake, verdict, model, ms, error. An entry that is a
-    dict ({"file": ..., "error": ...}) is a file that could not be read."""
+    dict ({"file": ..., "error": ...}) is a file that could not be read.
+
+    `labels` (aligned with `scores`, "" when unknown) adds `label` after `file` and `correct`
+    (True / False, empty when unknown or undecided) after `verdict`, when any is known.
+    `thumbnails` adds a first column `thumbnail`: a small JPEG data URI (empty for errors)."""
     rows = []
     for s in scores:
         if isinstance(s, dict):
             rows.append({"file": s.get("file", ""), "faces": None, "p_fake": np.nan, "verdict": "ERROR",
-                         "model": s.get("model", ""), "ms": np.nan, "error": s.get("error", "")})
+                         "model": s.get("model", ""), "ms": np.nan, "error": s.get("error", ""),
+                         "thumbnail": None})
             continue
         rows.append({"file": s.name, "faces": 0 if s.no_face else len(s.faces), "p_fake": round(s.p_fake, 4),
                      "verdict": s.verdict(threshold, band), "model": s.model_label,
-                     "ms": round(s.seconds * 1000, 1), "error": ""})
-    df = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+                     "ms": round(s.seconds * 1000, 1), "error": "",
+                     "thumbnail": s.thumbnail_uri if thumbnails else None})
+    columns = list(TABLE_COLUMNS)
+    labelled = labels is not None and any(labels)
+    if labelled:
+        if len(labels) != len(rows):
+            raise ValueError(f"{len(labels)} labels for {len(rows)} results")
+        for row, label in zip(rows, labels):
+            row["label"] = label or ""
+            row["correct"] = correct(row["verdict"], label)
+        columns.insert(columns.index("file") + 1, "label")
+        columns.insert(columns.index("verdict") + 1, "correct")
+    if thumbnails:
+        columns.insert(0, "thumbnail")
+    df = pd.DataFrame(rows, columns=columns)
     df["faces"] = df["faces"].astype("Int64")  # empty for files that could not be read
+    if labelled:
+        df["correct"] = df["correct"].astype("boolean")
     return df
+
+
+def label_accuracy(table: pd.DataFrame) -> dict | None:
+    """How the verdicts of a results table (with `label` and `correct`) did on its labelled
+    rows: labelled, decided (REAL/FAKE), correct, uncertain, errors, accuracy (correct /
+    decided, nan when none was decided). None when no row is labelled."""
+    if "label" not in table.columns:
+        return None
+    rows = table[table["label"].fillna("").astype(str).str.strip() != ""]
+    if rows.empty:
+        return None
+    right = rows["correct"].astype("boolean")
+    decided = int(right.notna().sum())
+    n_right = int(right.fillna(False).sum())
+    return {"labelled": len(rows), "decided": decided, "correct": n_right,
+            "uncertain": int((rows["verdict"] == UNCERTAIN).sum()), "errors": int((rows["verdict"] == "ERROR").sum()),
+            "accuracy": n_right / decided if decided else float("nan")}
 
 
 def faces_frame(score: ImageScore, threshold: float, band: float = 0.0) -> pd.DataFrame:
@@ -193,14 +249,15 @@ def _img_tag(rgb: np.ndarray, alt: str, width: int | None = None) -> str:
 
 
 def html_report(scores: list[ImageScore | dict], threshold: float, band: float = 0.0, *,
-                title: str = "Deepfake Lab report", heatmap_alpha: float = 0.45) -> str:
+                title: str = "Deepfake Lab report", heatmap_alpha: float = 0.45,
+                labels: list[str] | None = None) -> str:
     """A single HTML file (images embedded as base64 JPEG, no external links or scripts)
     with the summary table and, per image, the annotated picture and every face."""
     from detector import explain
 
     esc = html.escape
     colours = {k: "#%02x%02x%02x" % v for k, v in VERDICT_COLOURS.items()}
-    table = results_frame(scores, threshold, band)
+    table = results_frame(scores, threshold, band, labels=labels)
     table = table.astype(object).where(table.notna(), "")  # blank, not "<NA>", for unread files
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",

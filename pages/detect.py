@@ -1,11 +1,12 @@
-"""Detect: images (uploads, camera, samples) -> per-face verdicts, Grad-CAM, forensics, CSV/HTML."""
+"""Detect: images (uploads, zips, camera, samples, a server folder) -> per-face verdicts, Grad-CAM,
+forensics, CSV/HTML. The results table fills in as the images are scored."""
 import time
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from detector import explain, forensics, images, report
+from detector import explain, forensics, images, inputs, report
 from pages import ui
 
 st.title("Detect deepfakes")
@@ -41,8 +42,10 @@ with st.sidebar:
                f"test accuracy {ui.fmt(test.get('accuracy'))}, AUC {ui.fmt(test.get('auc'))}.")
 
 # --- inputs ------------------------------------------------------------------------------
-uploads = st.file_uploader("Images", type=ui.IMAGE_TYPES, accept_multiple_files=True, key="det_upload",
-                           help="JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF; several at once.")
+uploads = st.file_uploader("Images or zips of images", type=[*ui.IMAGE_TYPES, "zip"], accept_multiple_files=True,
+                           key="det_upload",
+                           help="JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF; several at once. A .zip is "
+                                f"opened in memory: up to {inputs.MAX_MEMBERS} of its images are analysed.")
 left, right = st.columns([3, 1], vertical_alignment="bottom")
 samples = {p.name: p for p in ui.sample_files()}
 chosen = left.multiselect("Or try sample images", list(samples), key="det_samples",
@@ -50,57 +53,118 @@ chosen = left.multiselect("Or try sample images", list(samples), key="det_sample
 camera_on = right.toggle("Use the camera", key="det_camera_on")
 photo = st.camera_input("Take a photo", key="det_camera") if camera_on else None
 
-items: list[tuple[str, bytes]] = [(u.name, u.getvalue()) for u in uploads or []]
-if photo is not None:
-    items.append(("camera photo", photo.getvalue()))
-items += [(f"sample: {n}", samples[n].read_bytes()) for n in chosen]
+folder_items: list[inputs.Entry] = []
+folder = st.text_input("Or analyse images in a folder on the server", key="det_folder",
+                       placeholder="/path/to/folder (images, or real/ and fake/ sub-folders)",
+                       help="Images below a folder named real or fake carry that label, and the table then "
+                            "says whether each verdict was right. Sub-folders are searched too "
+                            f"(the first {inputs.MAX_LISTED} images are listed).")
+if folder.strip():
+    try:
+        listing = inputs.list_folder(folder)
+    except (OSError, ValueError) as exc:
+        st.warning(f"Cannot use this folder: {exc}", icon=":material/folder_off:")
+    else:
+        n = listing.counts()
+        st.caption(f"{len(listing.files)} image(s) listed in `{listing.root}`: {n['real']} real, {n['fake']} fake, "
+                   f"{n['unlabelled']} unlabelled"
+                   + (f" (the first {len(listing.files)} only: the folder holds more)" if listing.truncated else "")
+                   + ".")
+        f1, f2 = st.columns([1, 4], vertical_alignment="bottom")
+        use_all = f1.checkbox(f"All {len(listing.files)}", key="det_folder_all")
+        picked = f2.multiselect("Images from the folder", listing.files, key="det_folder_pick",
+                                disabled=use_all, placeholder="Pick images, or tick 'All'")
+        folder_items = inputs.read_folder(listing, listing.files if use_all else picked)
 
-if not items:
-    st.info("Add images above: upload, take a photo, or pick a sample.")
+entries = inputs.expand((u.name, u.getvalue()) for u in uploads or [])
+if photo is not None:
+    entries.append(inputs.Entry("camera photo", photo.getvalue()))
+entries += [inputs.Entry(f"sample: {n}", samples[n].read_bytes()) for n in chosen]
+entries += folder_items
+
+if not entries:
+    st.info("Add images above: upload images or a zip, take a photo, pick a sample or name a folder.")
     st.stop()
 
-# --- scoring -----------------------------------------------------------------------------
+# --- scoring: the table and the counts grow as the images are scored ------------------------
 label = models[0] if len(models) == 1 else "ensemble(" + "+".join(models) + ")"
+labels = [e.label for e in entries]
 bar = st.progress(0.0, text="Loading model...")
 for m in models:
     ui.detector(m)  # load once up front so the bar measures images, not model loading
+errors_box = st.container()
+summary_slot = st.empty()
+table_slot = st.empty()
+MAX_ERRORS = 10
+COLUMNS = {
+    "thumbnail": st.column_config.ImageColumn("image", width="small"),
+    "file": st.column_config.TextColumn("file"),
+    "label": st.column_config.TextColumn("label", help="Known from a real/ or fake/ folder in the file's path"),
+    "faces": st.column_config.NumberColumn("faces", help="0: no face found, the whole image was judged"),
+    "p_fake": st.column_config.ProgressColumn("P(fake)", min_value=0.0, max_value=1.0, format="%.3f"),
+    "correct": st.column_config.CheckboxColumn("correct", help="Verdict matches the label (empty: uncertain "
+                                                               "or no label)"),
+    "ms": st.column_config.NumberColumn("ms", format="%.0f", help="Time to find faces and score them"),
+}
+
+
+def draw(results: list, final: bool):
+    """The counts, the labelled accuracy and the table of the results so far."""
+    table = report.results_frame(results, threshold, band, labels=labels[:len(results)], thumbnails=True)
+    counts = table["verdict"].value_counts()
+    with summary_slot.container():
+        for col, v in zip(st.columns(4), ("FAKE", "UNCERTAIN", "REAL", "ERROR")):
+            col.metric(v.title(), int(counts.get(v, 0)))
+        acc = report.label_accuracy(table)
+        if acc:
+            rate = f" ({acc['accuracy']:.0%})" if acc["decided"] else ""
+            st.caption(f"Labelled images: {acc['labelled']}. Correct: {acc['correct']} of {acc['decided']} "
+                       f"REAL/FAKE verdicts{rate}; {acc['uncertain']} uncertain, {acc['errors']} could not be "
+                       "analysed.")
+    if not final:
+        table_slot.dataframe(table, hide_index=True, column_config=COLUMNS)
+        return table, None
+    return table, table_slot.dataframe(table, hide_index=True, key="det_table", on_select="rerun",
+                                       selection_mode="multi-row", column_config=COLUMNS)
+
+
 results: list = []
-t_batch = time.perf_counter()
-for i, (name, data) in enumerate(items):
-    bar.progress(i / len(items), text=f"Analysing {name} ({i + 1} of {len(items)})")
-    try:
-        results.append(ui.score(name, data, models, gradcam))
-    except images.ImageDecodeError as exc:
-        results.append({"file": name, "error": str(exc), "model": label})
-    except Exception as exc:  # one failing image must not stop the batch
-        results.append({"file": name, "error": f"analysis failed ({type(exc).__name__}: {exc})", "model": label})
-bar.progress(1.0, text=f"{len(items)} image(s) in {time.perf_counter() - t_batch:.1f} s "
+t_batch = drawn = time.perf_counter()
+for i, e in enumerate(entries):
+    bar.progress(i / len(entries), text=f"Analysing {e.name} ({i + 1} of {len(entries)})")
+    t0 = time.perf_counter()
+    if e.data is None:
+        results.append({"file": e.name, "error": e.error, "model": label})
+    else:
+        try:
+            results.append(ui.score(e.name, e.data, models, gradcam))
+        except images.ImageDecodeError as exc:
+            results.append({"file": e.name, "error": str(exc), "model": label})
+        except Exception as exc:  # one failing image must not stop the batch
+            results.append({"file": e.name, "error": f"analysis failed ({type(exc).__name__}: {exc})",
+                            "model": label})
+    if isinstance(results[-1], dict) and sum(isinstance(r, dict) for r in results) <= MAX_ERRORS:
+        errors_box.error(f"**{e.name}** could not be analysed: {results[-1]['error']}",
+                         icon=":material/broken_image:")
+    now = time.perf_counter()
+    # redraw after every image scored now; images from the cache (a rerun) at most twice a second
+    if i < len(entries) - 1 and (now - t0 > 0.03 or now - drawn > 0.5):
+        draw(results, final=False)
+        drawn = time.perf_counter()
+n_errors = sum(isinstance(r, dict) for r in results)
+if n_errors > MAX_ERRORS:
+    errors_box.error(f"... and {n_errors - MAX_ERRORS} more file(s) could not be analysed: see the error "
+                     "column of the table.", icon=":material/broken_image:")
+bar.progress(1.0, text=f"{len(entries)} file(s) in {time.perf_counter() - t_batch:.1f} s "
                        "(unchanged files come from the cache)")
+table, event = draw(results, final=True)
 
-# --- summary -------------------------------------------------------------------------------
-for r in results:
-    if isinstance(r, dict):
-        st.error(f"**{r['file']}** could not be analysed: {r['error']}", icon=":material/broken_image:")
-
-table = report.results_frame(results, threshold, band)
-counts = table["verdict"].value_counts()
-cols = st.columns(4)
-for col, v in zip(cols, ("FAKE", "UNCERTAIN", "REAL", "ERROR")):
-    col.metric(v.title(), int(counts.get(v, 0)))
-
-event = st.dataframe(
-    table, hide_index=True, key="det_table", on_select="rerun", selection_mode="multi-row",
-    column_config={
-        "file": st.column_config.TextColumn("file"),
-        "faces": st.column_config.NumberColumn("faces", help="0: no face found, the whole image was judged"),
-        "p_fake": st.column_config.ProgressColumn("P(fake)", min_value=0.0, max_value=1.0, format="%.3f"),
-        "ms": st.column_config.NumberColumn("ms", format="%.0f", help="Time to find faces and score them"),
-    })
 d1, d2, _ = st.columns([1, 1, 3])
 with d1:
-    ui.csv_download(table, "deepfake_lab_results.csv", "Results CSV", key="det_csv")
+    ui.csv_download(table.drop(columns="thumbnail"), "deepfake_lab_results.csv", "Results CSV", key="det_csv")
 with d2:
-    st.download_button("HTML report", lambda: report.html_report(results, threshold, band, heatmap_alpha=alpha),
+    st.download_button("HTML report",
+                       lambda: report.html_report(results, threshold, band, heatmap_alpha=alpha, labels=labels),
                        file_name="deepfake_lab_report.html", mime="text/html", key="det_html",
                        on_click="ignore", icon=":material/description:",
                        help="One self-contained file: the table, every image with its boxes, faces and heatmaps.")
@@ -143,7 +207,7 @@ for idx in shown:
                 st.dataframe(report.faces_frame(r, threshold, band), hide_index=True)
         if show_forensics:
             with st.expander("Forensic views", expanded=True):
-                fv = ui.forensic_views(items[idx][1])
+                fv = ui.forensic_views(entries[idx].data)
                 f1, f2 = st.columns(2)
                 f1.image(fv["ela"], width="stretch",
                          caption="Error level analysis (re-saved as JPEG q90, auto contrast): edited or "

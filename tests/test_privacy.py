@@ -26,6 +26,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -192,11 +193,16 @@ def test_detect_page_upload_writes_no_file(models_root, quiet_tmp, recorder, mon
 
     def upload_and_detect(attempt: int) -> None:
         files = _images(attempt)
+        archive = io.BytesIO()  # the same images in a zip: it is opened in memory too
+        with zipfile.ZipFile(archive, "w") as z:
+            for name, data, _ in files:
+                z.writestr(f"inner/{name}", data)
+        zip_name = f"private_{attempt}.zip"
         app.toggle(key="det_forensics").set_value(True)  # ELA, FFT and EXIF views too
-        app.file_uploader(key="det_upload").set_value(files).run()
+        app.file_uploader(key="det_upload").set_value([*files, (zip_name, archive.getvalue(), "application/zip")]).run()
         assert not app.exception, app.exception
         table = app.dataframe[0].value
-        assert list(table["file"]) == [f[0] for f in files]
+        assert list(table["file"]) == [f[0] for f in files] + [f"{zip_name}/inner/{f[0]}" for f in files]
         assert set(table["verdict"]) <= VERDICTS, table
 
     _leaves_no_trace(upload_and_detect, quiet_tmp, models_root, recorder)

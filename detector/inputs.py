@@ -1,0 +1,204 @@
+"""Batch inputs of the Detect page, turned into (name, bytes) entries (no Streamlit here).
+
+* `expand`: uploads, where a `.zip` is opened IN MEMORY (never written to disk) and each of
+  its image files becomes an entry named `archive.zip/inner/path.jpg`. Guards against zip
+  bombs and junk: at most `MAX_MEMBERS` files are read, `MAX_MEMBER_BYTES` each and
+  `MAX_TOTAL_BYTES` in all (sizes as read, not as the zip's headers claim); folders,
+  `__MACOSX/` and dot-files are skipped silently; a corrupt zip, a non-image file, an
+  encrypted or oversized member each give one entry with an error message instead of bytes.
+* `list_folder` / `read_folder`: the images of a folder on this machine (recursive, sorted,
+  capped at `MAX_LISTED`), with the known label of each: an image below a folder named
+  `real` or `fake` (any case, any depth: `comparison.label_of`, the compare page's rule)
+  carries that label.
+
+Decoding stays in `detector.images` (the one decoder): entries hold bytes, not pixels.
+"""
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath
+from typing import Iterable, NamedTuple
+
+from detector import images
+from detector.comparison import label_of
+
+MAX_MEMBERS = 500                    # files read from one zip
+MAX_MEMBER_BYTES = 64 * 1024 ** 2    # one file (zip member or folder file), uncompressed
+MAX_TOTAL_BYTES = 1024 ** 3          # all the files of one zip, uncompressed
+MAX_LISTED = 200                     # images listed from one folder
+MAX_WALKED = 50_000                  # folder entries looked at before giving up (a typo like "/")
+_SKIP_PARTS = {"__macosx"}
+
+
+class Entry(NamedTuple):
+    """One input file. `data` is None when it could not be read; then `error` says why."""
+
+    name: str
+    data: bytes | None
+    error: str = ""
+    label: str = ""   # "real" / "fake" when a folder in its path says so, else ""
+
+
+def known_label(path: str) -> str:
+    """"real" / "fake" from a real/ or fake/ folder in a relative path, else ""."""
+    found = label_of(path)
+    return found[0] if found else ""
+
+
+def skipped(path: str) -> bool:
+    """Folders' junk that is not a user's file: `__MACOSX/...`, dot-files, files in dot-folders."""
+    parts = [p for p in PurePosixPath(path.replace("\\", "/")).parts if p not in ("", "/", ".")]
+    return not parts or any(p.startswith(".") or p.lower() in _SKIP_PARTS for p in parts)
+
+
+def is_image_name(path: str) -> bool:
+    return PurePosixPath(path).suffix.lower() in images.IMAGE_EXTENSIONS
+
+
+def is_zip_name(name: str) -> bool:
+    return name.lower().endswith(".zip")
+
+
+def _not_an_image(path: str) -> str:
+    suffix = PurePosixPath(path).suffix.lower() or "no extension"
+    return (f"not an image file ({suffix}); images are read by their extension: "
+            + ", ".join(images.IMAGE_EXTENSIONS))
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1024 ** 2:.0f} MB"
+
+
+def expand_zip(name: str, blob: bytes, *, max_members: int = MAX_MEMBERS,
+               max_member_bytes: int = MAX_MEMBER_BYTES, max_total_bytes: int = MAX_TOTAL_BYTES) -> list[Entry]:
+    """A zip's files as entries `name/inner/path`, read in memory, in the zip's order.
+
+    Images carry their bytes (and a label from a real/ or fake/ folder); every other file
+    that is not skipped junk gets an error entry. A zip that cannot be opened is one error
+    entry named `name`; so is the note that files beyond `max_members` were not read."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(blob))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+        return [Entry(name, None, f"not a readable zip file ({exc})")]
+    out: list[Entry] = []
+    files = [i for i in archive.infolist() if not i.is_dir() and not skipped(i.filename)]
+    total = 0
+    with archive:
+        for info in files[:max_members]:
+            inner = info.filename.replace("\\", "/").lstrip("/")
+            entry = f"{name}/{inner}"
+            label = known_label(inner)
+            if not is_image_name(inner):
+                out.append(Entry(entry, None, _not_an_image(inner), label))
+                continue
+            if info.file_size > max_member_bytes:
+                out.append(Entry(entry, None, f"file too large ({_mb(info.file_size)} uncompressed; "
+                                              f"the limit is {_mb(max_member_bytes)})", label))
+                continue
+            if total + info.file_size > max_total_bytes:
+                out.append(Entry(entry, None, f"skipped: the zip holds more than {_mb(max_total_bytes)} "
+                                              "of files (uncompressed)", label))
+                continue
+            try:
+                with archive.open(info) as fh:
+                    data = fh.read(max_member_bytes + 1)  # never trust the header's size
+            except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, OSError, ValueError,
+                    EOFError) as exc:  # corrupt member (bad CRC, bad deflate data), encrypted, unknown method
+                out.append(Entry(entry, None, f"cannot read it from the zip ({exc})", label))
+                continue
+            total += len(data)
+            if len(data) > max_member_bytes:
+                out.append(Entry(entry, None, f"file too large (over {_mb(max_member_bytes)} uncompressed)", label))
+                continue
+            out.append(Entry(entry, data, "", label))
+    if len(files) > max_members:
+        out.append(Entry(name, None, f"the zip holds {len(files)} files: only the first {max_members} "
+                                     f"were read ({len(files) - max_members} left out)"))
+    elif not files:
+        out.append(Entry(name, None, "the zip holds no files"))
+    return out
+
+
+def expand(uploads: Iterable[tuple[str, bytes]], **limits) -> list[Entry]:
+    """(name, bytes) uploads -> entries: a `.zip` is expanded (`expand_zip`), anything else
+    is passed on as it is (the decoder judges it)."""
+    out: list[Entry] = []
+    for name, data in uploads:
+        if is_zip_name(name):
+            out += expand_zip(name, data, **limits)
+        else:
+            out.append(Entry(name, data))
+    return out
+
+
+class Listing(NamedTuple):
+    """The images found in a folder: `files` relative to `root` (posix, sorted), `labels`
+    aligned with them, `truncated` when the folder holds more than were listed."""
+
+    root: Path
+    files: list[str]
+    labels: list[str]
+    truncated: bool
+
+    def counts(self) -> dict[str, int]:
+        return {"real": self.labels.count("real"), "fake": self.labels.count("fake"),
+                "unlabelled": self.labels.count("")}
+
+
+def list_folder(folder: str | os.PathLike, limit: int = MAX_LISTED, max_walked: int = MAX_WALKED) -> Listing:
+    """The first `limit` images under `folder` (recursive, sorted by folder then name;
+    dot-files, dot-folders and `__MACOSX` skipped; links to folders not followed).
+
+    Raises FileNotFoundError / NotADirectoryError for a bad folder and ValueError (with a
+    message to show) when it holds no image files."""
+    text = str(folder).strip()
+    if not text:
+        raise FileNotFoundError("no folder given")
+    root = Path(text).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"folder not found: {root}")
+    if not root.is_dir():
+        raise NotADirectoryError(f"not a folder: {root}")
+    found: list[str] = []
+    walked, truncated = 0, False
+    for here, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not skipped(d))
+        rel_dir = Path(here).relative_to(root)
+        for n in sorted(names):
+            walked += 1
+            rel = (rel_dir / n).as_posix()
+            if skipped(rel) or not is_image_name(rel):
+                continue
+            if len(found) >= limit:
+                truncated = True
+                break
+            found.append(rel)
+        walked += len(dirs)
+        if truncated or walked > max_walked:
+            truncated = truncated or walked > max_walked
+            break
+    if not found:
+        raise ValueError(f"no image files ({', '.join(images.IMAGE_EXTENSIONS)}) in {root}")
+    return Listing(root, found, [known_label(f) for f in found], truncated)
+
+
+def read_folder(listing: Listing, chosen: Iterable[str], max_bytes: int = MAX_MEMBER_BYTES) -> list[Entry]:
+    """The chosen files of a listing as entries named `<folder name>/<relative path>`
+    (a file that cannot be read, or is over `max_bytes`, gets an error entry)."""
+    labels = dict(zip(listing.files, listing.labels))
+    out = []
+    for rel in chosen:
+        name, path = f"{listing.root.name or listing.root}/{rel}", listing.root / rel
+        label = labels.get(rel, known_label(rel))
+        try:
+            size = path.stat().st_size
+            if size > max_bytes:
+                out.append(Entry(name, None, f"file too large ({_mb(size)}; the limit is {_mb(max_bytes)})", label))
+                continue
+            out.append(Entry(name, path.read_bytes(), "", label))
+        except OSError as exc:
+            out.append(Entry(name, None, f"cannot read file ({exc.strerror or exc})", label))
+    return out
