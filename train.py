@@ -38,6 +38,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--no-pretrained", action="store_true", help="random init even where ImageNet weights exist")
     p.add_argument("--max-train", type=int, help="use at most this many training images")
+    p.add_argument("--self-blend", type=float, default=0.0, metavar="FRACTION",
+                   help="add self-blended pseudo-fakes made from this fraction of the real training images "
+                        "(Shiohara & Yamasaki 2022; helps on unseen kinds of fakes)")
+    p.add_argument("--train-sources", nargs="+", metavar="SOURCE",
+                   help="train and validate on these sources only (MANIFEST.csv 'source'); the test split "
+                        "keeps every source: a leave-one-source-out run")
     return p.parse_args(argv)
 
 
@@ -55,6 +61,7 @@ def main(argv=None) -> None:
         cache_features=not args.no_cache_features, cache_views=args.cache_views,
         balance_sources=args.balance_sources, patience=args.patience,
         pretrained=not args.no_pretrained, max_train=args.max_train,
+        self_blend=args.self_blend, train_sources=args.train_sources,
     )
     card = train(cfg)
     test = card["metrics"].get("test") or card["metrics"]["val"]

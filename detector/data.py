@@ -152,12 +152,14 @@ def _gaussian_blur(img, sigma):
 
 def augment_image(img, strength: float = 1.0):
     """One uint8 HxWx3 tensor -> float32 0..255, randomly perturbed the way images are
-    perturbed in the wild: mirror, JPEG re-compression, colour shifts, blur. Geometry
-    (rotation/zoom) is done per batch by Keras layers in `make_dataset`."""
+    perturbed in the wild: mirror, down-and-up scaling (a small face blown up to the model's
+    size), JPEG re-compression, colour shifts, blur. Geometry (rotation/zoom) is done per
+    batch by Keras layers in `make_dataset`."""
     import tensorflow as tf
 
     img = tf.image.random_flip_left_right(img)
     if strength > 0:
+        img = tf.cond(tf.random.uniform(()) < 0.25 * strength, lambda: _down_up(img), lambda: img)
         img = tf.cond(tf.random.uniform(()) < 0.3 * strength,
                       lambda: tf.image.random_jpeg_quality(img, 50, 95), lambda: img)
     x = tf.cast(img, tf.float32) / 255.0
@@ -168,6 +170,18 @@ def augment_image(img, strength: float = 1.0):
         x = tf.cond(tf.random.uniform(()) < 0.2 * strength,
                     lambda: _gaussian_blur(x, tf.random.uniform((), 0.3, 1.2)), lambda: x)
     return tf.clip_by_value(x, 0.0, 1.0) * 255.0
+
+
+def _down_up(img):
+    """Shrink a uint8 image to 30-90% of its side and scale it back: the softness of a small
+    face enlarged to the model's input, which real photos often have and crops rarely do."""
+    import tensorflow as tf
+
+    size = tf.shape(img)[:2]
+    factor = tf.random.uniform((), 0.3, 0.9)
+    small = tf.maximum(tf.cast(tf.cast(size, tf.float32) * factor, tf.int32), 8)
+    x = tf.image.resize(tf.image.resize(img, small, method="area"), size, method="bilinear")
+    return tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, *,

@@ -50,6 +50,8 @@ class TrainConfig:
     patience: int = 3
     pretrained: bool = True
     max_train: int | None = None       # cap on training images (quick experiments, tests)
+    self_blend: float = 0.0            # add this fraction of real train images as self-blended fakes
+    train_sources: list[str] | None = None  # keep only these sources in train/val (leave-one-source-out)
     verbose: int | None = None
     extra: dict = field(default_factory=dict)
 
@@ -262,9 +264,28 @@ def _select(frame: pd.DataFrame, cfg: TrainConfig) -> pd.DataFrame:
     return frame
 
 
-def _xyw(frame: pd.DataFrame, x: np.ndarray, cfg: TrainConfig):
+def _xyw(frame: pd.DataFrame, x: np.ndarray, cfg: TrainConfig, training: bool = False):
+    """Pixels, labels and per-sample weights; for a training set, plus the self-blended
+    pseudo-fakes (`cfg.self_blend`) made from its real images, as their own source."""
+    if training and cfg.self_blend > 0:
+        from detector import selfblend
+
+        real = np.flatnonzero(frame["label"].to_numpy() == 0)
+        used, fakes = selfblend.make_pseudo_fakes(x[real], cfg.self_blend, seed=cfg.seed)
+        extra = frame.iloc[real[used]].assign(label=1, source=selfblend.SOURCE)
+        frame = pd.concat([frame, extra], ignore_index=True)
+        x = np.concatenate([x, fakes])
+        print(f"self-blend: {len(fakes)} pseudo-fakes from {len(real)} real training images", flush=True)
     w = data.source_weights(frame, cfg.balance_sources) if cfg.balance_sources else None
     return x, frame["label"].to_numpy("float32"), w
+
+
+def _keep_sources(frame: pd.DataFrame, sources: list[str] | None) -> pd.DataFrame:
+    if not sources:
+        return frame
+    if "source" not in frame or not frame["source"].isin(sources).any():
+        raise ValueError(f"no images of sources {sources}; the data has {sorted(set(frame.get('source', [])))}")
+    return frame[frame["source"].isin(sources)].reset_index(drop=True)
 
 
 def _relative(frame: pd.DataFrame) -> pd.DataFrame:
@@ -284,7 +305,8 @@ def run_kfold(cfg: TrainConfig, spec, frame: pd.DataFrame, x: np.ndarray, out: P
         model = spec.build(cfg.img_size, pretrained=cfg.pretrained)
         fold_dir = out / "folds" / f"fold{k}"
         fold_dir.mkdir(parents=True, exist_ok=True)
-        fit(model, spec, cfg, fold_dir, _xyw(frame.iloc[tr], x[tr], cfg), _xyw(frame.iloc[ho], x[ho], cfg))
+        fit(model, spec, cfg, fold_dir, _xyw(frame.iloc[tr], x[tr], cfg, training=True),
+            _xyw(frame.iloc[ho], x[ho], cfg))
         p = predict_pixels(model, x[ho])
         y = frame["label"].to_numpy()[ho]
         m = evaluation.binary_metrics(y, p, 0.5)
@@ -370,7 +392,8 @@ def train(cfg: TrainConfig) -> dict:
 
     root = Path(cfg.data).expanduser().resolve()
     frames = data.ensure_splits(data.scan(root), seed=cfg.seed)
-    frames["train"] = _select(frames["train"], cfg)
+    frames["train"] = _select(_keep_sources(frames["train"], cfg.train_sources), cfg)
+    frames["val"] = _keep_sources(frames["val"], cfg.train_sources)  # test keeps every source
     if frames["val"].empty:
         raise ValueError("no validation images: the threshold and early stopping need a val split")
     pixels = {s: data.load_pixels(f["path"].tolist(), size) for s, f in frames.items() if len(f)}
@@ -382,7 +405,7 @@ def train(cfg: TrainConfig) -> dict:
 
     model = spec.build(size, pretrained=cfg.pretrained)
     t_fit = time.time()
-    phases = fit(model, spec, cfg, out, _xyw(frames["train"], pixels["train"], cfg),
+    phases = fit(model, spec, cfg, out, _xyw(frames["train"], pixels["train"], cfg, training=True),
                  _xyw(frames["val"], pixels["val"], cfg))
     fit_seconds = time.time() - t_fit
 
