@@ -257,17 +257,26 @@ def _by_class(files: list[FileInfo]) -> dict[str, list[FileInfo]]:
 
 
 def audit(root: str | os.PathLike, *, max_distance: int = NEAR_DISTANCE,
-          min_similarity: float | None = MIN_SIMILARITY, progress: bool = True,
+          min_similarity: float | None = MIN_SIMILARITY, progress=True,
           max_items: int = MAX_ITEMS) -> dict:
     """Audit a labelled folder; returns a JSON-ready dict (see the module docstring).
 
     Near duplicates are dhash matches (distance <= `max_distance`) whose thumbnails also
-    correlate >= `min_similarity`; `min_similarity=None` keeps every dhash match."""
+    correlate >= `min_similarity`; `min_similarity=None` keeps every dhash match.
+    `progress`: True for a terminal bar, or a callable(done, total) (e.g. a page's bar)."""
     t0 = time.time()
     frame = data.scan(root)
     rows = list(zip(frame["path"], frame["rel"], frame["split"], frame["label"], frame["source"]))
     iterator = rows
-    if progress:
+    if callable(progress):
+        def reporting(rows, report=progress):
+            for i, row in enumerate(rows):
+                if i % 200 == 0:
+                    report(i, len(rows))
+                yield row
+            report(len(rows), len(rows))
+        iterator = reporting(rows)
+    elif progress:
         from tqdm.auto import tqdm
         iterator = tqdm(rows, desc="auditing", unit="img", file=sys.stderr,
                         mininterval=0.2 if os.isatty(2) else 10)
@@ -363,6 +372,41 @@ def audit(root: str | os.PathLike, *, max_distance: int = NEAR_DISTANCE,
         "leakage": leakage,
         "seconds": round(time.time() - t0, 1),
     }
+
+
+# --------------------------------------------------------------------------- #
+# Tables (for the dashboard)
+# --------------------------------------------------------------------------- #
+def tables(r: dict) -> dict:
+    """The report as pandas tables: counts (split x class), by_source, files (formats, sizes
+    and JPEG quality per class), quality_histogram (long form), unreadable, pairs (exact and
+    near duplicates and cross-split leaks, one row each)."""
+    import pandas as pd
+
+    c = r["counts"]
+    splits = [s for s in c if s not in ("total", "by_source")]
+    out = {"counts": pd.DataFrame([{"split": s, **c[s]} for s in (*splits, "total")])}
+    out["by_source"] = pd.DataFrame([{"source": src, "split": s, **v}
+                                     for src, per in c.get("by_source", {}).items() for s, v in per.items()])
+    rows = []
+    for cls in data.CLASS_NAMES:
+        q, sz = r["jpeg_quality"][cls], r["sizes"][cls]
+        rows.append({"class": cls, "formats": ", ".join(f"{k} {v}" for k, v in r["formats"][cls].items()),
+                     "most common size": ", ".join(f"{k} ({v})" for k, v in sz["common"][:2]),
+                     "distinct sizes": sz["distinct"], "JPEG quality median": q["median"],
+                     "JPEG quality mean": q["mean"], "JPEG quality min": q["min"], "JPEG quality max": q["max"]})
+    out["files"] = pd.DataFrame(rows)
+    out["quality_histogram"] = pd.DataFrame(
+        [{"class": cls, "quality": int(k), "files": v}
+         for cls in data.CLASS_NAMES for k, v in r["jpeg_quality"][cls]["histogram"].items()],
+        columns=["class", "quality", "files"])
+    out["unreadable"] = pd.DataFrame(r["unreadable"], columns=["path", "split", "label", "error"])
+    pair_cols = ["kind", "a", "b", "splits", "labels", "distance", "similarity"]
+    leaks = {(p["a"], p["b"]) for p in r["leakage"]["items"]}
+    items = r["exact_duplicates"]["items"] + r["near_duplicates"]["items"]
+    out["pairs"] = pd.DataFrame([{**{k: p[k] for k in pair_cols}, "leak": (p["a"], p["b"]) in leaks}
+                                 for p in items], columns=[*pair_cols, "leak"])
+    return out
 
 
 # --------------------------------------------------------------------------- #

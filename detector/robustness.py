@@ -36,7 +36,7 @@ DEFAULT_N = 400
 
 
 def default_data_dir() -> Path:
-    return store.REPO_ROOT.parent / "shared" / "data"
+    return store.SHARED_DATA
 
 
 def is_identity(kind: str, level) -> bool:

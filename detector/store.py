@@ -15,6 +15,7 @@ import pandas as pd
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = Path(os.environ.get("DEEPFAKE_LAB_MODELS", REPO_ROOT / "models"))  # env: tests, other dirs
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"  # the labelled data beside the repo, when present
 DEFAULT_FILE = "DEFAULT"  # models/DEFAULT holds the default model's folder name
 CARD, HISTORY, PREDICTIONS, FOLDS, MODEL_FILE = (
     "card.json", "history.csv", "predictions.csv", "folds.csv", "model.keras")

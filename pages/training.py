@@ -3,6 +3,7 @@
 Reads run folders only (card.json, history.csv, predictions.csv, folds.csv): no TensorFlow.
 A run that is still training has just history.csv; its curves show, its reports do not.
 """
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,193 +11,275 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from detector import evaluation, store
+from detector import audit, evaluation, store
 from pages import ui
 
+
+
+def audit_section() -> None:
+    """Check a labelled folder before trusting numbers trained on it (detector.audit)."""
+    st.caption("Counts, sizes, formats and JPEG quality per class (a class that differs in compression "
+               "is a shortcut a model will learn), unreadable files, and exact and near duplicates "
+               "within and across splits (a test image repeating a training image is leakage). "
+               "Same as `python -m detector audit DIR --json`.")
+    default = str(store.SHARED_DATA) if store.SHARED_DATA.is_dir() else ""
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    where = c1.text_input("Labelled folder", value=default, key="aud_folder",
+                          help="A split root (train/ val/ test/ holding real/ fake/) or one real/ fake/ folder. "
+                               "A MANIFEST.csv with a source column adds per-source counts.")
+    saved = c2.file_uploader("or an audit JSON", type="json", key="aud_json")
+    if saved is not None:
+        try:
+            st.session_state["aud_report"] = json.loads(saved.getvalue())
+        except ValueError as exc:
+            st.error(f"That file is not an audit JSON: {exc}")
+    if st.button("Run audit", key="aud_run", icon=":material/fact_check:", disabled=not where.strip()):
+        base = Path(where.strip()).expanduser()
+        base = base if base.is_absolute() else store.REPO_ROOT / base
+        bar = st.progress(0.0, text="Reading every file...")
+        try:
+            st.session_state["aud_report"] = audit.audit(
+                base, progress=lambda done, total: bar.progress(done / max(total, 1),
+                                                                 text=f"Audited {done} of {total} files"))
+        except (FileNotFoundError, ValueError) as exc:
+            st.error(f"Cannot audit `{base}`: {exc}")
+        bar.empty()
+    report = st.session_state.get("aud_report")
+    if not report:
+        return
+    try:
+        t = audit.tables(report)
+    except (KeyError, TypeError) as exc:
+        st.error(f"Not an audit report (missing {exc}).")
+        return
+    lk, ex, nd = report["leakage"], report["exact_duplicates"], report["near_duplicates"]
+    st.markdown(f"**{report['root']}**: {report['n_files']} files, audited in {report['seconds']} s")
+    m = st.columns(5)
+    m[0].metric("Files", report["n_files"])
+    m[1].metric("Unreadable", len(report["unreadable"]))
+    m[2].metric("Exact duplicate groups", ex["groups"])
+    m[3].metric("Near-duplicate pairs", nd["pairs"])
+    m[4].metric("Leaks across splits", lk["pairs"])
+    if lk["pairs"]:
+        st.error(f"{lk['pairs']} image pair(s) repeat across splits ({lk['exact']} exact, {lk['near']} near): "
+                 f"{lk['by_splits']}. Numbers on the later split are optimistic.", icon=":material/warning:")
+    else:
+        st.success("No leakage: no image repeats across splits.", icon=":material/check_circle:")
+    for sc in report["shortcuts"]:
+        st.error(f"Shortcut [{sc['group']}]: {sc['detail']}", icon=":material/warning:")
+    if not report["shortcuts"]:
+        st.success("No shortcut: formats, sizes and JPEG quality do not tell the classes apart.",
+                   icon=":material/check_circle:")
+    a, b = st.columns(2)
+    a.dataframe(t["counts"], hide_index=True, key="aud_counts")
+    if not t["by_source"].empty:
+        b.dataframe(t["by_source"], hide_index=True, key="aud_sources")
+    st.dataframe(t["files"], hide_index=True, key="aud_files")
+    hist = t["quality_histogram"]
+    if not hist.empty:
+        fig = go.Figure([go.Bar(x=g["quality"], y=g["files"], name=cls, opacity=0.7)
+                         for cls, g in hist.groupby("class")])
+        fig.update_layout(barmode="overlay", height=280, margin=dict(l=10, r=10, t=30, b=10),
+                          title="Estimated JPEG quality per class", xaxis_title="quality", yaxis_title="files")
+        st.plotly_chart(fig, key="aud_quality")
+    if not t["unreadable"].empty:
+        st.markdown("**Unreadable files**")
+        st.dataframe(t["unreadable"], hide_index=True, key="aud_unreadable")
+    if not t["pairs"].empty:
+        st.markdown("**Duplicate pairs** (`leak`: the two are in different splits)")
+        st.dataframe(t["pairs"], hide_index=True, key="aud_pairs")
+    st.download_button("Audit JSON", json.dumps(report, indent=1), file_name="audit.json",
+                       mime="application/json", key="aud_download", on_click="ignore")
+
+
 st.title("Training runs")
-st.caption("Shipped models, plus run folders from anywhere on this machine (e.g. `runs/`).")
+runs_tab, audit_tab = st.tabs(["Runs", "Data audit"])
+with audit_tab:
+    audit_section()
+with runs_tab:
+    st.caption("Shipped models, plus run folders from anywhere on this machine (e.g. `runs/`).")
 
-folder = st.text_input("Also look for runs in this folder", key="trn_folder", placeholder="runs",
-                       help="A run folder, or a folder holding run folders (each with card.json "
-                            "or history.csv). Relative paths start at the repository root.")
+    folder = st.text_input("Also look for runs in this folder", key="trn_folder", placeholder="runs",
+                           help="A run folder, or a folder holding run folders (each with card.json "
+                                "or history.csv). Relative paths start at the repository root.")
 
-runs: dict[str, Path] = {n: Path(ui.model_dir(n)) for n in ui.model_names()}
-if folder.strip():
-    base = Path(folder.strip()).expanduser()
-    base = base if base.is_absolute() else store.REPO_ROOT / base
-    found = ui.run_folders(base)
-    if not found:
-        st.warning(f"No run folders in `{base}`.")
-    known = {p.resolve() for p in runs.values()}
-    for p in found:
-        if p.resolve() not in known:
-            runs[f"{base.name}/{p.name}" if p != base else p.name] = p
-if not runs:
-    st.info(f"No runs yet: no models in `{ui.models_root()}`. Type a folder above.")
-    st.stop()
+    runs: dict[str, Path] = {n: Path(ui.model_dir(n)) for n in ui.model_names()}
+    if folder.strip():
+        base = Path(folder.strip()).expanduser()
+        base = base if base.is_absolute() else store.REPO_ROOT / base
+        found = ui.run_folders(base)
+        if not found:
+            st.warning(f"No run folders in `{base}`.")
+        known = {p.resolve() for p in runs.values()}
+        for p in found:
+            if p.resolve() not in known:
+                runs[f"{base.name}/{p.name}" if p != base else p.name] = p
+    if not runs:
+        st.info(f"No runs yet: no models in `{ui.models_root()}`. Type a folder above.")
+        st.stop()
 
-# --- summary ---------------------------------------------------------------------------------
-cards = {name: ui.run_card(path) for name, path in runs.items()}
-
-
-def summary_row(name: str, c: dict | None) -> dict:
-    if c is None:
-        hist = ui.table(runs[name], store.HISTORY)
-        return {"run": name, "model": "(training...)", "epochs_run": 0 if hist is None else len(hist)}
-    tr, counts = c.get("training") or {}, (c.get("data") or {}).get("counts") or {}
-    test = (c.get("metrics") or {}).get("test") or {}
-    row = {"run": name, "model": c.get("name"), "architecture": c.get("architecture"),
-           "input_size": c.get("input_size"), "params": c.get("params")}
-    for s in ("train", "val", "test"):
-        n = counts.get(s) or {}
-        row[f"{s} real/fake"] = f"{n.get('real', 0)}/{n.get('fake', 0)}" if n else ""
-    row.update({"epochs_run": tr.get("epochs_run"), "phases": "+".join(tr.get("phases") or []),
-                "seconds": tr.get("total_seconds"), "best_val_auc": tr.get("best_val_auc"),
-                "test_accuracy": test.get("accuracy"), "test_auc": test.get("auc"),
-                "threshold": c.get("threshold"), "kfold": c.get("kfold"), "created": c.get("created")})
-    return row
+    # --- summary ---------------------------------------------------------------------------------
+    cards = {name: ui.run_card(path) for name, path in runs.items()}
 
 
-summary = pd.DataFrame([summary_row(n, c) for n, c in cards.items()])
-st.dataframe(summary, hide_index=True, key="trn_summary", column_config={
-    k: st.column_config.NumberColumn(k, format="%.3f") for k in ("best_val_auc", "test_accuracy", "test_auc", "threshold")})
-ui.csv_download(summary, "training_runs.csv", "Runs CSV", key="trn_csv")
-
-# --- curves --------------------------------------------------------------------------------------
-default = [next(iter(runs))]
-selected = st.multiselect("Runs to plot", list(runs), default=default, key="trn_runs")
-histories = {}
-for name in selected:
-    h = ui.table(runs[name], store.HISTORY)
-    if h is None or h.empty:
-        st.caption(f"{name}: no history.csv.")
-        continue
-    h["x"] = h["run_epoch"] if "run_epoch" in h else np.arange(1, len(h) + 1)
-    histories[name] = h
-
-palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
-colour = {n: palette[i % len(palette)] for i, n in enumerate(histories)}
+    def summary_row(name: str, c: dict | None) -> dict:
+        if c is None:
+            hist = ui.table(runs[name], store.HISTORY)
+            return {"run": name, "model": "(training...)", "epochs_run": 0 if hist is None else len(hist)}
+        tr, counts = c.get("training") or {}, (c.get("data") or {}).get("counts") or {}
+        test = (c.get("metrics") or {}).get("test") or {}
+        row = {"run": name, "model": c.get("name"), "architecture": c.get("architecture"),
+               "input_size": c.get("input_size"), "params": c.get("params")}
+        for s in ("train", "val", "test"):
+            n = counts.get(s) or {}
+            row[f"{s} real/fake"] = f"{n.get('real', 0)}/{n.get('fake', 0)}" if n else ""
+        row.update({"epochs_run": tr.get("epochs_run"), "phases": "+".join(tr.get("phases") or []),
+                    "seconds": tr.get("total_seconds"), "best_val_auc": tr.get("best_val_auc"),
+                    "test_accuracy": test.get("accuracy"), "test_auc": test.get("auc"),
+                    "threshold": c.get("threshold"), "kfold": c.get("kfold"), "created": c.get("created")})
+        return row
 
 
-def phase_changes(h: pd.DataFrame) -> list[tuple[float, str]]:
-    if "phase" not in h:
-        return []
-    ph = h["phase"].astype(str).to_numpy()
-    return [(float(h["x"].iloc[i]) - 0.5, ph[i]) for i in range(1, len(ph)) if ph[i] != ph[i - 1]]
+    summary = pd.DataFrame([summary_row(n, c) for n, c in cards.items()])
+    st.dataframe(summary, hide_index=True, key="trn_summary", column_config={
+        k: st.column_config.NumberColumn(k, format="%.3f") for k in ("best_val_auc", "test_accuracy", "test_auc", "threshold")})
+    ui.csv_download(summary, "training_runs.csv", "Runs CSV", key="trn_csv")
+
+    # --- curves --------------------------------------------------------------------------------------
+    default = [next(iter(runs))]
+    selected = st.multiselect("Runs to plot", list(runs), default=default, key="trn_runs")
+    histories = {}
+    for name in selected:
+        h = ui.table(runs[name], store.HISTORY)
+        if h is None or h.empty:
+            st.caption(f"{name}: no history.csv.")
+            continue
+        h["x"] = h["run_epoch"] if "run_epoch" in h else np.arange(1, len(h) + 1)
+        histories[name] = h
+
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+    colour = {n: palette[i % len(palette)] for i, n in enumerate(histories)}
 
 
-def lr_drops(h: pd.DataFrame) -> pd.DataFrame:
-    """Epochs where the learning rate fell within a phase (ReduceLROnPlateau)."""
-    if "learning_rate" not in h:
-        return h.iloc[0:0]
-    same_phase = (h["phase"] == h["phase"].shift()) if "phase" in h else pd.Series(True, index=h.index)
-    return h[(h["learning_rate"] < h["learning_rate"].shift() * 0.999) & same_phase]
+    def phase_changes(h: pd.DataFrame) -> list[tuple[float, str]]:
+        if "phase" not in h:
+            return []
+        ph = h["phase"].astype(str).to_numpy()
+        return [(float(h["x"].iloc[i]) - 0.5, ph[i]) for i in range(1, len(ph)) if ph[i] != ph[i - 1]]
 
 
-def curve(metric: str, title: str) -> go.Figure | None:
-    fig, drawn = go.Figure(), False
-    for name, h in histories.items():
-        for col, dash, label in ((metric, "solid", "train"), (f"val_{metric}", "dash", "val")):
-            if col in h:
-                drawn = True
-                fig.add_trace(go.Scatter(x=h["x"], y=h[col], mode="lines+markers", name=f"{name} {label}",
-                                         line=dict(color=colour[name], dash=dash), marker=dict(size=5)))
-        drops = lr_drops(h)
-        if not drops.empty and f"val_{metric}" in h:
-            fig.add_trace(go.Scatter(x=drops["x"], y=drops[f"val_{metric}"], mode="markers", showlegend=False,
-                                     marker=dict(symbol="triangle-down", size=12, color=colour[name]),
-                                     name=f"{name}: learning rate lowered",
-                                     hovertemplate="learning rate lowered at epoch %{x}<extra></extra>"))
-        for x, phase in phase_changes(h):
-            fig.add_vline(x=x, line_dash="dot", line_color=colour[name],
-                          annotation_text=phase, annotation_position="top left")
-    if not drawn:
-        return None
-    n_epochs = max(len(h) for h in histories.values())
-    fig.update_xaxes(dtick=1 if n_epochs <= 20 else None)
-    fig.update_layout(title=title, height=340, xaxis_title="epoch (both phases)",
-                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
-    return fig
+    def lr_drops(h: pd.DataFrame) -> pd.DataFrame:
+        """Epochs where the learning rate fell within a phase (ReduceLROnPlateau)."""
+        if "learning_rate" not in h:
+            return h.iloc[0:0]
+        same_phase = (h["phase"] == h["phase"].shift()) if "phase" in h else pd.Series(True, index=h.index)
+        return h[(h["learning_rate"] < h["learning_rate"].shift() * 0.999) & same_phase]
 
 
-if histories:
-    st.caption("Solid: training, dashed: validation. Dotted vertical line: start of a new phase "
-               "(e.g. fine-tuning). Triangles: the learning rate was lowered.")
-    figs = [curve("loss", "Loss"), curve("accuracy", "Accuracy"), curve("auc", "AUC")]
-    if any("learning_rate" in h for h in histories.values()):
-        lr = go.Figure([go.Scatter(x=h["x"], y=h["learning_rate"], mode="lines+markers", name=n,
-                                   line=dict(color=colour[n], shape="hv")) for n, h in histories.items()
-                        if "learning_rate" in h])
-        lr.update_xaxes(dtick=1 if max(len(h) for h in histories.values()) <= 20 else None)
-        lr.update_layout(title="Learning rate", height=340, yaxis_type="log", xaxis_title="epoch",
-                         margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
-        figs.append(lr)
-    figs = [f for f in figs if f is not None]
-    for i in range(0, len(figs), 2):
-        cols = st.columns(2)
-        for col, fig, k in zip(cols, figs[i:i + 2], range(i, i + 2)):
-            col.plotly_chart(fig, key=f"trn_curve_{k}")
-
-# --- reports for one run ---------------------------------------------------------------------------
-st.divider()
-with_card = [n for n in runs if cards[n] is not None]
-if not with_card:
-    st.stop()
-order = [n for n in selected if n in with_card] + [n for n in with_card if n not in selected]
-run = st.selectbox("Reports for run", order, key="trn_report_run")
-c = cards[run]
-path = runs[run]
-preds = ui.table(path, store.PREDICTIONS)
-threshold = float(c.get("threshold", 0.5))
-
-with st.expander("Model card (card.json)"):
-    st.json(c, expanded=False)
-    if c.get("training", {}).get("command"):
-        st.code(c["training"]["command"], language="bash")
+    def curve(metric: str, title: str) -> go.Figure | None:
+        fig, drawn = go.Figure(), False
+        for name, h in histories.items():
+            for col, dash, label in ((metric, "solid", "train"), (f"val_{metric}", "dash", "val")):
+                if col in h:
+                    drawn = True
+                    fig.add_trace(go.Scatter(x=h["x"], y=h[col], mode="lines+markers", name=f"{name} {label}",
+                                             line=dict(color=colour[name], dash=dash), marker=dict(size=5)))
+            drops = lr_drops(h)
+            if not drops.empty and f"val_{metric}" in h:
+                fig.add_trace(go.Scatter(x=drops["x"], y=drops[f"val_{metric}"], mode="markers", showlegend=False,
+                                         marker=dict(symbol="triangle-down", size=12, color=colour[name]),
+                                         name=f"{name}: learning rate lowered",
+                                         hovertemplate="learning rate lowered at epoch %{x}<extra></extra>"))
+            for x, phase in phase_changes(h):
+                fig.add_vline(x=x, line_dash="dot", line_color=colour[name],
+                              annotation_text=phase, annotation_position="top left")
+        if not drawn:
+            return None
+        n_epochs = max(len(h) for h in histories.values())
+        fig.update_xaxes(dtick=1 if n_epochs <= 20 else None)
+        fig.update_layout(title=title, height=340, xaxis_title="epoch (both phases)",
+                          margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
+        return fig
 
 
-def report_block(df: pd.DataFrame, thr: float, key: str) -> None:
-    left, right = st.columns([2, 3])
-    counts = evaluation.confusion_counts(df["label"], df["p_fake"], thr)
-    left.plotly_chart(ui.confusion_figure(counts, f"threshold {thr:.3f}, n = {len(df)}"), key=f"{key}_cm")
-    rep = ui.report_frame(evaluation.classification_report_dict(df["label"], df["p_fake"], thr))
-    met = evaluation.binary_metrics(df["label"], df["p_fake"], thr)
-    with right:
-        st.dataframe(rep, hide_index=True, key=f"{key}_report", column_config={
-            k: st.column_config.NumberColumn(k, format="%.3f") for k in ("precision", "recall", "f1-score")})
-        st.caption(f"AUC {ui.fmt(met['auc'])} · AP {ui.fmt(met['ap'])} · EER {ui.fmt(met['eer'])} · "
-                   f"F1 (fake) {ui.fmt(met['f1'])}")
-        per = ui.per_source_frame(df, thr)
-        if per is not None:
-            st.dataframe(per, hide_index=True, key=f"{key}_sources", column_config={
-                k: st.column_config.NumberColumn(k, format="%.3f")
-                for k in ("accuracy", "precision", "recall", "f1", "auc", "eer")})
+    if histories:
+        st.caption("Solid: training, dashed: validation. Dotted vertical line: start of a new phase "
+                   "(e.g. fine-tuning). Triangles: the learning rate was lowered.")
+        figs = [curve("loss", "Loss"), curve("accuracy", "Accuracy"), curve("auc", "AUC")]
+        if any("learning_rate" in h for h in histories.values()):
+            lr = go.Figure([go.Scatter(x=h["x"], y=h["learning_rate"], mode="lines+markers", name=n,
+                                       line=dict(color=colour[n], shape="hv")) for n, h in histories.items()
+                            if "learning_rate" in h])
+            lr.update_xaxes(dtick=1 if max(len(h) for h in histories.values()) <= 20 else None)
+            lr.update_layout(title="Learning rate", height=340, yaxis_type="log", xaxis_title="epoch",
+                             margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
+            figs.append(lr)
+        figs = [f for f in figs if f is not None]
+        for i in range(0, len(figs), 2):
+            cols = st.columns(2)
+            for col, fig, k in zip(cols, figs[i:i + 2], range(i, i + 2)):
+                col.plotly_chart(fig, key=f"trn_curve_{k}")
+
+    # --- reports for one run ---------------------------------------------------------------------------
+    st.divider()
+    with_card = [n for n in runs if cards[n] is not None]
+    if not with_card:
+        st.stop()
+    order = [n for n in selected if n in with_card] + [n for n in with_card if n not in selected]
+    run = st.selectbox("Reports for run", order, key="trn_report_run")
+    c = cards[run]
+    path = runs[run]
+    preds = ui.table(path, store.PREDICTIONS)
+    threshold = float(c.get("threshold", 0.5))
+
+    with st.expander("Model card (card.json)"):
+        st.json(c, expanded=False)
+        if c.get("training", {}).get("command"):
+            st.code(c["training"]["command"], language="bash")
 
 
-folds = ui.table(path, store.FOLDS)
-if folds is not None and not folds.empty:
-    st.subheader(f"{len(folds)}-fold cross-validation")
-    num = [k for k in ("accuracy", "precision", "recall", "f1", "auc", "ap", "eer") if k in folds]
-    stats = pd.DataFrame([{"fold": "mean", **folds[num].mean().to_dict()},
-                          {"fold": "std", **folds[num].std(ddof=1).to_dict()}])
-    st.dataframe(pd.concat([folds.astype({"fold": str}), stats], ignore_index=True), hide_index=True,
-                 key="trn_folds", column_config={
-                     **{k: st.column_config.NumberColumn(k, format="%.3f") for k in num},
-                     **{k: st.column_config.NumberColumn(k, format="%d") for k in folds if k not in num}})
-    st.caption(" · ".join(f"{k} {folds[k].mean():.3f} ± {folds[k].std(ddof=1):.3f}" for k in num))
-    cv = preds[preds["split"] == "cv"] if preds is not None else None
-    if cv is not None and not cv.empty:
-        st.markdown("**Pooled held-out folds** (threshold 0.5, as the folds were scored)")
-        report_block(cv, 0.5, "trn_cv")
+    def report_block(df: pd.DataFrame, thr: float, key: str) -> None:
+        left, right = st.columns([2, 3])
+        counts = evaluation.confusion_counts(df["label"], df["p_fake"], thr)
+        left.plotly_chart(ui.confusion_figure(counts, f"threshold {thr:.3f}, n = {len(df)}"), key=f"{key}_cm")
+        rep = ui.report_frame(evaluation.classification_report_dict(df["label"], df["p_fake"], thr))
+        met = evaluation.binary_metrics(df["label"], df["p_fake"], thr)
+        with right:
+            st.dataframe(rep, hide_index=True, key=f"{key}_report", column_config={
+                k: st.column_config.NumberColumn(k, format="%.3f") for k in ("precision", "recall", "f1-score")})
+            st.caption(f"AUC {ui.fmt(met['auc'])} · AP {ui.fmt(met['ap'])} · EER {ui.fmt(met['eer'])} · "
+                       f"F1 (fake) {ui.fmt(met['f1'])}")
+            per = ui.per_source_frame(df, thr)
+            if per is not None:
+                st.dataframe(per, hide_index=True, key=f"{key}_sources", column_config={
+                    k: st.column_config.NumberColumn(k, format="%.3f")
+                    for k in ("accuracy", "precision", "recall", "f1", "auc", "eer")})
 
-st.subheader("Test report")
-if preds is None:
-    st.caption("No predictions.csv in this run.")
-else:
-    for split in ("test", "val"):
-        part = preds[preds["split"] == split]
-        if not part.empty:
-            if split != "test":
-                st.caption("No test split in this run: the validation split is shown.")
-            report_block(part, threshold, f"trn_{split}")
-            break
+
+    folds = ui.table(path, store.FOLDS)
+    if folds is not None and not folds.empty:
+        st.subheader(f"{len(folds)}-fold cross-validation")
+        num = [k for k in ("accuracy", "precision", "recall", "f1", "auc", "ap", "eer") if k in folds]
+        stats = pd.DataFrame([{"fold": "mean", **folds[num].mean().to_dict()},
+                              {"fold": "std", **folds[num].std(ddof=1).to_dict()}])
+        st.dataframe(pd.concat([folds.astype({"fold": str}), stats], ignore_index=True), hide_index=True,
+                     key="trn_folds", column_config={
+                         **{k: st.column_config.NumberColumn(k, format="%.3f") for k in num},
+                         **{k: st.column_config.NumberColumn(k, format="%d") for k in folds if k not in num}})
+        st.caption(" · ".join(f"{k} {folds[k].mean():.3f} ± {folds[k].std(ddof=1):.3f}" for k in num))
+        cv = preds[preds["split"] == "cv"] if preds is not None else None
+        if cv is not None and not cv.empty:
+            st.markdown("**Pooled held-out folds** (threshold 0.5, as the folds were scored)")
+            report_block(cv, 0.5, "trn_cv")
+
+    st.subheader("Test report")
+    if preds is None:
+        st.caption("No predictions.csv in this run.")
+    else:
+        for split in ("test", "val"):
+            part = preds[preds["split"] == split]
+            if not part.empty:
+                if split != "test":
+                    st.caption("No test split in this run: the validation split is shown.")
+                report_block(part, threshold, f"trn_{split}")
+                break

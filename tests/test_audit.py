@@ -228,3 +228,51 @@ def test_shared_data_subset_reads_cleanly():
     assert r["unreadable"] == [] and r["n_files"] > 0 and {"val", "total"} <= set(r["counts"])
     assert r["formats"]["real"] == {"JPEG": r["counts"]["val"]["real"]}
     assert r["exact_duplicates"]["pairs"] == 0
+
+
+def test_tables_for_the_dashboard(planted):
+    root, r = planted
+    t = audit.tables(r)
+    counts = t["counts"].set_index("split")
+    assert counts.loc["train", "real"] == 5 and counts.loc["total", "total"] == r["n_files"]
+    files = t["files"].set_index("class")
+    assert files.loc["real", "JPEG quality median"] == 95 and files.loc["fake", "JPEG quality median"] == 60
+    hist = t["quality_histogram"]
+    assert hist.groupby("class")["files"].sum().to_dict() == {
+        c: r["jpeg_quality"][c]["n"] for c in ("real", "fake")}
+    assert set(t["unreadable"]["path"]) == {"val/fake/truncated.jpg", "test/real/notes.jpg"}
+    pairs = t["pairs"]
+    assert (pairs["kind"] == "exact").sum() == 1 and not pairs.loc[pairs["kind"] == "exact", "leak"].any()
+    leak = pairs[pairs["leak"]]
+    assert len(leak) == 1 and {leak.iloc[0]["a"], leak.iloc[0]["b"]} == {"train/real/real_1.jpg", "test/fake/leak.jpg"}
+    # the same tables from the JSON the CLI writes (keys become strings, tuples lists)
+    again = audit.tables(json.loads(json.dumps(r)))
+    assert again["quality_histogram"].equals(hist) and again["pairs"].equals(pairs)
+
+
+def test_audit_reports_progress_to_a_callable(tmp_path):
+    root = make_root(tmp_path / "d", plant=False)
+    seen = []
+    r = audit.audit(root, progress=lambda done, total: seen.append((done, total)))
+    assert seen[0] == (0, r["n_files"]) and seen[-1] == (r["n_files"], r["n_files"])
+
+
+def test_training_page_audits_a_folder(tmp_path, monkeypatch):
+    """AppTest: the Data audit tab audits a typed folder and shows leakage and the shortcut."""
+    from streamlit.testing.v1 import AppTest
+
+    root = make_root(tmp_path / "planted_app")
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)
+    at = AppTest.from_file(str(repo / "pages" / "training.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    at.text_input(key="aud_folder").set_value(str(root)).run()
+    at.button(key="aud_run").click().run()
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Leaks across splits"] == "1" and metrics["Unreadable"] == "2"
+    assert any("repeat across splits" in e.value for e in at.error)
+    assert any("Shortcut" in e.value and "quality" in e.value.lower() for e in at.error)
+    counts = next(d.value for d in at.dataframe if "split" in d.value and "total" in d.value)
+    assert counts.set_index("split").loc["train", "real"] == 5
