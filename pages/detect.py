@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from detector import explain, forensics, images, inputs, report
+from detector import explain, forensics, images, inputs, memory, report
 from pages import ui
 
 st.title("Detect deepfakes")
@@ -158,6 +158,7 @@ if n_errors > MAX_ERRORS:
 bar.progress(1.0, text=f"{len(entries)} file(s) in {time.perf_counter() - t_batch:.1f} s "
                        "(unchanged files come from the cache)")
 table, event = draw(results, final=True)
+memory.release_free_memory()  # give the batch's freed buffers back: a long-lived server stays flat
 
 d1, d2, _ = st.columns([1, 1, 3])
 with d1:
