@@ -11,11 +11,17 @@
   columns of predictions.csv, so stored and live predictions share the page's analysis.
 * `sanity_flags`: reasons to distrust a model's numbers (scores that barely vary, AUC at
   chance level).
+* The disagreement explorer: `explorer_frame` (the images the models disagree on or all get
+  wrong), `SetImages` (the pictures behind a frame's `path` column, read from a zip held in
+  memory or from folders on this machine; nothing is written), `thumbnails` and
+  `explain_image` (each model's score and Grad-CAM overlay of one image, scored whole).
 
-TensorFlow is imported only inside `score_labelled` (through `detector.inference`).
+TensorFlow is imported only inside `score_labelled` and `explain_image` (through
+`detector.inference`).
 """
 from __future__ import annotations
 
+import base64
 import io
 import os
 import time
@@ -96,6 +102,23 @@ def _decode(raw: bytes, budget: list[int]) -> np.ndarray | str:
     return rgb
 
 
+def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo | str) -> bytes | str:
+    """A zip member's bytes, or why they cannot be had (a str): too large (by the header or
+    as read: the header's size is never trusted), corrupt, encrypted, unknown compression."""
+    try:
+        info = archive.getinfo(info) if isinstance(info, str) else info
+    except KeyError:
+        return "not in the zip"
+    if info.file_size > MAX_FILE_BYTES:
+        return f"file too large ({info.file_size / 1e6:.0f} MB)"
+    try:
+        with archive.open(info) as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
+    except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError, ValueError, EOFError) as exc:
+        return f"cannot read from the zip ({exc})"
+    return raw if len(raw) <= MAX_FILE_BYTES else "file too large"
+
+
 def read_labelled_zip(blob: bytes, max_files: int = MAX_FILES, progress: Callable | None = None) -> LabelledSet:
     """A zip's images under real/ and fake/ folders (any depth), decoded in memory.
 
@@ -123,24 +146,14 @@ def read_labelled_zip(blob: bytes, max_files: int = MAX_FILES, progress: Callabl
             if len(items) >= max_files:
                 ignored.append(info.filename)
                 continue
-            if info.file_size > MAX_FILE_BYTES:
-                items.append(Item(info.filename, label, f"file too large ({info.file_size / 1e6:.0f} MB)", source))
-                continue
-            if total + info.file_size > MAX_TOTAL_BYTES:
+            if info.file_size <= MAX_FILE_BYTES and total + info.file_size > MAX_TOTAL_BYTES:
                 items.append(Item(info.filename, label, "skipped: the zip holds too much data", source))
                 continue
-            try:
-                with archive.open(info) as fh:
-                    raw = fh.read(MAX_FILE_BYTES + 1)  # never trust the header's size
-            except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError, ValueError,
-                    EOFError) as exc:  # corrupt member, encrypted, unknown compression
-                items.append(Item(info.filename, label, f"cannot read from the zip ({exc})", source))
-                continue
-            total += len(raw)
-            if len(raw) > MAX_FILE_BYTES:
-                items.append(Item(info.filename, label, "file too large", source))
-                continue
-            items.append(Item(info.filename, label, _decode(raw, budget), source))
+            raw = read_member(archive, info)
+            if isinstance(raw, bytes):
+                total += len(raw)
+                raw = _decode(raw, budget)
+            items.append(Item(info.filename, label, raw, source))
     if not items:
         raise ValueError("no files in real/ or fake/ folders: put the images in folders named "
                          "real and fake (at any depth, e.g. set/real/a.jpg)")
@@ -282,3 +295,160 @@ def sanity_flags(frame: pd.DataFrame, min_std: float = MIN_SCORE_STD,
         flags.append(f"AUC {auc:.3f} is within {auc_margin:g} of 0.5: no better than chance at "
                      "telling fakes from real images")
     return flags
+
+
+# --- the disagreement explorer -----------------------------------------------------------------
+
+DISAGREE, ALL_WRONG = "disagree", "all wrong"
+
+
+def explorer_frame(data: dict[str, pd.DataFrame], thresholds: dict[str, float]) -> pd.DataFrame:
+    """The images that the models of `data` ({model: predictions frame}) disagree on, or all
+    get wrong, at `thresholds` ({model: threshold}; P(fake) >= threshold is a fake call).
+
+    Only images (by `path`) present in every frame count. One row per image: path, label,
+    source (when any is named), why ("all wrong" / "disagree"), then per model its
+    P(fake) (column: the model's name) and `verdict[model]` ("fake" / "real"). All-wrong rows
+    come first, then by how far apart the scores are. `attrs`: n_images (in every frame),
+    n_disagree, n_all_wrong."""
+    models = list(data)
+    wide = None
+    for m, d in data.items():
+        part = d.drop_duplicates("path").set_index("path")
+        if wide is None:
+            named = "source" in part.columns and part["source"].fillna("").astype(str).str.strip().ne("").any()
+            wide = part[["label", "source"] if named else ["label"]].copy()
+        wide = wide.join(pd.to_numeric(part["p_fake"], errors="coerce").rename(m), how="inner")
+    if wide is None:
+        wide = pd.DataFrame(columns=["label"], index=pd.Index([], name="path"))
+    scores = wide[models].to_numpy(float).reshape(len(wide), len(models))
+    calls = scores >= np.array([float(thresholds[m]) for m in models])
+    truth = evaluation._as_labels(wide["label"].to_numpy()).astype(bool)
+    wrong = (calls != truth[:, None]).all(axis=1) if models else np.zeros(len(wide), bool)
+    differ = calls.any(axis=1) & ~calls.all(axis=1)
+    out = wide.reset_index()
+    out.insert(len(out.columns) - len(models), "why", np.where(wrong, ALL_WRONG, np.where(differ, DISAGREE, "")))
+    for j, m in enumerate(models):
+        out[f"verdict[{m}]"] = np.where(calls[:, j], "fake", "real")
+    out["_spread"] = np.ptp(scores, axis=1) if models else 0.0
+    out["_order"] = (out["why"] != ALL_WRONG).astype(int)
+    out = out[(wrong | differ)].sort_values(["_order", "_spread", "path"], ascending=[True, False, True],
+                                            kind="stable").drop(columns=["_order", "_spread"])
+    out = out.reset_index(drop=True)
+    out.attrs.update(n_images=len(wide), n_disagree=int(differ.sum()), n_all_wrong=int(wrong.sum()))
+    return out
+
+
+def data_roots(*cards: dict) -> list[Path]:
+    """Where the images named in the cards' predictions.csv may be on this machine. Those
+    paths are relative to the data folder a model was trained on: the folder recorded in
+    each card (`data.path`), then `shared/data` beside the repository."""
+    from detector import store
+
+    roots = []
+    for card in cards:
+        path = (card.get("data") or {}).get("path") if isinstance(card, dict) else None
+        if path:
+            roots.append(Path(path).expanduser())
+    roots.append(store.REPO_ROOT.parent / "shared" / "data")
+    return list(dict.fromkeys(roots))
+
+
+class SetImages:
+    """The pictures behind a predictions frame's `path` column, read on demand and never
+    written anywhere: members of a zip held in memory (`blob`, as read by
+    `read_labelled_zip`), or files relative to the first of `roots` that has them."""
+
+    def __init__(self, blob: bytes | None = None, roots: Iterable[str | os.PathLike] = ()):
+        self.blob = blob
+        self.roots = [Path(r).expanduser() for r in roots]
+
+    def where(self) -> str:
+        """Where the images are looked for, in words."""
+        if self.blob is not None:
+            return "the uploaded zip"
+        return ", ".join(str(r) for r in self.roots) or "nowhere"
+
+    def path(self, name: str) -> Path | None:
+        """The file of `name` under the roots (None: not on this machine). Relative names
+        must stay inside their root; absolute ones (predictions of another folder) are used
+        as they are."""
+        if Path(name).is_absolute():
+            return Path(name) if Path(name).is_file() else None
+        for root in self.roots:
+            try:
+                base = root.resolve()
+                candidate = (base / name).resolve()
+            except OSError:
+                continue
+            if candidate.is_relative_to(base) and candidate.is_file():
+                return candidate
+        return None
+
+    def read_many(self, names: Iterable[str]) -> Iterable[tuple[str, bytes | None]]:
+        """(name, file bytes or None when it is not here / unreadable) for each name; a
+        zip is opened once for all of them."""
+        names = list(names)
+        if self.blob is None:
+            for name in names:
+                path = self.path(name)
+                try:
+                    raw = path.read_bytes() if path is not None and path.stat().st_size <= MAX_FILE_BYTES else None
+                except OSError:
+                    raw = None
+                yield name, raw
+            return
+        try:
+            archive = zipfile.ZipFile(io.BytesIO(self.blob))
+        except (zipfile.BadZipFile, OSError, ValueError):
+            yield from ((name, None) for name in names)
+            return
+        with archive:
+            for name in names:
+                raw = read_member(archive, name)
+                yield name, raw if isinstance(raw, bytes) else None
+
+    def read(self, name: str) -> bytes | None:
+        return dict(self.read_many([name]))[name]
+
+
+def data_uri(rgb: np.ndarray, quality: int = 85) -> str:
+    """RGB pixels as a JPEG `data:` URI (table cells show it as a picture)."""
+    return "data:image/jpeg;base64," + base64.b64encode(images.encode_jpeg(rgb, quality)).decode("ascii")
+
+
+def thumbnails(source: SetImages, names: Iterable[str], side: int = 64) -> list[str | None]:
+    """A small JPEG `data:` URI per name (longest side `side`), None where the image is not
+    on this machine or cannot be decoded."""
+    from detector.report import thumbnail
+
+    out = []
+    for _, raw in source.read_many(names):
+        try:
+            out.append(None if raw is None else data_uri(thumbnail(images.decode_image(raw), side)))
+        except images.ImageDecodeError:
+            out.append(None)
+    return out
+
+
+def explain_image(rgb: np.ndarray, model_names: Iterable, display_side: int = 512) -> dict:
+    """One image explained by each model (names, or model folder paths), scored the way
+    `score_labelled` scores it: whole, through the one resize, calibrated P(fake).
+
+    {"image": the image with its longest side at most `display_side`, "views": per model
+    {"model", "p_fake", "threshold" (the card's), "heatmap" ([0, 1] Grad-CAM map, None when
+    the model names no Grad-CAM layer), "overlay" (the heatmap over "image"; "image"
+    itself without a heatmap)}}."""
+    from detector import explain, inference
+    from detector.report import thumbnail
+
+    rgb = images.check_rgb(rgb)
+    shown = thumbnail(rgb, display_side)
+    views = []
+    for name in model_names:
+        det = inference.load_detector(name)
+        p_fake = float(det.score_batch(images.resize_to(rgb, det.size)[None])[0])
+        (heatmap,) = det.heatmaps([rgb])
+        views.append({"model": det.name, "p_fake": p_fake, "threshold": det.threshold, "heatmap": heatmap,
+                      "overlay": shown if heatmap is None else explain.overlay(shown, heatmap)})
+    return {"image": shown, "views": views}

@@ -4,19 +4,22 @@ labelled set the user supplies (a zip or a server folder of real/ and fake/ imag
 Everything is recomputed from a predictions frame (split, path, source, label, p_fake) at the
 thresholds of the sliders, so the saved-predictions view needs no TensorFlow: store /
 evaluation / pandas / plotly only. TensorFlow is loaded only when a labelled set is scored
-(`detector.comparison`).
+(`detector.comparison`) or a row of the disagreement explorer is selected (its Grad-CAM view);
+the explorer's thumbnails and enlarged image are read through `comparison.SetImages` (the
+uploaded zip's bytes in memory, or the data folders on this machine).
 """
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from detector import comparison, evaluation
+from detector import comparison, evaluation, images
 from pages import ui
 
 SPLIT_ORDER = {"test": 0, "val": 1, "cv": 2}
 SAVED, LABELLED = "Saved predictions", "Your labelled set"
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+EXPLORER_ROWS = 300  # rows of the disagreement explorer (each gets a thumbnail)
 ROBUSTNESS_AXES = {"jpeg_quality": "JPEG quality", "downscale": "Downscale factor", "gaussian_blur": "Blur sigma (px)"}
 
 st.title("Compare models")
@@ -45,8 +48,9 @@ def bench_ms(card: dict):
         return None
 
 
-def saved_predictions() -> tuple[dict, str, dict, str] | None:
-    """{model: frame} of the chosen split of predictions.csv, a title, ms per image and its help."""
+def saved_predictions() -> tuple[dict, str, dict, str, comparison.SetImages] | None:
+    """{model: frame} of the chosen split of predictions.csv, a title, ms per image, its help
+    and where the images are (the cards' data folders, paths being relative to them)."""
     preds = {m: ui.predictions(m) for m in chosen}
     if missing := [m for m, p in preds.items() if p is None]:
         st.warning(f"No predictions.csv for: {', '.join(missing)} (re-run training or `python -m detector evaluate`).")
@@ -66,12 +70,14 @@ def saved_predictions() -> tuple[dict, str, dict, str] | None:
         st.info("k-fold scores are uncalibrated fold models (folds.csv used threshold 0.5); "
                 "the card thresholds are for the final calibrated model.")
     ms = {m: bench_ms(cards[m]) for m in data}
+    found = comparison.SetImages(roots=comparison.data_roots(*(cards[m] for m in data)))
     return data, split, ms, ("Single-image latency p50 from the model card's bench numbers "
-                             "(`python -m detector bench`); blank when the card has none.")
+                             "(`python -m detector bench`); blank when the card has none."), found
 
 
-def labelled_set() -> tuple[dict, str, dict, str] | None:
-    """{model: frame} of a zip / folder of real/ and fake/ images scored now by each model."""
+def labelled_set() -> tuple[dict, str, dict, str, comparison.SetImages] | None:
+    """{model: frame} of a zip / folder of real/ and fake/ images scored now by each model, a
+    title, ms per image, its help and where the images are (the zip's bytes stay in memory)."""
     st.caption("Give a zip (or a folder on the server) holding `real/` and `fake/` folders, at any depth "
                "(`set/Real/a.jpg` counts; a sub-folder below them, e.g. `fake/stylegan/`, names the source). "
                "The images are assumed to be **face crops** and are scored **whole**, like "
@@ -87,10 +93,10 @@ def labelled_set() -> tuple[dict, str, dict, str] | None:
     bar = st.progress(0.0, text="Reading images...")
     try:
         if upload is not None:
-            what = upload.name
-            result = ui.labelled_zip_scores(upload.getvalue(), chosen, progress=bar.progress)
+            what, found = upload.name, comparison.SetImages(blob=upload.getvalue())
+            result = ui.labelled_zip_scores(found.blob, chosen, progress=bar.progress)
         else:
-            what = folder
+            what, found = folder, comparison.SetImages(roots=[folder])
             result = ui.labelled_folder_scores(folder, chosen, progress=bar.progress)
     except ValueError as exc:
         bar.empty()
@@ -119,7 +125,7 @@ def labelled_set() -> tuple[dict, str, dict, str] | None:
     ui.csv_download(frame, "labelled_predictions.csv", "Predictions CSV", key="cmp_lab_preds")
     data = {m: frame[frame["model"] == m].drop(columns="model").reset_index(drop=True) for m in chosen}
     return data, "your set", result["ms_per_image"], (
-        "Measured now: resize + model forward pass on this set (batches of 32), divided by the images.")
+        "Measured now: resize + model forward pass on this set (batches of 32), divided by the images."), found
 
 
 def reliability_figure(data: dict) -> go.Figure:
@@ -141,9 +147,10 @@ def reliability_figure(data: dict) -> go.Figure:
     return fig
 
 
-def analyse(data: dict, where: str, ms: dict, ms_help: str, key: str) -> None:
+def analyse(data: dict, where: str, ms: dict, ms_help: str, found: comparison.SetImages, key: str) -> None:
     """Metrics, sanity flags, confusion matrices, ROC/PR, reliability, histograms and
-    disagreements of {model: predictions frame (split, path, source, label, p_fake)}."""
+    disagreements of {model: predictions frame (split, path, source, label, p_fake)};
+    `found` reads the images the frames name."""
     models = list(data)
     per_row = min(len(models), 4)
 
@@ -179,7 +186,7 @@ def analyse(data: dict, where: str, ms: dict, ms_help: str, key: str) -> None:
         "eer": st.column_config.NumberColumn("EER", format="%.3f", help="Equal error rate: lower is better"),
         "ece": st.column_config.NumberColumn("ECE", format="%.3f",
                                              help="Expected calibration error (15 bins): lower is better"),
-        "ms_per_image": st.column_config.NumberColumn("measured ms / image", format="%.2f", help=ms_help),
+        "ms_per_image": st.column_config.NumberColumn("ms per image", format="%.2f", help=ms_help),
         "tn": st.column_config.NumberColumn("TN", help="real judged real"),
         "fp": st.column_config.NumberColumn("FP", help="real judged fake"),
         "fn": st.column_config.NumberColumn("FN", help="fake judged real"),
@@ -282,21 +289,69 @@ def analyse(data: dict, where: str, ms: dict, ms_help: str, key: str) -> None:
             st.plotly_chart(fig, key=f"{key}_hist_{m}")
 
     # --- disagreements ----------------------------------------------------------------------------
-    if len(models) > 1:
-        st.subheader("Disagreements")
-        wide = None
-        for m, d in data.items():
-            part = d[["path", "label", "p_fake"]].drop_duplicates("path").rename(columns={"p_fake": m})
-            wide = part if wide is None else wide.merge(part.drop(columns="label"), on="path", how="inner")
-        calls = pd.DataFrame({m: np.where(wide[m] >= thr[m], "fake", "real") for m in models})
-        differ = calls.nunique(axis=1) > 1
-        st.caption(f"{int(differ.sum())} of {len(wide)} images get different verdicts from the chosen models "
-                   "at their thresholds.")
-        if differ.any():
-            show = wide[differ.to_numpy()].copy()
-            for m in models:
-                show[f"verdict[{m}]"] = calls.loc[differ, m].to_numpy()
-            st.dataframe(show.head(500), hide_index=True, key=f"{key}_disagree")
+    explorer(data, thr, found, key)
+
+
+def explorer(data: dict, thr: dict, found: comparison.SetImages, key: str) -> None:
+    """The images the models disagree on or all get wrong, with thumbnails and every score;
+    a selected row is shown large beside each model's Grad-CAM heatmap."""
+    models = list(data)
+    st.subheader("Disagreements and shared mistakes" if len(models) > 1 else "Mistakes")
+    table = comparison.explorer_frame(data, thr)
+    n = table.attrs
+    st.caption(f"{n['n_disagree']} of {n['n_images']} images get different verdicts from the chosen models at "
+               f"their thresholds; {n['n_all_wrong']} are misjudged by every one. "
+               "**Select a row** to see the image large with each model's Grad-CAM heatmap.")
+    if table.empty:
+        return
+    show = table.head(EXPLORER_ROWS).copy()
+    if len(table) > len(show):
+        st.caption(f"The first {len(show)} of {len(table)} (all-wrong first, then the widest spread of scores).")
+    show.insert(0, "image", ui.thumbnails(found, show["path"]))
+    if show["image"].isna().all():
+        st.caption(f"No thumbnails: the images are not on this machine (looked in {found.where()}).")
+    # the key follows the listed rows: a threshold that changes the list clears the selection
+    # instead of pointing it at another image
+    listing = ui.digest("\n".join([*models, *show["path"]]).encode())[:12]
+    picked = st.dataframe(show, hide_index=True, key=f"{key}_explore_{listing}", on_select="rerun",
+                          selection_mode="single-row", column_config={
+                              "image": st.column_config.ImageColumn("image", width="small"),
+                              **{m: st.column_config.NumberColumn(m, format="%.3f", help=f"P(fake) by {m}")
+                                 for m in models}})
+    if picked.selection.rows:
+        enlarge(show.iloc[picked.selection.rows[0]], models, thr, found)
+
+
+def enlarge(row: pd.Series, models: list[str], thr: dict, found: comparison.SetImages) -> None:
+    """One image large, each model's Grad-CAM overlay beside it (scored whole, like the set)."""
+    name = str(row["path"])
+    source = f", source {row['source']}" if str(row.get("source", "") or "").strip() else ""
+    st.markdown(f"**{name}**: truly **{row['label']}**{source}")
+    raw = found.read(name)
+    if raw is None:
+        st.info(f"`{name}` is not on this machine (looked in {found.where()}), so it cannot be shown. "
+                "Saved predictions name images relative to the data folder each model was trained on "
+                "(its card's `data.path`, or `../shared/data` beside the repository).",
+                icon=":material/image_not_supported:")
+        return
+    try:
+        explained = ui.explain_image(raw, models)
+    except images.ImageDecodeError as exc:
+        st.error(f"Cannot show `{name}`: {exc}", icon=":material/broken_image:")
+        return
+    cols = st.columns(1 + len(explained["views"]))
+    cols[0].image(explained["image"], caption=f"{name} (true: {row['label']})", width="stretch")
+    for col, view in zip(cols[1:], explained["views"]):
+        m, p = view["model"], view["p_fake"]
+        verdict = "FAKE" if p >= thr[m] else "REAL"
+        text = f"{m}: P(fake) {p:.3f}, {verdict} at {thr[m]:.3f}"
+        if m in row and abs(float(row[m]) - p) > 1e-3:
+            text += f" (table: {float(row[m]):.3f})"
+        if view["heatmap"] is None:
+            text += "; no Grad-CAM layer on this model"
+        col.image(view["overlay"], caption=text, width="stretch")
+    st.caption("Grad-CAM: red marks the regions that pushed P(fake) up. Each model sees the whole image "
+               "resized to its input size, exactly as it was scored.")
 
 
 def robustness_section() -> None:

@@ -246,12 +246,18 @@ def _score(key: str, model_paths: tuple[str, ...], mtimes: tuple[float, ...], gr
     return report.score_image(rgb, detectors, gradcam=gradcam, digest=key)
 
 
+def _model_files(models: list[str]) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """The models' folder paths and their model files' mtimes (cache keys: a retrained
+    model is not served from the cache)."""
+    paths = tuple(model_dir(m) for m in models)
+    return paths, tuple(_mtime(Path(p) / store.MODEL_FILE) for p in paths)
+
+
 def score(name: str, data: bytes, models: list[str], gradcam: bool):
     """report.ImageScore of uploaded bytes with these models, cached per (file bytes, models,
     model files' mtimes, gradcam): an unchanged file is not re-scored on a rerun, and
     moving the threshold only re-labels. Nothing is written to disk."""
-    paths = tuple(model_dir(m) for m in models)
-    mtimes = tuple(_mtime(Path(p) / store.MODEL_FILE) for p in paths)
+    paths, mtimes = _model_files(models)
     result = _score(digest(data), paths, mtimes, gradcam, data)
     result.name = name  # the cached value is a fresh copy on every call
     return result
@@ -288,8 +294,7 @@ def _labelled(key: str, model_paths: tuple[str, ...], mtimes: tuple[float, ...],
 def _labelled_scores(key: str, read, models: list[str], progress=None) -> dict:
     from detector import comparison
 
-    paths = tuple(model_dir(m) for m in models)
-    mtimes = tuple(_mtime(Path(p) / store.MODEL_FILE) for p in paths)
+    paths, mtimes = _model_files(models)
     try:
         return {**_labelled(key, paths, mtimes), "cached": True}
     except LookupError:
@@ -331,3 +336,38 @@ def labelled_folder_scores(folder: str, models: list[str], progress=None) -> dic
 def robustness_table(name: str) -> pd.DataFrame | None:
     """A model's robustness.csv (`python -m detector robustness`), None when absent."""
     return table(model_dir(name), "robustness.csv")
+
+
+# --- the disagreement explorer (compare page) --------------------------------------------------
+
+def _images_key(found) -> str:
+    """A cache key for a comparison.SetImages: the zip's digest, or its folders."""
+    if found.blob is not None:
+        return "zip:" + digest(found.blob)
+    return "roots:" + "|".join(str(r) for r in found.roots)
+
+
+@st.cache_data(show_spinner="Drawing thumbnails...", max_entries=16)
+def _thumbnails(key: str, names: tuple[str, ...], _found) -> list[str | None]:
+    from detector import comparison
+
+    return comparison.thumbnails(_found, names)
+
+
+def thumbnails(found, names) -> list[str | None]:
+    """comparison.thumbnails of a comparison.SetImages, cached per (zip or folders, names)."""
+    return _thumbnails(_images_key(found), tuple(names), found)
+
+
+@st.cache_data(show_spinner="Computing Grad-CAM heatmaps...", max_entries=16)
+def _explained(key: str, model_paths: tuple[str, ...], mtimes: tuple[float, ...], _data: bytes) -> dict:
+    from detector import comparison, images
+
+    return comparison.explain_image(images.decode_image(_data), model_paths)
+
+
+def explain_image(data: bytes, models: list[str]) -> dict:
+    """comparison.explain_image of image bytes (decoded in memory) by `models`, cached per
+    (bytes, models, model files' mtimes). Raises images.ImageDecodeError for a bad file."""
+    paths, mtimes = _model_files(models)
+    return _explained(digest(data), paths, mtimes, data)

@@ -269,6 +269,33 @@ def test_compare_slider_moves_the_confusion_matrix(server, page, models_root):
     _shot(page, "compare")
 
 
+def test_compare_disagreement_row_click_enlarges_it(server, page, models_root):
+    """A click on an explorer row (its selection box) shows the image large with one Grad-CAM
+    overlay per model, or says plainly that the image is not on this machine."""
+    _open(page, server + "/compare", "Compare models")
+    models = store.model_names(models_root)
+    heading = page.get_by_role("heading", name=re.compile("^(Disagreements and shared mistakes|Mistakes)$"))
+    heading.scroll_into_view_if_needed()
+    grid = page.locator('[data-testid="stDataFrame"]').last  # the explorer is the page's last table
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 15, box["y"] + 55)  # the first row's selection box
+    shown = page.locator('[data-testid="stImage"]')
+    missing = page.get_by_text(re.compile("is not on this machine"))
+    shown.or_(missing).first.wait_for()
+    _settle(page)
+    _no_exception(page)
+    if missing.count():
+        assert shown.count() == 0
+    else:
+        assert shown.count() == 1 + len(models)
+        captions = shown.all_inner_texts()
+        for m in models:
+            pattern = rf"{re.escape(m)}: P\(fake\) \d\.\d{{3}}, (FAKE|REAL) at"
+            assert any(re.search(pattern, c) for c in captions), captions
+    _shot(page, "compare_enlarged")
+
+
 def test_training_page_opens(server, page):
     _open(page, server + "/training", "Training runs")
     assert page.get_by_role("heading", name="Test report").count() == 1

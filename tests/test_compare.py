@@ -171,6 +171,97 @@ def test_robustness_frame_orders_levels():
     assert out["auc"].dtype.kind == "f" and out["auc"].isna().sum() == 1
 
 
+# --- the disagreement explorer: table, images, Grad-CAM ------------------------------------------
+
+def _three(thresholds=None):
+    """Three models' predictions on six images (m3 lacks "e"), worked out by hand below."""
+    paths, labels = list("abcdef"), ["real", "real", "fake", "fake", "real", "fake"]
+    scores = {"m1": [0.1, 0.9, 0.8, 0.2, 0.3, 0.7], "m2": [0.2, 0.8, 0.3, 0.1, 0.4, 0.9],
+              "m3": [0.3, 0.7, 0.9, 0.4, 0.45, 0.6]}
+    data = {m: pd.DataFrame({"split": "test", "path": paths, "source": "s", "label": labels, "p_fake": v})
+            for m, v in scores.items()}
+    data["m3"] = data["m3"][data["m3"]["path"] != "e"]
+    return data
+
+
+def test_explorer_frame_lists_disagreements_and_shared_mistakes():
+    data = _three()
+    table = comparison.explorer_frame(data, {"m1": 0.5, "m2": 0.5, "m3": 0.5})
+    assert list(table.columns) == ["path", "label", "source", "why", "m1", "m2", "m3",
+                                   "verdict[m1]", "verdict[m2]", "verdict[m3]"]
+    # b (real, all say fake) and d (fake, all say real) are all wrong: the wider spread (d: 0.3) first;
+    # c (fake: m1 and m3 fake, m2 real) is a disagreement; a and f are right; e is not scored by m3
+    assert list(table["path"]) == ["d", "b", "c"]
+    assert list(table["why"]) == [comparison.ALL_WRONG, comparison.ALL_WRONG, comparison.DISAGREE]
+    assert table.attrs == {"n_images": 5, "n_disagree": 1, "n_all_wrong": 2}
+    c = table.set_index("path").loc["c"]
+    assert (c["m1"], c["m2"], c["m3"]) == (0.8, 0.3, 0.9)
+    assert (c["verdict[m1]"], c["verdict[m2]"], c["verdict[m3]"]) == ("fake", "real", "fake")
+    # moving m2's threshold to 0.25: c becomes unanimous (fake, right) and leaves; nothing else changes
+    # for the listed ones (a: m2 0.2 < 0.25 stays real)
+    moved = comparison.explorer_frame(data, {"m1": 0.5, "m2": 0.25, "m3": 0.5})
+    assert list(moved["path"]) == ["d", "b"] and moved.attrs["n_disagree"] == 0
+    # a threshold exactly at a score calls it fake (>=, like evaluation.confusion_counts)
+    at_score = comparison.explorer_frame(data, {"m1": 0.5, "m2": 0.3, "m3": 0.5})
+    assert "c" not in set(at_score["path"])
+    # one model: its mistakes
+    alone = comparison.explorer_frame({"m1": data["m1"]}, {"m1": 0.5})
+    assert list(alone["path"]) == ["b", "d"] and set(alone["why"]) == {comparison.ALL_WRONG}
+    assert comparison.explorer_frame({"m1": data["m1"]}, {"m1": 0.0}).attrs["n_all_wrong"] == 3
+    unnamed = {m: d.assign(source="") for m, d in data.items()}  # no source anywhere: no column
+    assert "source" not in comparison.explorer_frame(unnamed, {"m1": 0.5, "m2": 0.5, "m3": 0.5}).columns
+
+
+def test_set_images_reads_zip_members_and_files_under_roots(tmp_path):
+    blob = labelled_zip(per_class=2)
+    from_zip = comparison.SetImages(blob=blob)
+    raw = from_zip.read("set/Real/r1.jpg")
+    assert images.decode_image(raw).shape == (41, 41, 3)
+    assert from_zip.read("set/Real/missing.jpg") is None and from_zip.where() == "the uploaded zip"
+    assert comparison.SetImages(blob=b"not a zip").read("set/Real/r1.jpg") is None
+    # folders: the first root that has the file, never outside a root
+    (tmp_path / "a" / "test" / "real").mkdir(parents=True)
+    (tmp_path / "b" / "test" / "real").mkdir(parents=True)
+    (tmp_path / "b" / "test" / "real" / "x.jpg").write_bytes(raw)
+    (tmp_path / "secret.jpg").write_bytes(raw)
+    found = comparison.SetImages(roots=[tmp_path / "a", tmp_path / "b"])
+    assert found.path("test/real/x.jpg") == (tmp_path / "b" / "test" / "real" / "x.jpg").resolve()
+    assert found.read("test/real/x.jpg") == raw
+    assert found.read("test/real/nope.jpg") is None
+    assert found.read("../secret.jpg") is None
+    assert found.read(str(tmp_path / "secret.jpg")) == raw  # an absolute name is used as it is
+    uris = comparison.thumbnails(found, ["test/real/x.jpg", "test/real/nope.jpg"], side=16)
+    assert uris[1] is None and uris[0].startswith("data:image/jpeg;base64,")
+    import base64
+    thumb = images.decode_image(base64.b64decode(uris[0].split(",", 1)[1]))
+    assert thumb.shape == (16, 16, 3)
+    (tmp_path / "b" / "test" / "real" / "bad.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    assert comparison.thumbnails(found, ["test/real/bad.jpg"]) == [None]
+
+
+def test_data_roots_puts_the_cards_folder_before_the_shared_data():
+    roots = comparison.data_roots({"data": {"path": "/somewhere/data"}}, {"data": {"path": "/somewhere/data"}}, {})
+    assert roots == [Path("/somewhere/data"), REPO_ROOT.parent / "shared" / "data"]
+
+
+def test_explain_image_scores_like_the_labelled_set_and_overlays_gradcam(tiny_run):
+    from detector import inference
+
+    items = comparison.read_labelled_zip(labelled_zip(per_class=2, corrupt=False))
+    frame = comparison.score_labelled(items, [str(tiny_run)])
+    det = inference.load_detector(str(tiny_run))
+    for item, expected in zip(items.good, frame["p_fake"]):
+        out = comparison.explain_image(item.image, [str(tiny_run)], display_side=32)
+        (view,) = out["views"]
+        assert view["model"] == tiny_run.name and view["threshold"] == pytest.approx(det.threshold)
+        assert view["p_fake"] == pytest.approx(expected, abs=1e-5)
+        h, w = item.image.shape[:2]
+        assert out["image"].shape[:2] == ((h, w) if max(h, w) <= 32 else (32, 32))
+        assert view["overlay"].shape == out["image"].shape and view["overlay"].dtype == np.uint8
+        assert view["heatmap"] is not None and 0 <= view["heatmap"].min() <= view["heatmap"].max() <= 1
+        assert not np.array_equal(view["overlay"], out["image"])  # the heatmap is drawn on it
+
+
 # --- the page ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -305,3 +396,173 @@ def test_compare_page_scores_a_server_folder(compare_page, tmp_path):
     metrics = _metrics(at)
     assert (metrics["n"] == 6).all() and (metrics["ms_per_image"] > 0).all()
     assert not at.warning  # nothing skipped
+
+
+# --- the explorer on the page: select a row, see it large -------------------------------------------
+
+def _explorer(at):
+    (table,) = [d for d in at.dataframe if "why" in d.value.columns]
+    return table
+
+
+def _select(at, path: str):
+    """Select the explorer row of `path`, the way a click does (the selection state of the
+    keyed dataframe), and rerun."""
+    table = _explorer(at)
+    row = list(table.value["path"]).index(path)
+    at.session_state[table.key] = {"selection": {"rows": [row], "columns": [], "cells": []}}
+    at.run()
+    assert not at.exception, at.exception
+    return table.value.iloc[row]
+
+
+def _shown(at) -> list[str]:
+    """The captions of the pictures on the page (the enlarged view)."""
+    return [im.proto.imgs[0].caption for im in at.get("image")]
+
+
+def test_compare_page_enlarges_a_zip_image_with_each_models_heatmap(compare_page):
+    at = compare_page
+    at.button_group(key="cmp_source").set_value("Your labelled set").run()
+    at.file_uploader(key="cmp_zip").set_value(("set.zip", labelled_zip(per_class=4, corrupt=False),
+                                               "application/zip")).run()
+    at.slider(key="cmp_thr_tiny").set_value(0.0).run()  # tiny calls everything fake
+    at.slider(key="cmp_thr_tiny_bench").set_value(1.0).run()  # tiny_bench calls everything real
+    assert not at.exception, at.exception
+    table = _explorer(at).value
+    assert len(table) == 8 and set(table["why"]) == {comparison.DISAGREE}
+    assert table["image"].str.startswith("data:image/jpeg;base64,").all()  # thumbnails from the zip in memory
+    assert not _shown(at)  # nothing selected yet
+    row = _select(at, "set/Real/r1.jpg")
+    captions = _shown(at)
+    assert len(captions) == 3, captions
+    assert captions[0] == "set/Real/r1.jpg (true: real)"
+    assert captions[1] == f"tiny: P(fake) {row['tiny']:.3f}, FAKE at 0.000"
+    assert captions[2] == f"tiny_bench: P(fake) {row['tiny_bench']:.3f}, REAL at 1.000"
+    assert any(m.value.startswith("**set/Real/r1.jpg**: truly **real**") for m in at.markdown)
+    # a threshold that changes the list clears the selection instead of moving it to another image
+    at.slider(key="cmp_thr_tiny_bench").set_value(0.0).run()
+    assert not at.exception, at.exception
+    table = _explorer(at).value
+    assert sorted(table["path"]) == [f"set/Real/r{i}.jpg" for i in range(4)]  # both call them fake
+    assert set(table["why"]) == {comparison.ALL_WRONG}
+    assert not _shown(at)
+
+
+def test_compare_page_enlarges_a_saved_prediction_or_says_it_is_not_here(compare_page, compare_models, tmp_path,
+                                                                          monkeypatch):
+    at = compare_page  # saved predictions: paths relative to the tiny dataset named in the cards
+    at.slider(key="cmp_thr_tiny").set_value(0.0).run()
+    at.slider(key="cmp_thr_tiny_bench").set_value(1.0).run()
+    table = _explorer(at).value
+    assert table["image"].notna().all()
+    path = table["path"].iloc[0]
+    _select(at, path)
+    captions = _shown(at)
+    assert len(captions) == 3 and captions[0].startswith(path)
+
+    # the same models with their data folder gone: the page says so instead of failing
+    moved = tmp_path / "models"
+    for name in ("tiny", "tiny_bench"):
+        shutil.copytree(compare_models / name, moved / name)
+        card = json.loads((moved / name / "card.json").read_text())
+        card["data"]["path"] = str(tmp_path / "gone")
+        (moved / name / "card.json").write_text(json.dumps(card))
+    monkeypatch.setenv("DEEPFAKE_LAB_MODELS", str(moved))
+    at.run()
+    at.slider(key="cmp_thr_tiny").set_value(0.0).run()
+    at.slider(key="cmp_thr_tiny_bench").set_value(1.0).run()
+    assert not at.exception, at.exception
+    assert _explorer(at).value["image"].isna().all()
+    assert any(c.value.startswith("No thumbnails: the images are not on this machine") for c in at.caption)
+    _select(at, path)
+    assert not _shown(at)
+    assert any(f"`{path}` is not on this machine" in i.value and str(tmp_path / "gone") in i.value for i in at.info)
+
+
+# --- three models, one threshold moved ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def three_models(models_root, tmp_path_factory) -> Path:
+    """A models folder with at least three models: the shipped ones, else three copies of the
+    tiny run whose stored scores are pushed apart (p ** 0.5, p, p ** 2)."""
+    from detector import store
+
+    if len(store.model_names(models_root)) >= 3:
+        return models_root
+    first = models_root / store.model_names(models_root)[0]
+    root = tmp_path_factory.mktemp("three_models")
+    for name, power in (("one", 0.5), ("two", 1.0), ("three", 2.0)):
+        shutil.copytree(first, root / name, ignore=shutil.ignore_patterns("checkpoints", "logs", "folds"))
+        preds = pd.read_csv(root / name / "predictions.csv")
+        preds["p_fake"] = preds["p_fake"] ** power
+        preds.to_csv(root / name / "predictions.csv", index=False)
+    return root
+
+
+def test_compare_page_three_models_follow_their_own_threshold(three_models, monkeypatch):
+    """Three models chosen; one slider moved: that model's table row, confusion matrix, ROC and PR
+    operating points and histogram line follow (checked against counts made here with numpy from
+    predictions.csv), the other two stay as they were."""
+    from streamlit.testing.v1 import AppTest
+
+    from detector import store
+
+    monkeypatch.setenv("DEEPFAKE_LAB_MODELS", str(three_models))
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    at.switch_page("pages/compare.py").run()
+    models = store.model_names(three_models)[:3]
+    at.multiselect(key="cmp_models").set_value(models).run()
+    assert not at.exception, at.exception
+    tests = {}
+    for m in models:
+        preds = pd.read_csv(three_models / m / "predictions.csv")
+        tests[m] = preds[preds["split"] == "test"]
+
+    def by_hand(m: str, t: float) -> dict:
+        fake = tests[m]["label"].astype(str).str.lower().eq("fake").to_numpy()
+        pred = tests[m]["p_fake"].to_numpy(float) >= t
+        return {"tn": int((~fake & ~pred).sum()), "fp": int((~fake & pred).sum()),
+                "fn": int((fake & ~pred).sum()), "tp": int((fake & pred).sum())}
+
+    def page(m: str) -> dict:
+        """What the page shows for model m: table counts, matrix counts, the two operating
+        points and the histogram's threshold line."""
+        row = _metrics(at).loc[m]
+        charts = _charts(at)
+        matrix = next(s for s in charts if _title(s).startswith(f"{m} @ "))
+        roc = next(s for s in charts if _title(s).startswith("ROC"))
+        pr = next(s for s in charts if _title(s).startswith("Precision-recall"))
+        hist = next(s for s in charts if _title(s) == m)
+        point = lambda spec: next((t["x"][0], t["y"][0]) for t in spec["data"]  # noqa: E731
+                                  if t.get("mode") == "markers" and t["name"].startswith(f"{m} @ "))
+        return {"table": {k: int(row[k]) for k in ("tn", "fp", "fn", "tp")},
+                "matrix": [[int(c.split("<br>")[0]) for c in r] for r in matrix["data"][0]["text"]],
+                "accuracy": float(row["accuracy"]), "threshold": float(row["threshold"]),
+                "roc": point(roc), "pr": point(pr), "line": hist["layout"]["shapes"][0]["x0"]}
+
+    def expected(m: str, t: float) -> dict:
+        c = by_hand(m, t)
+        return {"table": c, "matrix": [[c["tn"], c["fp"]], [c["fn"], c["tp"]]],
+                "accuracy": pytest.approx((c["tn"] + c["tp"]) / len(tests[m])), "threshold": pytest.approx(t),
+                "roc": pytest.approx((c["fp"] / (c["fp"] + c["tn"]), c["tp"] / (c["tp"] + c["fn"]))),
+                "pr": pytest.approx((c["tp"] / (c["tp"] + c["fn"]), c["tp"] / (c["tp"] + c["fp"]))),
+                "line": pytest.approx(t)}
+
+    thr = {m: float(at.slider(key=f"cmp_thr_{m}").value) for m in models}
+    before = {m: page(m) for m in models}
+    for m in models:
+        assert thr[m] == pytest.approx(json.loads((three_models / m / "card.json").read_text())["threshold"])
+        assert before[m] == expected(m, thr[m]), m
+
+    moved = models[1]
+    new = 0.2 if by_hand(moved, 0.2) != by_hand(moved, thr[moved]) else 0.8
+    assert by_hand(moved, new) != by_hand(moved, thr[moved])  # the move must show
+    at.slider(key=f"cmp_thr_{moved}").set_value(new).run()
+    assert not at.exception, at.exception
+    after = {m: page(m) for m in models}
+    assert after[moved] == expected(moved, new)
+    assert after[moved]["table"] != before[moved]["table"] and after[moved]["roc"] != before[moved]["roc"]
+    for m in models:
+        if m != moved:
+            assert after[m] == before[m], m

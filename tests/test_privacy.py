@@ -208,6 +208,40 @@ def test_detect_page_upload_writes_no_file(models_root, quiet_tmp, recorder, mon
     _leaves_no_trace(upload_and_detect, quiet_tmp, models_root, recorder)
 
 
+def test_compare_page_labelled_zip_and_enlarged_heatmaps_write_no_file(models_root, quiet_tmp, recorder,
+                                                                       monkeypatch):
+    """The compare page scores an uploaded labelled zip with every model and shows one of its
+    images large with each model's Grad-CAM, all in memory."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("DEEPFAKE_LAB_MODELS", str(models_root))
+    models = store.model_names(models_root)[:3]
+    app = AppTest.from_file(APP, default_timeout=300)
+    app.run()
+    app.switch_page("pages/compare.py").run()
+    app.multiselect(key="cmp_models").set_value(models).run()
+    app.button_group(key="cmp_source").set_value("Your labelled set").run()
+    assert not app.exception, app.exception
+
+    def score_and_enlarge(attempt: int) -> None:
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, "w") as z:
+            for name, data, _ in _images(attempt):
+                z.writestr(f"set/{'real' if name.endswith('.png') else 'fake'}/{name}", data)
+        app.file_uploader(key="cmp_zip").set_value((f"labelled_{attempt}.zip", archive.getvalue(),
+                                                    "application/zip")).run()
+        app.slider(key=f"cmp_thr_{models[0]}").set_value(0.0).run()  # it calls every real image fake
+        assert not app.exception, app.exception
+        (table,) = [d for d in app.dataframe if "why" in d.value.columns]
+        row = list(table.value["path"]).index(f"set/real/private_{attempt}.png")
+        app.session_state[table.key] = {"selection": {"rows": [row], "columns": [], "cells": []}}
+        app.run()
+        assert not app.exception, app.exception
+        assert len(app.get("image")) == 1 + len(models)  # the image and one heatmap per model
+
+    _leaves_no_trace(score_and_enlarge, quiet_tmp, models_root, recorder)
+
+
 def test_analyze_source_bytes_writes_no_file(models_root, quiet_tmp, recorder):
     from detector import inference
 
