@@ -350,7 +350,7 @@ def data_roots(*cards: dict) -> list[Path]:
         path = (card.get("data") or {}).get("path") if isinstance(card, dict) else None
         if path:
             roots.append(Path(path).expanduser())
-    roots.append(store.REPO_ROOT.parent / "shared" / "data")
+    roots.append(store.SHARED_DATA)
     return list(dict.fromkeys(roots))
 
 
