@@ -21,7 +21,6 @@ TensorFlow is imported only inside `score_labelled` and `explain_image` (through
 """
 from __future__ import annotations
 
-import base64
 import io
 import os
 import time
@@ -412,11 +411,6 @@ class SetImages:
         return dict(self.read_many([name]))[name]
 
 
-def data_uri(rgb: np.ndarray, quality: int = 85) -> str:
-    """RGB pixels as a JPEG `data:` URI (table cells show it as a picture)."""
-    return "data:image/jpeg;base64," + base64.b64encode(images.encode_jpeg(rgb, quality)).decode("ascii")
-
-
 def thumbnails(source: SetImages, names: Iterable[str], side: int = 64) -> list[str | None]:
     """A small JPEG `data:` URI per name (longest side `side`), None where the image is not
     on this machine or cannot be decoded."""
@@ -425,7 +419,7 @@ def thumbnails(source: SetImages, names: Iterable[str], side: int = 64) -> list[
     out = []
     for _, raw in source.read_many(names):
         try:
-            out.append(None if raw is None else data_uri(thumbnail(images.decode_image(raw), side)))
+            out.append(None if raw is None else images.jpeg_data_uri(thumbnail(images.decode_image(raw), side)))
         except images.ImageDecodeError:
             out.append(None)
     return out

@@ -321,6 +321,13 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
+def jpeg_data_uri(rgb: np.ndarray, quality: int = 85) -> str:
+    """RGB pixels as a JPEG `data:` URI: table cells and the offline HTML report embed it."""
+    import base64
+
+    return "data:image/jpeg;base64," + base64.b64encode(encode_jpeg(rgb, quality)).decode("ascii")
+
+
 def encode_png(rgb: np.ndarray) -> bytes:
     """RGB pixels to lossless PNG bytes."""
     buf = io.BytesIO()

@@ -9,7 +9,6 @@ the face's P(fake) is the mean of the models' calibrated P(fake).
 """
 from __future__ import annotations
 
-import base64
 import html
 import time
 from dataclasses import dataclass, field
@@ -88,8 +87,7 @@ class ImageScore:
     def thumbnail_uri(self) -> str:
         """A small JPEG of the image as a data URI (the results table's thumbnail column);
         computed once per object, so a table re-drawn after every image stays cheap."""
-        data = images.encode_jpeg(thumbnail(self.preview, TABLE_THUMB_SIDE), 80)
-        return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+        return images.jpeg_data_uri(thumbnail(self.preview, TABLE_THUMB_SIDE), 80)
 
     @property
     def model_label(self) -> str:
@@ -243,9 +241,9 @@ def faces_frame(score: ImageScore, threshold: float, band: float = 0.0) -> pd.Da
 
 
 def _img_tag(rgb: np.ndarray, alt: str, width: int | None = None) -> str:
-    data = base64.b64encode(images.encode_jpeg(rgb, 88)).decode("ascii")
+    uri = images.jpeg_data_uri(rgb, 88)
     w = f' width="{width}"' if width else ""
-    return f'<img src="data:image/jpeg;base64,{data}" alt="{html.escape(alt)}"{w}>'
+    return f'<img src="{uri}" alt="{html.escape(alt)}"{w}>'
 
 
 def html_report(scores: list[ImageScore | dict], threshold: float, band: float = 0.0, *,
