@@ -302,6 +302,21 @@ def test_training_page_opens(server, page):
     _shot(page, "training")
 
 
+def test_sidebar_navigation_lists_the_three_pages(server, page):
+    """st.navigation's menu (not Streamlit's legacy pages/ list, hidden by config) leads
+    from the Detect page to the others."""
+    _open(page, server + "/", "Detect deepfakes")
+    nav = page.locator('[data-testid="stSidebarNav"]')
+    nav.wait_for()
+    for label in ("Detect", "Compare models", "Training runs"):
+        assert nav.get_by_text(label, exact=True).count() == 1, nav.inner_text()
+    assert nav.get_by_text("ui", exact=True).count() == 0  # pages/ui.py is a helper, not a page
+    nav.get_by_text("Training runs", exact=True).click()
+    page.get_by_role("heading", name="Training runs", exact=True).wait_for()
+    _settle(page)
+    _no_exception(page)
+
+
 def test_four_sessions_at_once_each_get_their_verdict(server, browser, tmp_path):
     """Four browser sessions upload at the same time; each sees its own file's verdict."""
     files, pages = [], []
