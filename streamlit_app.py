@@ -12,6 +12,7 @@ import streamlit as st  # noqa: E402
 from pages import ui  # noqa: E402
 
 st.set_page_config(page_title=ui.APP_NAME, page_icon="🕵️", layout="wide")
+ui.shut_down_expired_sessions()  # closed tabs must not keep their uploads in memory
 
 page = st.navigation([
     st.Page("pages/detect.py", title="Detect", icon=":material/face_retouching_off:", default=True),

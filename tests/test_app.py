@@ -110,10 +110,14 @@ def test_every_page_renders(app, models_dir):
     assert not app.exception, app.exception
     summary = app.dataframe[0].value
     assert set(store.model_names(models_dir)) <= set(summary["run"])
-    default = store.default_model_name(models_dir)
-    if (models_dir / default / "folds.csv").is_file():
-        assert any("fold cross-validation" in h.value for h in app.subheader)
     assert any(h.value == "Test report" for h in app.subheader)
+    # every run trained with --kfold shows its folds when picked for the reports
+    with_folds = [n for n in store.model_names(models_dir) if (models_dir / n / "folds.csv").is_file()]
+    for name in with_folds:
+        app.selectbox(key="trn_report_run").set_value(name).run()
+        assert not app.exception, (name, app.exception)
+        n_folds = len(pd.read_csv(models_dir / name / "folds.csv"))
+        assert any(h.value == f"{n_folds}-fold cross-validation" for h in app.subheader), name
 
 
 def test_detect_gives_verdicts_and_reports_a_bad_file(app):

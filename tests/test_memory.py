@@ -28,3 +28,42 @@ def test_release_free_memory_gives_pages_back():
 def test_release_is_safe_to_call_repeatedly():
     for _ in range(3):
         assert memory.release_free_memory() in (True, False)
+
+
+class _FakeSession:
+    def __init__(self):
+        self.shut_down = 0
+
+    def shutdown(self):
+        self.shut_down += 1
+
+
+class _Info:
+    def __init__(self):
+        self.session = _FakeSession()
+
+
+def test_disconnected_sessions_are_shut_down_when_streamlit_drops_them():
+    """Streamlit forgets a closed tab's session after its TTL without shutting it down (its
+    uploads stay in memory); our store shuts it down then, and only then."""
+    from pages import ui
+
+    now = [0.0]
+    cache = ui.ShutdownOnExpiryCache(maxsize=2, ttl=10, timer=lambda: now[0])
+    resumed, expired, crowded, late = _Info(), _Info(), _Info(), _Info()
+    cache["resumed"], cache["expired"] = resumed, expired
+    del cache["resumed"]  # a reconnect takes it back: it lives on
+    assert resumed.session.shut_down == 0
+    now[0] = 11.0
+    cache["crowded"] = crowded  # writing reaps the expired one
+    assert expired.session.shut_down == 1 and "expired" not in cache
+    cache["late"] = late
+    cache["one more"] = _Info()  # over maxsize: the least recently used goes, shut down
+    assert crowded.session.shut_down == 1 and late.session.shut_down == 0
+    assert resumed.session.shut_down == 0 and expired.session.shut_down == 1
+
+
+def test_session_fix_is_a_no_op_without_a_server():
+    from pages import ui
+
+    assert ui.shut_down_expired_sessions() is False  # no Streamlit runtime in pytest
