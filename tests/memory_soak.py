@@ -10,6 +10,7 @@ plateau (or a leak) is visible. Not collected by pytest (no test_ prefix).
     .venv/bin/python tests/memory_soak.py                 # 200 predictions, RSS every 25
     .venv/bin/python tests/memory_soak.py --count 10 --every 5
     .venv/bin/python tests/memory_soak.py --models /path/to/models   # DEEPFAKE_LAB_MODELS
+    MALLOC_ARENA_MAX=16 .venv/bin/python tests/memory_soak.py   # glibc default on 2 cores (8 per core)
 
 Expect growth until the model, TensorFlow and MTCNN are loaded and the caches are full
 (st.cache_data keeps at most 64 scored images), then a flat line.
@@ -60,6 +61,7 @@ def free_port() -> int:
 
 def start_server(port: int, models: str | None, log_path: Path) -> subprocess.Popen:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    env.setdefault("MALLOC_ARENA_MAX", "2")  # as README command 1 starts the server
     if models:
         env["DEEPFAKE_LAB_MODELS"] = str(Path(models).resolve())
     cmd = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.address", "127.0.0.1",
