@@ -375,7 +375,7 @@ def explain_image(data: bytes, models: list[str]) -> dict:
 
 # --- server hygiene ----------------------------------------------------------------------------
 
-try:  # Streamlit's own TTL cache (1.5x+); the session store below is built on it
+try:  # Streamlit's own TTL cache (1.67): its store of disconnected sessions is one
     from streamlit.runtime.caching.ttl_cache import TTLCache as _TTLCache
 except ImportError:  # pragma: no cover - other Streamlit versions: the fix is skipped
     _TTLCache = None
