@@ -1,5 +1,6 @@
 """Shared UI helpers for the pages: cached loaders, the model picker, badges and the
-charts two pages draw. Only glue between Streamlit and `detector` lives here.
+charts two pages draw, and one piece of server hygiene (closed sessions shut down when
+Streamlit drops them). Only glue between Streamlit and `detector` lives here.
 
 Caching (ARCHITECTURE section 7): models are `st.cache_resource` (one per process, shared
 by every session, read-only); cards and CSV tables are `st.cache_data`, keyed by path AND
