@@ -74,18 +74,47 @@ def _history_logger(path: Path, phase: str, offset: list[int], append: bool):
     return PhaseCSVLogger(str(path), append=append)
 
 
-def _callbacks(out: Path, phase: str, offset: list[int], patience: int, append: bool):
+SOURCE_AUC = "val_source_auc"
+
+
+def _source_auc(val_data, y: np.ndarray, sources: np.ndarray):
+    """Adds the validation AUC of every source (`val_auc_<source>`) and their mean
+    (`val_source_auc`) to the epoch logs. Pooled val AUC is ruled by the biggest source
+    (openforensics is 6 of 7 val images here), so choosing the best epoch by it lets the
+    minority kind of fake slide; the mean over sources weighs each kind of fake alike."""
+    import keras
+    from sklearn.metrics import roc_auc_score
+
+    names = [s for s in sorted(set(sources)) if len(set(y[sources == s])) == 2]
+
+    class SourceAUC(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is None:
+                return
+            p = self.model.predict(val_data, verbose=0).reshape(-1)
+            aucs = {s: float(roc_auc_score(y[sources == s], p[sources == s])) for s in names}
+            logs.update({f"val_auc_{s}": a for s, a in aucs.items()})
+            logs[SOURCE_AUC] = float(np.mean(list(aucs.values())))
+
+    return SourceAUC()
+
+
+def _callbacks(out: Path, phase: str, offset: list[int], patience: int, append: bool, source_auc=None):
+    """Early stopping and the best checkpoint follow the mean per-source val AUC when the
+    val split has two or more sources (`source_auc`), else the pooled val AUC."""
     import keras
 
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    monitor = SOURCE_AUC if source_auc is not None else "val_auc"
     return [
+        *([source_auc] if source_auc is not None else []),  # first: the others read its logs
         keras.callbacks.TensorBoard(log_dir=str(out / "logs" / phase), write_graph=False),
-        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience,
+        keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience,
                                       restore_best_weights=True, verbose=1),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=max(1, patience // 2),
                                           min_lr=1e-6, verbose=1),
         keras.callbacks.ModelCheckpoint(str(out / "checkpoints" / f"best_{phase}.weights.h5"),
-                                        monitor="val_auc", mode="max", save_best_only=True,
+                                        monitor=monitor, mode="max", save_best_only=True,
                                         save_weights_only=True),
         _history_logger(out / "history.csv", phase, offset, append),
     ]
@@ -174,19 +203,22 @@ def _set_trainable(model, first_layer: str | None, head_from: str | None = None)
 
 
 def fit(model, spec: zoo.ModelSpec, cfg: TrainConfig, out: Path, train: tuple, val: tuple) -> list[str]:
-    """Train `model` in place; returns the phases run. train/val = (x uint8, y, w)."""
-    x_tr, y_tr, w_tr = train
-    x_va, y_va, _ = val
+    """Train `model` in place; returns the phases run. train/val = (x uint8, y, w, sources)."""
+    x_tr, y_tr, w_tr, _ = train
+    x_va, y_va, _, s_va = val
+    several_sources = s_va is not None and len(set(s_va)) > 1
     offset = [0]
     verbose = _verbose(cfg)
     phases = []
     if not spec.backbone:
         _set_trainable(model, None)
         _compile(model, cfg.learning_rate)
+        val_data = data.make_dataset(x_va, y_va, batch_size=64)
+        source_auc = _source_auc(val_data, y_va, s_va) if several_sources else None
         model.fit(data.make_dataset(x_tr, y_tr, w_tr, batch_size=cfg.batch_size, training=True,
                                     augment=cfg.augment, seed=cfg.seed, strength=cfg.aug_strength),
-                  validation_data=data.make_dataset(x_va, y_va, batch_size=64),
-                  epochs=cfg.epochs, callbacks=_callbacks(out, "train", offset, cfg.patience, False),
+                  validation_data=val_data, epochs=cfg.epochs,
+                  callbacks=_callbacks(out, "train", offset, cfg.patience, False, source_auc),
                   verbose=verbose)
         return ["train"]
 
@@ -210,6 +242,7 @@ def fit(model, spec: zoo.ModelSpec, cfg: TrainConfig, out: Path, train: tuple, v
                                        augment=cfg.augment, seed=cfg.seed, strength=cfg.aug_strength)
         val_data = data.make_dataset(x_va, y_va, batch_size=64)
 
+    source_auc = _source_auc(val_data, y_va, s_va) if several_sources else None
     for phase, first, epochs, lr in (("head", spec.head_from, cfg.epochs, cfg.learning_rate),
                                      ("fine_tune", split_layer, cfg.fine_tune_epochs, cfg.fine_tune_lr)):
         if epochs <= 0:
@@ -218,7 +251,7 @@ def fit(model, spec: zoo.ModelSpec, cfg: TrainConfig, out: Path, train: tuple, v
         _set_trainable(model, first, spec.head_from)
         _compile(trainer, lr)
         trainer.fit(train_data, validation_data=val_data, epochs=epochs,
-                    callbacks=_callbacks(out, phase, offset, cfg.patience, append=bool(phases)),
+                    callbacks=_callbacks(out, phase, offset, cfg.patience, bool(phases), source_auc),
                     verbose=verbose)
         phases.append(phase)
     return phases
@@ -265,7 +298,7 @@ def _select(frame: pd.DataFrame, cfg: TrainConfig) -> pd.DataFrame:
 
 
 def _xyw(frame: pd.DataFrame, x: np.ndarray, cfg: TrainConfig, training: bool = False):
-    """Pixels, labels and per-sample weights; for a training set, plus the self-blended
+    """Pixels, labels, per-sample weights and sources; for a training set, plus the self-blended
     pseudo-fakes (`cfg.self_blend`) made from its real images, as their own source."""
     if training and cfg.self_blend > 0:
         from detector import selfblend
@@ -277,7 +310,8 @@ def _xyw(frame: pd.DataFrame, x: np.ndarray, cfg: TrainConfig, training: bool = 
         x = np.concatenate([x, fakes])
         print(f"self-blend: {len(fakes)} pseudo-fakes from {len(real)} real training images", flush=True)
     w = data.source_weights(frame, cfg.balance_sources) if cfg.balance_sources else None
-    return x, frame["label"].to_numpy("float32"), w
+    sources = frame["source"].astype(str).to_numpy() if "source" in frame else None
+    return x, frame["label"].to_numpy("float32"), w, sources
 
 
 def _keep_sources(frame: pd.DataFrame, sources: list[str] | None) -> pd.DataFrame:

@@ -202,10 +202,32 @@ with runs_tab:
         return fig
 
 
+    def per_source_curve() -> go.Figure | None:
+        """Val AUC of each source by epoch (runs trained with two or more sources log it);
+        the thick line is their mean, which picks the kept epoch."""
+        fig = go.Figure()
+        dashes = ["dash", "dot", "dashdot", "longdash"]
+        for name, h in histories.items():
+            cols = sorted(c for c in h if c.startswith("val_auc_"))
+            for i, col in enumerate(cols):
+                fig.add_trace(go.Scatter(x=h["x"], y=h[col], mode="lines+markers", marker=dict(size=5),
+                                         name=f"{name} {col.removeprefix('val_auc_')}",
+                                         line=dict(color=colour[name], dash=dashes[i % len(dashes)])))
+            if "val_source_auc" in h:
+                fig.add_trace(go.Scatter(x=h["x"], y=h["val_source_auc"], mode="lines", name=f"{name} mean",
+                                         line=dict(color=colour[name], width=4)))
+        if not fig.data:
+            return None
+        fig.update_xaxes(dtick=1 if max(len(h) for h in histories.values()) <= 20 else None)
+        fig.update_layout(title="Validation AUC per source", height=340, xaxis_title="epoch (both phases)",
+                          margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
+        return fig
+
+
     if histories:
         st.caption("Solid: training, dashed: validation. Dotted vertical line: start of a new phase "
                    "(e.g. fine-tuning). Triangles: the learning rate was lowered.")
-        figs = [curve("loss", "Loss"), curve("accuracy", "Accuracy"), curve("auc", "AUC")]
+        figs = [curve("loss", "Loss"), curve("accuracy", "Accuracy"), curve("auc", "AUC"), per_source_curve()]
         if any("learning_rate" in h for h in histories.values()):
             lr = go.Figure([go.Scatter(x=h["x"], y=h["learning_rate"], mode="lines+markers", name=n,
                                        line=dict(color=colour[n], shape="hv")) for n, h in histories.items()

@@ -57,6 +57,16 @@ def test_run_folder_contract(tiny_run, tiny_dataset):
     assert history["phase"].tolist() == ["train"] and history["run_epoch"].tolist() == [1]
 
     preds = pd.read_csv(tiny_run / "predictions.csv", keep_default_na=False)
+    # per-source val AUC logged each epoch (what picks the kept epoch); one epoch -> the
+    # saved model's own val scores give the same numbers
+    from sklearn.metrics import roc_auc_score
+
+    val = preds[preds["split"] == "val"]
+    logged = {s: history[f"val_auc_{s}"].iloc[0] for s in SOURCES}
+    for s, auc in logged.items():
+        part = val[val["source"] == s]
+        assert auc == pytest.approx(roc_auc_score(part["label"] == "fake", part["p_raw"]), abs=0.02), s
+    assert history["val_source_auc"].iloc[0] == pytest.approx(np.mean(list(logged.values())))
     assert {"split", "path", "source", "label", "p_fake", "p_raw"} <= set(preds.columns)
     assert preds["split"].value_counts().to_dict() == {"val": N_PER_SPLIT, "test": N_PER_SPLIT}
     manifest = _manifest(tiny_dataset)
