@@ -77,15 +77,20 @@ def _history_logger(path: Path, phase: str, offset: list[int], append: bool):
 SOURCE_AUC = "val_source_auc"
 
 
-def _source_auc(val_data, y: np.ndarray, sources: np.ndarray):
-    """Adds the validation AUC of every source (`val_auc_<source>`) and their mean
-    (`val_source_auc`) to the epoch logs. Pooled val AUC is ruled by the biggest source
-    (openforensics is 6 of 7 val images here), so choosing the best epoch by it lets the
-    minority kind of fake slide; the mean over sources weighs each kind of fake alike."""
+def _source_auc(val_data, y: np.ndarray, sources: np.ndarray | None):
+    """A callback adding the validation AUC of every source (`val_auc_<source>`) and their
+    mean (`val_source_auc`) to the epoch logs; None unless two or more val sources hold both
+    classes. Pooled val AUC is ruled by the biggest source (openforensics is 6 of 7 val
+    images here), so choosing the best epoch by it lets the minority kind of fake slide; the
+    mean over sources weighs each kind of fake alike."""
     import keras
     from sklearn.metrics import roc_auc_score
 
+    if sources is None:
+        return None
     names = [s for s in sorted(set(sources)) if len(set(y[sources == s])) == 2]
+    if len(names) < 2:
+        return None
 
     class SourceAUC(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -206,7 +211,6 @@ def fit(model, spec: zoo.ModelSpec, cfg: TrainConfig, out: Path, train: tuple, v
     """Train `model` in place; returns the phases run. train/val = (x uint8, y, w, sources)."""
     x_tr, y_tr, w_tr, _ = train
     x_va, y_va, _, s_va = val
-    several_sources = s_va is not None and len(set(s_va)) > 1
     offset = [0]
     verbose = _verbose(cfg)
     phases = []
@@ -214,7 +218,7 @@ def fit(model, spec: zoo.ModelSpec, cfg: TrainConfig, out: Path, train: tuple, v
         _set_trainable(model, None)
         _compile(model, cfg.learning_rate)
         val_data = data.make_dataset(x_va, y_va, batch_size=64)
-        source_auc = _source_auc(val_data, y_va, s_va) if several_sources else None
+        source_auc = _source_auc(val_data, y_va, s_va)
         model.fit(data.make_dataset(x_tr, y_tr, w_tr, batch_size=cfg.batch_size, training=True,
                                     augment=cfg.augment, seed=cfg.seed, strength=cfg.aug_strength),
                   validation_data=val_data, epochs=cfg.epochs,
@@ -242,7 +246,7 @@ def fit(model, spec: zoo.ModelSpec, cfg: TrainConfig, out: Path, train: tuple, v
                                        augment=cfg.augment, seed=cfg.seed, strength=cfg.aug_strength)
         val_data = data.make_dataset(x_va, y_va, batch_size=64)
 
-    source_auc = _source_auc(val_data, y_va, s_va) if several_sources else None
+    source_auc = _source_auc(val_data, y_va, s_va)
     for phase, first, epochs, lr in (("head", spec.head_from, cfg.epochs, cfg.learning_rate),
                                      ("fine_tune", split_layer, cfg.fine_tune_epochs, cfg.fine_tune_lr)):
         if epochs <= 0:

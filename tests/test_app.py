@@ -111,6 +111,16 @@ def test_every_page_renders(app, models_dir):
     summary = app.dataframe[0].value
     assert set(store.model_names(models_dir)) <= set(summary["run"])
     assert any(h.value == "Test report" for h in app.subheader)
+    # runs that logged val AUC per source get that chart
+    per_source = [n for n in store.model_names(models_dir)
+                  if "val_source_auc" in pd.read_csv(models_dir / n / "history.csv").columns]
+    if per_source:
+        app.multiselect(key="trn_runs").set_value(per_source).run()
+        assert not app.exception, app.exception
+        chart = [s for s in _plotly_specs(app)
+                 if s["layout"].get("title", {}).get("text") == "Validation AUC per source"]
+        assert len(chart) == 1
+        assert {t["name"] for t in chart[0]["data"]} >= {f"{n} mean" for n in per_source}
     # every run trained with --kfold shows its folds when picked for the reports
     with_folds = [n for n in store.model_names(models_dir) if (models_dir / n / "folds.csv").is_file()]
     for name in with_folds:

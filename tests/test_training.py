@@ -334,3 +334,28 @@ def test_recalibrate_refits_from_stored_val_predictions(tiny_run, tmp_path):
     expected = evaluation.apply_temperature(after["p_raw"], card["temperature"], card["bias"])
     assert after["p_fake"].to_numpy() == pytest.approx(expected, abs=2e-6)
     assert json.loads((run / "card.json").read_text())["threshold"] == card["threshold"]
+
+
+def test_source_auc_logs_each_source_and_their_mean():
+    import keras
+    from sklearn.metrics import roc_auc_score
+
+    from detector.training import SOURCE_AUC, _source_auc
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3)).astype("float32")
+    y = (x[:, 0] + rng.normal(scale=1.0, size=60) > 0).astype("float32")
+    sources = np.array(["a"] * 40 + ["b"] * 20)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")])
+    callback = _source_auc(x, y, sources)
+    callback.set_model(model)
+    logs = {}
+    callback.on_epoch_end(0, logs)
+    p = model.predict(x, verbose=0).reshape(-1)
+    expected = {s: roc_auc_score(y[sources == s], p[sources == s]) for s in ("a", "b")}
+    assert logs["val_auc_a"] == pytest.approx(expected["a"]) and logs["val_auc_b"] == pytest.approx(expected["b"])
+    assert logs[SOURCE_AUC] == pytest.approx((expected["a"] + expected["b"]) / 2)
+    # one usable source (b has a single class) or none known: pooled val AUC is used instead
+    assert _source_auc(x, y, None) is None
+    one_class_b = np.where((sources == "b") & (y == 1), "a", sources)
+    assert _source_auc(x, y, one_class_b) is None
