@@ -44,6 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train-sources", nargs="+", metavar="SOURCE",
                    help="train and validate on these sources only (MANIFEST.csv 'source'); the test split "
                         "keeps every source: a leave-one-source-out run")
+    p.add_argument("--ema", type=float, default=0.0, metavar="MOMENTUM",
+                   help="fine-tune phase: judge and keep an exponential moving average of the weights "
+                        "(e.g. 0.998; 0 = off)")
     return p.parse_args(argv)
 
 
@@ -61,7 +64,7 @@ def main(argv=None) -> None:
         cache_features=not args.no_cache_features, cache_views=args.cache_views,
         balance_sources=args.balance_sources, patience=args.patience,
         pretrained=not args.no_pretrained, max_train=args.max_train,
-        self_blend=args.self_blend, train_sources=args.train_sources,
+        self_blend=args.self_blend, train_sources=args.train_sources, ema=args.ema,
     )
     card = train(cfg)
     test = card["metrics"].get("test") or card["metrics"]["val"]

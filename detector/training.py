@@ -52,6 +52,7 @@ class TrainConfig:
     max_train: int | None = None       # cap on training images (quick experiments, tests)
     self_blend: float = 0.0            # add this fraction of real train images as self-blended fakes
     train_sources: list[str] | None = None  # keep only these sources in train/val (leave-one-source-out)
+    ema: float = 0.0                   # fine-tune phase: keep an exponential moving average of the weights (0 = off)
     verbose: int | None = None
     extra: dict = field(default_factory=dict)
 
@@ -104,15 +105,19 @@ def _source_auc(val_data, y: np.ndarray, sources: np.ndarray | None):
     return SourceAUC()
 
 
-def _callbacks(out: Path, phase: str, offset: list[int], patience: int, append: bool, source_auc=None):
+def _callbacks(out: Path, phase: str, offset: list[int], patience: int, append: bool, source_auc=None,
+               ema: bool = False):
     """Early stopping and the best checkpoint follow the mean per-source val AUC when the
-    val split has two or more sources (`source_auc`), else the pooled val AUC."""
+    val split has two or more sources (`source_auc`), else the pooled val AUC. With `ema`
+    the averaged weights are swapped in at each epoch's end, so validation, the per-source
+    AUC, early stopping and the checkpoint all judge (and keep) the averaged network."""
     import keras
 
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     monitor = SOURCE_AUC if source_auc is not None else "val_auc"
     return [
-        *([source_auc] if source_auc is not None else []),  # first: the others read its logs
+        *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema else []),
+        *([source_auc] if source_auc is not None else []),  # before the others: they read its logs
         keras.callbacks.TensorBoard(log_dir=str(out / "logs" / phase), write_graph=False),
         keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience,
                                       restore_best_weights=True, verbose=1),
@@ -125,10 +130,13 @@ def _callbacks(out: Path, phase: str, offset: list[int], patience: int, append: 
     ]
 
 
-def _compile(model, lr: float):
+def _compile(model, lr: float, ema: float = 0.0):
+    """Adam; with `ema` in (0, 1) it also keeps an exponential moving average of the weights
+    (Polyak averaging: a cheap, one-run cousin of averaging several fine-tuned networks)."""
     import keras
 
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss="binary_crossentropy",
+    optimizer = keras.optimizers.Adam(lr, use_ema=ema > 0, ema_momentum=ema or 0.99)
+    model.compile(optimizer=optimizer, loss="binary_crossentropy",
                   metrics=["accuracy", keras.metrics.AUC(name="auc")])
 
 
@@ -253,9 +261,10 @@ def fit(model, spec: zoo.ModelSpec, cfg: TrainConfig, out: Path, train: tuple, v
             continue
         print(f"phase {phase}: {epochs} epochs from layer {first}, lr {lr}", flush=True)
         _set_trainable(model, first, spec.head_from)
-        _compile(trainer, lr)
+        ema = cfg.ema if phase == "fine_tune" else 0.0  # a fresh head would be dragged back to its init
+        _compile(trainer, lr, ema)
         trainer.fit(train_data, validation_data=val_data, epochs=epochs,
-                    callbacks=_callbacks(out, phase, offset, cfg.patience, bool(phases), source_auc),
+                    callbacks=_callbacks(out, phase, offset, cfg.patience, bool(phases), source_auc, ema > 0),
                     verbose=verbose)
         phases.append(phase)
     return phases

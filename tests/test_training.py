@@ -359,3 +359,44 @@ def test_source_auc_logs_each_source_and_their_mean():
     assert _source_auc(x, y, None) is None
     one_class_b = np.where((sources == "b") & (y == 1), "a", sources)
     assert _source_auc(x, y, one_class_b) is None
+
+
+def test_ema_keeps_the_moving_average_of_the_weights(tmp_path):
+    """With `ema`, the checkpoint and the weights left in the model are the exponential moving
+    average of the per-step weights (first step copied), not the last raw weights."""
+    import keras
+
+    from detector.training import _callbacks, _compile
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, 3)).astype("float32")
+    y = (x[:, 0] > 0).astype("float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")])
+    momentum = 0.8
+    _compile(model, 0.05, ema=momentum)
+    assert model.optimizer.use_ema and model.optimizer.ema_momentum == momentum
+    raw = []
+
+    class RecordRaw(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raw.append(self.model.get_weights()[0].copy())
+
+    callbacks = _callbacks(tmp_path, "fine_tune", [0], patience=5, append=False, ema=True)
+    assert isinstance(callbacks[0], keras.callbacks.SwapEMAWeights)
+    model.fit(x, y, batch_size=8, epochs=2, validation_data=(x, y), verbose=0,
+              shuffle=False, callbacks=callbacks + [RecordRaw()])
+    averages = [raw[0]]
+    for w in raw[1:]:
+        averages.append(momentum * averages[-1] + (1 - momentum) * w)
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert len(raw) == 16 and len(history) == 2
+    best_epoch = int(history["val_auc"].to_numpy().argmax())  # first of equals, as Keras keeps
+    kept_step = 8 * (best_epoch + 1) - 1
+    np.testing.assert_allclose(model.get_weights()[0], averages[kept_step], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(model.get_weights()[0], raw[kept_step])
+    kept = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")])
+    kept.load_weights(tmp_path / "checkpoints" / "best_fine_tune.weights.h5")
+    np.testing.assert_allclose(kept.get_weights()[0], model.get_weights()[0], rtol=1e-6)
+    # without EMA the optimizer keeps none
+    _compile(model, 0.05)
+    assert not model.optimizer.use_ema
