@@ -278,6 +278,19 @@ def predict_pixels(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
 
 # --- the run folder ---------------------------------------------------------------------
 
+def kept_epoch(history: pd.DataFrame) -> dict:
+    """Which epoch the saved model is: the best of the last phase by the monitored value
+    (mean per-source val AUC when logged, else pooled val AUC), as EarlyStopping restores it."""
+    if history.empty or "phase" not in history:
+        return {}
+    last = history[history["phase"] == history["phase"].iloc[-1]]
+    by = SOURCE_AUC if SOURCE_AUC in last and last[SOURCE_AUC].notna().any() else "val_auc"
+    if by not in last or last[by].isna().all():
+        return {}
+    best = last.loc[last[by].idxmax()]
+    return {"kept_epoch": int(best["run_epoch"]), "kept_by": by, "kept_value": float(best[by])}
+
+
 def _versions() -> dict:
     import keras
     import tensorflow as tf
@@ -481,6 +494,7 @@ def train(cfg: TrainConfig) -> dict:
             "phases": phases,
             "epochs_run": int(len(history)),
             "best_val_auc": float(history["val_auc"].max()) if "val_auc" in history else None,
+            **kept_epoch(history),
             "fit_seconds": round(fit_seconds, 1),
             "total_seconds": round(time.time() - t0, 1),
             "command": " ".join(sys.argv) if Path(sys.argv[0]).name == "train.py" else None,

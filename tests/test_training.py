@@ -43,6 +43,7 @@ def test_run_folder_contract(tiny_run, tiny_dataset):
     assert card["gradcam_layer"] in {layer.name for layer in model.layers}
     assert card["label_names"] == ["real", "fake"]
     assert card["training"]["phases"] == ["train"] and card["training"]["epochs_run"] == 1
+    assert card["training"]["kept_epoch"] == 1 and card["training"]["kept_by"] == "val_source_auc"
     assert card["data"]["counts"]["test"] == {"real": 16, "fake": 16}
     for split in ("val", "test"):
         m = card["metrics"][split]
@@ -400,3 +401,16 @@ def test_ema_keeps_the_moving_average_of_the_weights(tmp_path):
     # without EMA the optimizer keeps none
     _compile(model, 0.05)
     assert not model.optimizer.use_ema
+
+
+def test_kept_epoch_is_the_best_of_the_last_phase_by_the_monitored_value():
+    from detector.training import kept_epoch
+
+    history = pd.DataFrame({"phase": ["head", "head", "fine_tune", "fine_tune", "fine_tune"],
+                            "run_epoch": [1, 2, 3, 4, 5],
+                            "val_auc": [0.99, 0.7, 0.8, 0.95, 0.9],
+                            "val_source_auc": [0.99, 0.6, 0.7, 0.75, 0.85]})
+    assert kept_epoch(history) == {"kept_epoch": 5, "kept_by": "val_source_auc", "kept_value": 0.85}
+    assert kept_epoch(history.drop(columns="val_source_auc")) == {
+        "kept_epoch": 4, "kept_by": "val_auc", "kept_value": 0.95}
+    assert kept_epoch(pd.DataFrame()) == {}
