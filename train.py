@@ -40,7 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-train", type=int, help="use at most this many training images")
     p.add_argument("--self-blend", type=float, default=0.0, metavar="FRACTION",
                    help="add self-blended pseudo-fakes made from this fraction of the real training images "
-                        "(Shiohara & Yamasaki 2022; helps on unseen kinds of fakes)")
+                        "(Shiohara & Yamasaki 2022; helps on unseen kinds of fakes); above 1, several "
+                        "differently blended copies per real image")
     p.add_argument("--train-sources", nargs="+", metavar="SOURCE",
                    help="train and validate on these sources only (MANIFEST.csv 'source'); the test split "
                         "keeps every source: a leave-one-source-out run")

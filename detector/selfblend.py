@@ -69,10 +69,15 @@ def self_blend(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def make_pseudo_fakes(pixels: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Self-blend a random `fraction` of (N, H, W, 3) real images. Returns (indices of the
-    real images used, their pseudo-fakes); seeded, so a run is reproducible."""
+    real images used, their pseudo-fakes); seeded, so a run is reproducible. A fraction above
+    1 uses every image `int(fraction)` times (plus a random part for the rest), each time with
+    a new mask and alteration: more pseudo-fakes than there are reals, as SBI's on-the-fly
+    generation gives over many epochs."""
     rng = np.random.default_rng(seed)
     n = int(round(len(pixels) * float(fraction)))
-    idx = np.sort(rng.choice(len(pixels), size=min(n, len(pixels)), replace=False))
+    whole, rest = divmod(n, len(pixels)) if len(pixels) else (0, 0)
+    idx = np.sort(np.concatenate([np.repeat(np.arange(len(pixels)), whole),
+                                  rng.choice(len(pixels), size=rest, replace=False)]).astype(int))
     out = np.empty((len(idx), *pixels.shape[1:]), np.uint8)
     for j, i in enumerate(idx):
         out[j] = self_blend(pixels[i], rng)

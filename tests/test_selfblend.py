@@ -53,6 +53,12 @@ def test_make_pseudo_fakes_takes_the_requested_fraction():
     idx2, fakes2 = selfblend.make_pseudo_fakes(pixels, 0.5, seed=2)
     assert np.array_equal(idx, idx2) and np.array_equal(fakes, fakes2)
     assert len(selfblend.make_pseudo_fakes(pixels, 0.0)[0]) == 0
+    # above 1: every real is used that many times, each copy blended differently
+    idx3, fakes3 = selfblend.make_pseudo_fakes(pixels, 2.5, seed=2)
+    assert len(idx3) == len(fakes3) == 25
+    assert np.bincount(idx3, minlength=10).min() == 2 and np.bincount(idx3, minlength=10).max() == 3
+    first, second = np.flatnonzero(idx3 == 0)[:2]
+    assert not np.array_equal(fakes3[first], fakes3[second])
 
 
 def test_down_up_scaling_softens_but_keeps_shape():
