@@ -16,6 +16,8 @@ import streamlit as st
 from detector import comparison, evaluation, images
 from pages import ui
 
+ui.run_under_router()  # a direct link to a fresh server: let the router open this page
+
 SPLIT_ORDER = {"test": 0, "val": 1, "cv": 2}
 SAVED, LABELLED = "Saved predictions", "Your labelled set"
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]

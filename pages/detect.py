@@ -9,6 +9,8 @@ import streamlit as st
 from detector import explain, forensics, images, inputs, memory, report
 from pages import ui
 
+ui.run_under_router()  # a direct link to a fresh server: let the router open this page
+
 st.title("Detect deepfakes")
 st.caption("Every face in an image is scored; the image's verdict is its most fake face. "
            "Images are analysed in memory and never stored.")

@@ -14,6 +14,8 @@ import streamlit as st
 from detector import audit, evaluation, store
 from pages import ui
 
+ui.run_under_router()  # a direct link to a fresh server: let the router open this page
+
 
 
 def audit_section() -> None:

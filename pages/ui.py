@@ -410,6 +410,22 @@ if _TTLCache is not None:
             return info
 
 
+def run_under_router() -> None:
+    """Called first by every page. A direct link (say /compare) to a server that no session
+    has opened yet is served by Streamlit's legacy `pages/` folder mode: the page runs on its
+    own, the sidebar lists every file of pages/ (ui too) and the router's set-up (the
+    session-store fix above) never runs. Switch the server to st.navigation mode and rerun:
+    the router then opens the page that was asked for. A no-op once the router has run, under
+    AppTest, and on a Streamlit without that flag."""
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # pragma: no cover - a Streamlit that moved it
+        return
+    if getattr(PagesManager, "uses_pages_directory", None):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def shut_down_expired_sessions() -> bool:
     """Install `ShutdownOnExpiryCache` as the server's store of disconnected sessions (once
     per process; a no-op under AppTest or on a Streamlit without that store). True when it

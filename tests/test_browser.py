@@ -14,6 +14,7 @@ temporary models folder (DEEPFAKE_LAB_MODELS).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -70,11 +71,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(models_root, tmp_path_factory) -> str:
-    """`streamlit run` on a free port; yields its base URL."""
+@contextlib.contextmanager
+def _streamlit(models_root: Path, log_path: Path):
+    """`streamlit run` on a free port; yields its base URL, stops it after and checks its log."""
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
     env = {**os.environ, "DEEPFAKE_LAB_MODELS": str(models_root), "TF_CPP_MIN_LOG_LEVEL": "2",
            "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", "PYTHONPATH": str(REPO_ROOT)}
     cmd = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.address", "127.0.0.1",
@@ -105,6 +105,13 @@ def server(models_root, tmp_path_factory) -> str:
             proc.kill()
             proc.wait(timeout=20)
     assert "Traceback" not in log_path.read_text(errors="replace"), log_path.read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def server(models_root, tmp_path_factory) -> str:
+    """One server for the module's tests; yields its base URL."""
+    with _streamlit(models_root, tmp_path_factory.mktemp("streamlit") / "server.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -315,6 +322,22 @@ def test_sidebar_navigation_lists_the_three_pages(server, page):
     page.get_by_role("heading", name="Training runs", exact=True).wait_for()
     _settle(page)
     _no_exception(page)
+
+
+@pytest.mark.parametrize("path, title", [("compare", "Compare models"), ("training", "Training runs")])
+def test_direct_link_to_a_fresh_server_opens_the_page_under_the_router(models_root, page, tmp_path,
+                                                                        path, title):
+    """A bookmark to /compare on a server no one has opened yet: Streamlit would serve it in
+    its legacy pages/ folder mode (the page alone, every file of pages/ in the sidebar, the
+    router's set-up skipped). `ui.run_under_router` hands it to the router instead."""
+    with _streamlit(models_root, tmp_path / "server.log") as url:
+        _open(page, f"{url}/{path}", title)
+        nav = page.locator('[data-testid="stSidebarNav"]')
+        nav.get_by_text("Training runs", exact=True).wait_for(timeout=30_000)
+        labels = [t.strip() for t in nav.locator("a").all_inner_texts()]
+        assert [t.split("\n")[-1] for t in labels] == ["Detect", "Compare models", "Training runs"], labels
+        assert page.url.rstrip("/").endswith("/" + path)
+        assert page.get_by_role("heading", name=title, exact=True).count() == 1
 
 
 def test_four_sessions_at_once_each_get_their_verdict(server, browser, tmp_path):
