@@ -46,8 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="train and validate on these sources only (MANIFEST.csv 'source'); the test split "
                         "keeps every source: a leave-one-source-out run")
     p.add_argument("--ema", type=float, default=0.0, metavar="MOMENTUM",
-                   help="fine-tune phase: judge and keep an exponential moving average of the weights "
-                        "(e.g. 0.998; 0 = off)")
+                   help="backbones' fine-tune phase: judge and keep an exponential moving average of the "
+                        "weights (e.g. 0.998; 0 = off)")
     return p.parse_args(argv)
 
 

@@ -17,7 +17,6 @@ from pages import ui
 ui.run_under_router()  # a direct link to a fresh server: let the router open this page
 
 
-
 def audit_section() -> None:
     """Check a labelled folder before trusting numbers trained on it (detector.audit)."""
     st.caption("Counts, sizes, formats and JPEG quality per class (a class that differs in compression "
