@@ -53,6 +53,7 @@ class TrainConfig:
     self_blend: float = 0.0            # add this fraction of real train images as self-blended fakes
     train_sources: list[str] | None = None  # keep only these sources in train/val (leave-one-source-out)
     ema: float = 0.0                   # fine-tune phase: keep an exponential moving average of the weights (0 = off)
+    average_last: int = 0              # fine-tune phase: also try the mean weights of its last N epochs (0 = off)
     verbose: int | None = None
     extra: dict = field(default_factory=dict)
 
@@ -94,13 +95,15 @@ def _source_auc(val_data, y: np.ndarray, sources: np.ndarray | None):
         return None
 
     class SourceAUC(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if logs is None:
-                return
+        def score(self) -> dict:
+            """The per-source val AUCs of the model's current weights, and their mean."""
             p = self.model.predict(val_data, verbose=0).reshape(-1)
             aucs = {s: float(roc_auc_score(y[sources == s], p[sources == s])) for s in names}
-            logs.update({f"val_auc_{s}": a for s, a in aucs.items()})
-            logs[SOURCE_AUC] = float(np.mean(list(aucs.values())))
+            return {**{f"val_auc_{s}": a for s, a in aucs.items()}, SOURCE_AUC: float(np.mean(list(aucs.values())))}
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs.update(self.score())
 
     return SourceAUC()
 
@@ -128,6 +131,53 @@ def _callbacks(out: Path, phase: str, offset: list[int], patience: int, append: 
                                         save_weights_only=True),
         _history_logger(out / "history.csv", phase, offset, append),
     ]
+
+
+class _WeightAverage:
+    """A Keras callback keeping the running mean of the weights at the end of each epoch from
+    `first` (0-based) on: stochastic weight averaging (Izmailov et al., 2018) over the last
+    epochs of one run. Averaging two fine-tuned networks that share their start ("model soup")
+    helped here; this gets that from a single run. BatchNorm is frozen while fine-tuning, so
+    the mean needs no statistics re-estimated."""
+
+    def __new__(cls, first: int):
+        import keras
+
+        class WeightAverage(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.first, self.epochs, self.mean = first, [], None
+
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch < self.first:
+                    return
+                w = [np.asarray(v, dtype="float64") for v in self.model.get_weights()]
+                n = len(self.epochs)
+                self.mean = w if self.mean is None else [(m * n + v) / (n + 1) for m, v in zip(self.mean, w)]
+                self.epochs.append(epoch)
+
+            def weights(self) -> list[np.ndarray]:
+                return [m.astype(v.dtype) for m, v in zip(self.mean, self.model.get_weights())]
+
+        return WeightAverage()
+
+
+def _keep_average(model, averager, score, kept_value: float | None, offset: int) -> dict:
+    """Swap in the averaged weights when they score at least as well on val as the epoch
+    EarlyStopping kept (`score()` gives the monitored value of the current weights);
+    returns what was tried, for the card."""
+    if averager.mean is None or len(averager.epochs) < 2:
+        return {}
+    kept = model.get_weights()
+    model.set_weights(averager.weights())
+    value = float(score())
+    keep = kept_value is None or value >= kept_value
+    if not keep:
+        model.set_weights(kept)
+    first, last = (offset + e + 1 for e in (averager.epochs[0], averager.epochs[-1]))
+    print(f"mean weights of epochs {first}-{last}: {value:.4f} on val vs {kept_value}: "
+          f"{'kept' if keep else 'not kept'}", flush=True)
+    return {"averaged_epochs": f"{first}-{last}", "averaged_value": value, "kept_average": bool(keep)}
 
 
 def _compile(model, lr: float, ema: float = 0.0):
@@ -215,24 +265,17 @@ def _set_trainable(model, first_layer: str | None, head_from: str | None = None)
         layer.trainable = trainable
 
 
-def fit(model, spec: zoo.ModelSpec, cfg: TrainConfig, out: Path, train: tuple, val: tuple) -> list[str]:
-    """Train `model` in place; returns the phases run. train/val = (x uint8, y, w, sources)."""
+def fit(model, spec: zoo.ModelSpec, cfg: TrainConfig, out: Path, train: tuple, val: tuple) -> dict:
+    """Train `model` in place. train/val = (x uint8, y, w, sources). Returns the phases run
+    and, with `cfg.average_last`, what the mean weights of the last epochs scored on val."""
     x_tr, y_tr, w_tr, _ = train
     x_va, y_va, _, s_va = val
-    offset = [0]
-    verbose = _verbose(cfg)
-    phases = []
     if not spec.backbone:
-        _set_trainable(model, None)
-        _compile(model, cfg.learning_rate)
         val_data = data.make_dataset(x_va, y_va, batch_size=64)
-        source_auc = _source_auc(val_data, y_va, s_va)
-        model.fit(data.make_dataset(x_tr, y_tr, w_tr, batch_size=cfg.batch_size, training=True,
-                                    augment=cfg.augment, seed=cfg.seed, strength=cfg.aug_strength),
-                  validation_data=val_data, epochs=cfg.epochs,
-                  callbacks=_callbacks(out, "train", offset, cfg.patience, False, source_auc),
-                  verbose=verbose)
-        return ["train"]
+        train_data = data.make_dataset(x_tr, y_tr, w_tr, batch_size=cfg.batch_size, training=True,
+                                       augment=cfg.augment, seed=cfg.seed, strength=cfg.aug_strength)
+        return _run_phases(model, model, [("train", None, cfg.epochs, cfg.learning_rate)],
+                           train_data, val_data, (y_va, s_va), cfg, out)
 
     import keras
 
@@ -253,21 +296,43 @@ def fit(model, spec: zoo.ModelSpec, cfg: TrainConfig, out: Path, train: tuple, v
         train_data = data.make_dataset(x_tr, y_tr, w_tr, batch_size=cfg.batch_size, training=True,
                                        augment=cfg.augment, seed=cfg.seed, strength=cfg.aug_strength)
         val_data = data.make_dataset(x_va, y_va, batch_size=64)
+    phases = [("head", spec.head_from, cfg.epochs, cfg.learning_rate),
+              ("fine_tune", split_layer, cfg.fine_tune_epochs, cfg.fine_tune_lr)]
+    return _run_phases(model, trainer, phases, train_data, val_data, (y_va, s_va), cfg, out, spec.head_from)
 
+
+def _run_phases(model, trainer, phases, train_data, val_data, val_labels, cfg: TrainConfig, out: Path,
+                head_from: str | None = None) -> dict:
+    """Run each (name, first trained layer, epochs, lr) phase with `trainer` (the whole model, or
+    its top on cached features). EMA acts in the fine-tune phase only (a fresh head would be
+    dragged back to its random start); weight averaging in the last phase."""
+    from sklearn.metrics import roc_auc_score
+
+    y_va, s_va = val_labels
     source_auc = _source_auc(val_data, y_va, s_va)
-    for phase, first, epochs, lr in (("head", spec.head_from, cfg.epochs, cfg.learning_rate),
-                                     ("fine_tune", split_layer, cfg.fine_tune_epochs, cfg.fine_tune_lr)):
-        if epochs <= 0:
-            continue
+    offset, verbose, done, averaged = [0], _verbose(cfg), [], {}
+    phases = [ph for ph in phases if ph[2] > 0]
+    for i, (phase, first, epochs, lr) in enumerate(phases):
+        last = i == len(phases) - 1
         print(f"phase {phase}: {epochs} epochs from layer {first}, lr {lr}", flush=True)
-        _set_trainable(model, first, spec.head_from)
-        ema = cfg.ema if phase == "fine_tune" else 0.0  # a fresh head would be dragged back to its init
+        _set_trainable(model, first, head_from)
+        ema = cfg.ema if phase == "fine_tune" else 0.0
         _compile(trainer, lr, ema)
+        callbacks = _callbacks(out, phase, offset, cfg.patience, bool(done), source_auc, ema > 0)
+        averager = _WeightAverage(epochs - cfg.average_last) if last and cfg.average_last > 1 else None
+        start = offset[0]
         trainer.fit(train_data, validation_data=val_data, epochs=epochs,
-                    callbacks=_callbacks(out, phase, offset, cfg.patience, bool(phases), source_auc, ema > 0),
-                    verbose=verbose)
-        phases.append(phase)
-    return phases
+                    callbacks=callbacks + ([averager] if averager else []), verbose=verbose)
+        done.append(phase)
+        if averager is not None:
+            def score():
+                if source_auc is not None:
+                    return source_auc.score()[SOURCE_AUC]
+                return roc_auc_score(y_va, trainer.predict(val_data, verbose=0).reshape(-1))
+
+            stopper = next(c for c in callbacks if c.__class__.__name__ == "EarlyStopping")
+            averaged = _keep_average(trainer, averager, score, stopper.best, start)
+    return {"phases": done, **averaged}
 
 
 def predict_pixels(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -465,7 +530,7 @@ def train(cfg: TrainConfig) -> dict:
 
     model = spec.build(size, pretrained=cfg.pretrained)
     t_fit = time.time()
-    phases = fit(model, spec, cfg, out, _xyw(frames["train"], pixels["train"], cfg, training=True),
+    fitted = fit(model, spec, cfg, out, _xyw(frames["train"], pixels["train"], cfg, training=True),
                  _xyw(frames["val"], pixels["val"], cfg))
     fit_seconds = time.time() - t_fit
 
@@ -491,7 +556,7 @@ def train(cfg: TrainConfig) -> dict:
         "label_names": list(data.CLASS_NAMES),
         "training": {
             **{k: v for k, v in asdict(cfg).items() if k not in ("out", "verbose", "extra")},
-            "phases": phases,
+            **fitted,
             "epochs_run": int(len(history)),
             "best_val_auc": float(history["val_auc"].max()) if "val_auc" in history else None,
             **kept_epoch(history),

@@ -137,6 +137,7 @@ with runs_tab:
         row.update({"epochs_run": tr.get("epochs_run"), "phases": "+".join(tr.get("phases") or []),
                     "seconds": tr.get("total_seconds"), "best_val_auc": tr.get("best_val_auc"),
                     "kept_epoch": tr.get("kept_epoch"), "kept_by": tr.get("kept_by"),
+                    "averaged_epochs": tr.get("averaged_epochs"), "kept_average": tr.get("kept_average"),
                     "test_accuracy": test.get("accuracy"), "test_auc": test.get("auc"),
                     "threshold": c.get("threshold"), "kfold": c.get("kfold"), "created": c.get("created")})
         return row

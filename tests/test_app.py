@@ -110,6 +110,8 @@ def test_every_page_renders(app, models_dir):
     assert not app.exception, app.exception
     summary = app.dataframe[0].value
     assert set(store.model_names(models_dir)) <= set(summary["run"])
+    # which epoch each run kept, and whether it kept the mean weights of its last epochs
+    assert {"kept_epoch", "kept_by", "averaged_epochs", "kept_average"} <= set(summary.columns)
     assert any(h.value == "Test report" for h in app.subheader)
     # runs that logged val AUC per source get that chart
     per_source = [n for n in store.model_names(models_dir)

@@ -414,3 +414,79 @@ def test_kept_epoch_is_the_best_of_the_last_phase_by_the_monitored_value():
     assert kept_epoch(history.drop(columns="val_source_auc")) == {
         "kept_epoch": 4, "kept_by": "val_auc", "kept_value": 0.95}
     assert kept_epoch(pd.DataFrame()) == {}
+
+
+def test_weight_average_is_the_mean_of_the_last_epochs_weights():
+    """`_WeightAverage(first)` holds the plain mean of the weights at the end of epochs
+    first.. (0-based), the epochs before it left out."""
+    import keras
+
+    from detector.training import _WeightAverage
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(48, 3)).astype("float32")
+    y = (x[:, 0] > 0).astype("float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="binary_crossentropy")
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append([w.copy() for w in self.model.get_weights()])
+
+    averager = _WeightAverage(2)
+    model.fit(x, y, batch_size=8, epochs=5, verbose=0, shuffle=False, callbacks=[averager, Record()])
+    assert averager.epochs == [2, 3, 4]
+    for got, *per_epoch in zip(averager.weights(), *seen[2:]):
+        np.testing.assert_allclose(got, np.mean(per_epoch, axis=0), rtol=1e-5, atol=1e-7)
+    assert not np.allclose(averager.weights()[0], seen[-1][0])  # the weights did move
+
+
+def test_mean_weights_are_kept_only_when_they_score_no_worse_on_val():
+    """`_keep_average` swaps the mean in when its val score is >= the kept epoch's, else puts
+    the kept weights back; the card says which, with run-wide epoch numbers."""
+    import keras
+
+    from detector.training import _keep_average
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    kept = [np.ones((2, 1), "float32"), np.zeros(1, "float32")]
+    mean = [np.full((2, 1), 3.0, "float32"), np.ones(1, "float32")]
+
+    class Averager:
+        epochs = [3, 4, 5]
+
+        def __init__(self):
+            self.mean = mean
+
+        def weights(self):
+            return mean
+
+    def score():  # val score of the current weights: higher for larger weights
+        return float(model.get_weights()[0].sum()) / 10
+
+    for kept_value, keep in ((0.5, True), (0.6, True), (0.7, False)):
+        model.set_weights(kept)
+        info = _keep_average(model, Averager(), score, kept_value, offset=2)
+        assert info == {"averaged_epochs": "6-8", "averaged_value": pytest.approx(0.6), "kept_average": keep}
+        np.testing.assert_array_equal(model.get_weights()[0], (mean if keep else kept)[0])
+    idle = Averager()
+    idle.mean = None  # stopped early, before the averaged epochs
+    assert _keep_average(model, idle, score, 0.5, 0) == {}
+
+
+def test_average_last_in_a_run_is_recorded_in_the_card(tiny_dataset, tmp_path):
+    """A run with `average_last` reports the averaged epochs and their val score, and the
+    saved model scores val as the card says it does."""
+    from sklearn.metrics import roc_auc_score
+
+    card = train(TrainConfig(model="custom_cnn", data=str(tiny_dataset), out=str(tmp_path / "avg"),
+                             epochs=3, img_size=32, average_last=2, verbose=0))
+    tr = card["training"]
+    assert tr["average_last"] == 2 and tr["averaged_epochs"] == "2-3"
+    assert isinstance(tr["kept_average"], bool)
+    preds = pd.read_csv(tmp_path / "avg" / "predictions.csv", keep_default_na=False)
+    val = preds[preds["split"] == "val"]
+    aucs = [roc_auc_score(part["label"] == "fake", part["p_raw"]) for _, part in val.groupby("source")]
+    expected = tr["averaged_value"] if tr["kept_average"] else tr["kept_value"]
+    assert np.mean(aucs) == pytest.approx(expected, abs=0.02)
