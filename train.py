@@ -48,6 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ema", type=float, default=0.0, metavar="MOMENTUM",
                    help="backbones' fine-tune phase: judge and keep an exponential moving average of the "
                         "weights (e.g. 0.998; 0 = off)")
+    p.add_argument("--label-smoothing", type=float, default=0.0, metavar="S",
+                   help="train towards 1 - S/2 and S/2 instead of 1 and 0 (e.g. 0.1; 0 = off)")
     p.add_argument("--average-last", type=int, default=0, metavar="N",
                    help="last phase: also try the mean weights of its last N epochs (stochastic weight "
                         "averaging) and keep them if they score at least as well on val as the best epoch")
@@ -69,7 +71,7 @@ def main(argv=None) -> None:
         balance_sources=args.balance_sources, patience=args.patience,
         pretrained=not args.no_pretrained, max_train=args.max_train,
         self_blend=args.self_blend, train_sources=args.train_sources, ema=args.ema,
-        average_last=args.average_last,
+        average_last=args.average_last, label_smoothing=args.label_smoothing,
     )
     card = train(cfg)
     test = card["metrics"].get("test") or card["metrics"]["val"]

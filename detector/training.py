@@ -53,6 +53,7 @@ class TrainConfig:
     self_blend: float = 0.0            # add this fraction of real train images as self-blended fakes
     train_sources: list[str] | None = None  # keep only these sources in train/val (leave-one-source-out)
     ema: float = 0.0                   # fine-tune phase: keep an exponential moving average of the weights (0 = off)
+    label_smoothing: float = 0.0      # targets 1 - s/2 and s/2 instead of 1 and 0
     average_last: int = 0              # fine-tune phase: also try the mean weights of its last N epochs (0 = off)
     verbose: int | None = None
     extra: dict = field(default_factory=dict)
@@ -180,13 +181,17 @@ def _keep_average(model, averager, score, kept_value: float | None, offset: int)
     return {"averaged_epochs": f"{first}-{last}", "averaged_value": value, "kept_average": bool(keep)}
 
 
-def _compile(model, lr: float, ema: float = 0.0):
+def _compile(model, lr: float, ema: float = 0.0, label_smoothing: float = 0.0):
     """Adam; with `ema` in (0, 1) it also keeps an exponential moving average of the weights
-    (Polyak averaging: a cheap, one-run cousin of averaging several fine-tuned networks)."""
+    (Polyak averaging: a cheap, one-run cousin of averaging several fine-tuned networks).
+    `label_smoothing` trains towards 1 - s/2 and s/2 instead of 1 and 0, so the loss stops
+    rewarding ever more confident scores on images already right (the fine-tuned top blocks
+    reach a training loss near 0.03 here while val stalls)."""
     import keras
 
     optimizer = keras.optimizers.Adam(lr, use_ema=ema > 0, ema_momentum=ema or 0.99)
-    model.compile(optimizer=optimizer, loss="binary_crossentropy",
+    model.compile(optimizer=optimizer,
+                  loss=keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing),
                   metrics=["accuracy", keras.metrics.AUC(name="auc")])
 
 
@@ -317,7 +322,7 @@ def _run_phases(model, trainer, phases, train_data, val_data, val_labels, cfg: T
         print(f"phase {phase}: {epochs} epochs from layer {first}, lr {lr}", flush=True)
         _set_trainable(model, first, head_from)
         ema = cfg.ema if phase == "fine_tune" else 0.0
-        _compile(trainer, lr, ema)
+        _compile(trainer, lr, ema, cfg.label_smoothing)
         callbacks = _callbacks(out, phase, offset, cfg.patience, bool(done), source_auc, ema > 0)
         averager = _WeightAverage(epochs - cfg.average_last) if last and cfg.average_last > 1 else None
         start = offset[0]

@@ -490,3 +490,25 @@ def test_average_last_in_a_run_is_recorded_in_the_card(tiny_dataset, tmp_path):
     aucs = [roc_auc_score(part["label"] == "fake", part["p_raw"]) for _, part in val.groupby("source")]
     expected = tr["averaged_value"] if tr["kept_average"] else tr["kept_value"]
     assert np.mean(aucs) == pytest.approx(expected, abs=0.02)
+
+
+def test_label_smoothing_moves_the_targets_towards_one_half():
+    """With `label_smoothing` s the compiled loss is the cross-entropy against 1 - s/2 and s/2:
+    a score equal to the smoothed target costs less than a perfectly confident one."""
+    import keras
+
+    from detector.training import _compile
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, activation="sigmoid")])
+    y = np.array([[1.0], [0.0]], "float32")
+    _compile(model, 1e-3, label_smoothing=0.2)
+    smoothed = np.array([[0.9], [0.1]], "float32")
+
+    def bce(t, p):
+        return float(np.mean(-(t * np.log(p) + (1 - t) * np.log(1 - p))))
+
+    got = float(model.loss(y, smoothed))
+    assert got == pytest.approx(bce(smoothed, smoothed), rel=1e-4)
+    assert got < float(model.loss(y, np.array([[0.999], [0.001]], "float32")))
+    _compile(model, 1e-3)  # off: the plain cross-entropy
+    assert float(model.loss(y, smoothed)) == pytest.approx(bce(y, smoothed), rel=1e-4)
