@@ -205,6 +205,18 @@ with runs_tab:
         return fig
 
 
+    def kept_marker(name: str) -> tuple[float, float, str] | None:
+        """Where the saved weights sit on the per-source chart: the kept epoch, or the last
+        averaged epoch when the run kept the mean weights of its last epochs (--average-last)."""
+        tr = (cards.get(name) or {}).get("training") or {}
+        if tr.get("kept_average"):
+            last = int(str(tr["averaged_epochs"]).split("-")[-1])
+            return last, tr["averaged_value"], f"kept: mean weights of epochs {tr['averaged_epochs']}, val %{{y:.3f}}"
+        if tr.get("kept_by") == "val_source_auc" and tr.get("kept_epoch") is not None:
+            return tr["kept_epoch"], tr["kept_value"], "kept: epoch %{x}, val %{y:.3f}"
+        return None
+
+
     def per_source_curve() -> go.Figure | None:
         """Val AUC of each source by epoch (runs trained with two or more sources log it);
         the thick line is their mean, which picks the kept epoch."""
@@ -219,6 +231,12 @@ with runs_tab:
             if "val_source_auc" in h:
                 fig.add_trace(go.Scatter(x=h["x"], y=h["val_source_auc"], mode="lines", name=f"{name} mean",
                                          line=dict(color=colour[name], width=4)))
+                kept = kept_marker(name)
+                if kept is not None:
+                    fig.add_trace(go.Scatter(x=[kept[0]], y=[kept[1]], mode="markers", name=f"{name} kept",
+                                             marker=dict(symbol="star", size=16, color=colour[name],
+                                                         line=dict(color="white", width=1)),
+                                             hovertemplate=kept[2] + "<extra></extra>"))
         if not fig.data:
             return None
         fig.update_xaxes(dtick=1 if max(len(h) for h in histories.values()) <= 20 else None)

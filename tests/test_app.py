@@ -123,6 +123,13 @@ def test_every_page_renders(app, models_dir):
                  if s["layout"].get("title", {}).get("text") == "Validation AUC per source"]
         assert len(chart) == 1
         assert {t["name"] for t in chart[0]["data"]} >= {f"{n} mean" for n in per_source}
+        # a star where the saved weights sit: the kept epoch at its logged mean val AUC
+        for n in per_source:
+            tr = json.loads((models_dir / n / "card.json").read_text())["training"]
+            star = [t for t in chart[0]["data"] if t["name"] == f"{n} kept"]
+            if tr.get("kept_by") == "val_source_auc" and not tr.get("kept_average"):
+                assert len(star) == 1 and star[0]["x"] == [tr["kept_epoch"]]
+                assert star[0]["y"][0] == pytest.approx(tr["kept_value"])
     # every run trained with --kfold shows its folds when picked for the reports
     with_folds = [n for n in store.model_names(models_dir) if (models_dir / n / "folds.csv").is_file()]
     for name in with_folds:
