@@ -53,8 +53,8 @@ class TrainConfig:
     self_blend: float = 0.0            # add this fraction of real train images as self-blended fakes
     train_sources: list[str] | None = None  # keep only these sources in train/val (leave-one-source-out)
     ema: float = 0.0                   # fine-tune phase: keep an exponential moving average of the weights (0 = off)
-    label_smoothing: float = 0.0      # targets 1 - s/2 and s/2 instead of 1 and 0
-    average_last: int = 0              # fine-tune phase: also try the mean weights of its last N epochs (0 = off)
+    label_smoothing: float = 0.0       # targets 1 - s/2 and s/2 instead of 1 and 0
+    average_last: int = 0              # last phase: also try the mean weights of its last N epochs (0 = off)
     verbose: int | None = None
     extra: dict = field(default_factory=dict)
 
@@ -311,7 +311,7 @@ def _run_phases(model, trainer, phases, train_data, val_data, val_labels, cfg: T
     """Run each (name, first trained layer, epochs, lr) phase with `trainer` (the whole model, or
     its top on cached features). EMA acts in the fine-tune phase only (a fresh head would be
     dragged back to its random start); weight averaging in the last phase."""
-    from sklearn.metrics import roc_auc_score
+    import keras
 
     y_va, s_va = val_labels
     source_auc = _source_auc(val_data, y_va, s_va)
@@ -330,12 +330,12 @@ def _run_phases(model, trainer, phases, train_data, val_data, val_labels, cfg: T
                     callbacks=callbacks + ([averager] if averager else []), verbose=verbose)
         done.append(phase)
         if averager is not None:
-            def score():
+            def score():  # the value EarlyStopping monitors, for the current weights
                 if source_auc is not None:
                     return source_auc.score()[SOURCE_AUC]
-                return roc_auc_score(y_va, trainer.predict(val_data, verbose=0).reshape(-1))
+                return trainer.evaluate(val_data, verbose=0, return_dict=True)["auc"]
 
-            stopper = next(c for c in callbacks if c.__class__.__name__ == "EarlyStopping")
+            stopper = next(c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping))
             averaged = _keep_average(trainer, averager, score, stopper.best, start)
     return {"phases": done, **averaged}
 
