@@ -53,6 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--average-last", type=int, default=0, metavar="N",
                    help="last phase: also try the mean weights of its last N epochs (stochastic weight "
                         "averaging) and keep them if they score at least as well on val as the best epoch")
+    p.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+                   help="backbones with cached features: mix each training sample's features and label "
+                        "with a partner's, weight ~ Beta(ALPHA, ALPHA) (manifold mixup, e.g. 0.4; 0 = off)")
     return p.parse_args(argv)
 
 
@@ -71,7 +74,7 @@ def main(argv=None) -> None:
         balance_sources=args.balance_sources, patience=args.patience,
         pretrained=not args.no_pretrained, max_train=args.max_train,
         self_blend=args.self_blend, train_sources=args.train_sources, ema=args.ema,
-        average_last=args.average_last, label_smoothing=args.label_smoothing,
+        average_last=args.average_last, label_smoothing=args.label_smoothing, mixup=args.mixup,
     )
     card = train(cfg)
     test = card["metrics"].get("test") or card["metrics"]["val"]

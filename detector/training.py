@@ -55,6 +55,7 @@ class TrainConfig:
     ema: float = 0.0                   # fine-tune phase: keep an exponential moving average of the weights (0 = off)
     label_smoothing: float = 0.0       # targets 1 - s/2 and s/2 instead of 1 and 0
     average_last: int = 0              # last phase: also try the mean weights of its last N epochs (0 = off)
+    mixup: float = 0.0                 # Beta(a, a) mixing of cached features and labels (0 = off)
     verbose: int | None = None
     extra: dict = field(default_factory=dict)
 
@@ -197,17 +198,35 @@ def _compile(model, lr: float, ema: float = 0.0, label_smoothing: float = 0.0):
 
 # --- feature cache for the frozen bottom of a backbone -------------------------------------
 
+def mix_batch(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, alpha: float, rng):
+    """Manifold mixup (Verma et al. 2019) on cached features: each sample becomes
+    lam * itself + (1 - lam) * a shuffled partner, labels and weights alike, with
+    lam ~ Beta(alpha, alpha) folded to >= 0.5 so every sample stays mostly itself. A
+    regulariser for the top blocks, which otherwise fit the training set to a loss near 0."""
+    lam = rng.beta(alpha, alpha, len(y))
+    lam = np.maximum(lam, 1 - lam).astype("float32")
+    partner = rng.permutation(len(y))
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    x = lam.reshape(shape) * x + (1 - lam).reshape(shape) * x[partner]
+    y = lam * y + (1 - lam) * y[partner]
+    if w is not None:
+        w = lam * w + (1 - lam) * w[partner]
+    return x, y, w
+
+
 class _CachedViews:
     """A keras PyDataset over cached bottom features: each epoch draws one of the cached
-    views (the plain image, then augmented copies) per sample, in a seeded shuffle."""
+    views (the plain image, then augmented copies) per sample, in a seeded shuffle; with
+    `mixup` > 0 (training only) each batch is mixed by `mix_batch`."""
 
-    def __new__(cls, views, y, w, batch_size, seed, training):
+    def __new__(cls, views, y, w, batch_size, seed, training, mixup: float = 0.0):
         import keras
 
         class Views(keras.utils.PyDataset):
             def __init__(self):
                 super().__init__()
                 self.rng = np.random.default_rng(seed)
+                self.mix_rng = np.random.default_rng(seed + 1)
                 self._draw()
 
             def _draw(self):
@@ -221,8 +240,10 @@ class _CachedViews:
             def __getitem__(self, i):
                 idx = np.sort(self.order[i * batch_size:(i + 1) * batch_size])
                 feats = np.stack([views[v][j] for v, j in zip(self.view[idx], idx)]).astype("float32")
-                batch = (feats, y[idx].astype("float32"))
-                return batch + (w[idx],) if w is not None else batch
+                labels, weights = y[idx].astype("float32"), None if w is None else w[idx]
+                if training and mixup > 0:
+                    feats, labels, weights = mix_batch(feats, labels, weights, mixup, self.mix_rng)
+                return (feats, labels) + ((weights,) if weights is not None else ())
 
             def on_epoch_end(self):
                 if training:
@@ -294,7 +315,7 @@ def fit(model, spec: zoo.ModelSpec, cfg: TrainConfig, out: Path, train: tuple, v
                   for v in range(1, cfg.cache_views if cfg.augment else 1)]
         f_va = _bottom_features(bottom, x_va, cfg, False, "validation")
         trainer = top
-        train_data = _CachedViews(views, y_tr, w_tr, cfg.batch_size, cfg.seed, True)
+        train_data = _CachedViews(views, y_tr, w_tr, cfg.batch_size, cfg.seed, True, cfg.mixup)
         val_data = _CachedViews([f_va], y_va, None, 64, cfg.seed, False)
     else:
         trainer = model
@@ -513,6 +534,9 @@ def train(cfg: TrainConfig) -> dict:
 
     t0 = time.time()
     spec = zoo.get_spec(cfg.model)
+    if cfg.mixup and not (spec.backbone and cfg.cache_features):
+        raise ValueError("--mixup mixes cached backbone features: it needs a backbone model "
+                         f"({cfg.model} is {'one' if spec.backbone else 'not'}) and the feature cache")
     size = cfg.img_size or spec.input_size
     cfg.img_size = size
     out = Path(cfg.out)

@@ -144,8 +144,9 @@ def test_two_phase_backbone_with_cached_features(tiny_dataset, tmp_path):
     out = tmp_path / "lite0"
     card = train(TrainConfig(model="efficientnet_lite0", data=str(tiny_dataset), out=str(out),
                              epochs=1, fine_tune_epochs=1, img_size=32, batch_size=8,
-                             pretrained=False, cache_features=True, verbose=0))
+                             pretrained=False, cache_features=True, mixup=0.4, verbose=0))
     assert card["training"]["phases"] == ["head", "fine_tune"]
+    assert card["training"]["mixup"] == 0.4  # mixed batches train end to end
     history = pd.read_csv(out / "history.csv")
     assert history["phase"].tolist() == ["head", "fine_tune"]
     assert history["run_epoch"].tolist() == [1, 2]
@@ -512,3 +513,44 @@ def test_label_smoothing_moves_the_targets_towards_one_half():
     assert got < float(model.loss(y, np.array([[0.999], [0.001]], "float32")))
     _compile(model, 1e-3)  # off: the plain cross-entropy
     assert float(model.loss(y, smoothed)) == pytest.approx(bce(y, smoothed), rel=1e-4)
+
+
+def test_mix_batch_blends_features_labels_and_weights_with_one_partner_each():
+    """Every mixed sample is lam * itself + (1 - lam) * one partner, lam >= 0.5, with the
+    same lam and partner for its features, label and weight."""
+    from detector.training import mix_batch
+
+    n = 64
+    x = np.eye(n, dtype="float32").reshape(n, 1, 1, n) * 10  # sample i = 10 at channel i
+    y = (np.arange(n) % 2).astype("float32")
+    w = np.arange(1, n + 1, dtype="float32")
+    mx, my, mw = mix_batch(x, y, w, 0.4, np.random.default_rng(0))
+    flat = mx.reshape(n, n) / 10
+    lam = flat[np.arange(n), np.arange(n)]
+    partner = np.where(np.isclose(lam, 1.0), np.arange(n), np.argsort(-flat * (1 - np.eye(n)), 1)[:, 0])
+    assert (lam >= 0.5 - 1e-6).all() and (lam < 0.999).mean() > 0.5  # mostly mixed, never flipped
+    np.testing.assert_allclose(flat.sum(1), 1.0, atol=1e-5)           # a convex combination of two
+    np.testing.assert_allclose(my, lam * y + (1 - lam) * y[partner], atol=1e-5)
+    np.testing.assert_allclose(mw, lam * w + (1 - lam) * w[partner], rtol=1e-5)
+    assert mix_batch(x, y, None, 0.4, np.random.default_rng(0))[2] is None
+
+
+def test_mixup_touches_training_batches_only():
+    from detector.training import _CachedViews
+
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(40, 2, 2, 3)).astype("float16")
+    y = (np.arange(40) % 2).astype("float32")
+    train_views = _CachedViews([feats], y, None, 8, 0, True, mixup=0.4)
+    labels = np.concatenate([train_views[i][1] for i in range(len(train_views))])
+    assert ((labels > 0) & (labels < 1)).any()  # soft labels: mixed
+    val_views = _CachedViews([feats], y, None, 8, 0, False, mixup=0.4)
+    xb, yb = val_views[0]
+    np.testing.assert_array_equal(yb, y[:8])
+    np.testing.assert_array_equal(xb, feats[:8].astype("float32"))
+
+
+def test_mixup_is_refused_where_there_are_no_cached_features(tiny_dataset, tmp_path):
+    with pytest.raises(ValueError, match="needs a backbone model"):
+        train(TrainConfig(model="custom_cnn", data=str(tiny_dataset), out=str(tmp_path / "m"),
+                          epochs=1, img_size=32, mixup=0.4, verbose=0))
