@@ -56,6 +56,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
                    help="backbones with cached features: mix each training sample's features and label "
                         "with a partner's, weight ~ Beta(ALPHA, ALPHA) (manifold mixup, e.g. 0.4; 0 = off)")
+    p.add_argument("--init-from", metavar="RUN",
+                   help="start from the weights of a finished run (its folder or model.keras; same architecture)")
+    p.add_argument("--experts", action="store_true",
+                   help="source experts: a trunk expert on the largest source, a branch per other source "
+                        "fine-tuned from --branch-from on that source alone, and a router, assembled into "
+                        "one model (needs a MANIFEST.csv 'source' column)")
+    p.add_argument("--branch-from", default="block12_expand_conv", metavar="LAYER",
+                   help="with --experts: first layer of each source's own branch (default: %(default)s)")
+    p.add_argument("--experts-dir", metavar="DIR",
+                   help="with --experts: where the expert runs are kept and reused (default: runs/<out name>_experts)")
     return p.parse_args(argv)
 
 
@@ -75,8 +85,17 @@ def main(argv=None) -> None:
         pretrained=not args.no_pretrained, max_train=args.max_train,
         self_blend=args.self_blend, train_sources=args.train_sources, ema=args.ema,
         average_last=args.average_last, label_smoothing=args.label_smoothing, mixup=args.mixup,
+        init_from=args.init_from,
     )
-    card = train(cfg)
+    if args.experts:
+        from pathlib import Path
+
+        from detector.experts import train_experts
+
+        card = train_experts(cfg, args.branch_from,
+                             args.experts_dir or Path("runs") / f"{Path(cfg.out).name}_experts")
+    else:
+        card = train(cfg)
     test = card["metrics"].get("test") or card["metrics"]["val"]
     summary = {k: test.get(k) for k in ("n", "accuracy", "auc", "f1", "eer")}
     summary["per_source"] = {s: {k: v.get(k) for k in ("n", "accuracy", "auc")}

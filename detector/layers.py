@@ -57,3 +57,34 @@ class CaffePreprocess(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SourceMixture(keras.layers.Layer):
+    """Inputs [router (N, K) probabilities, K expert P(fake)s of shape (N, 1)] -> (N, 1):
+    each expert's score calibrated by its own val fit, sigmoid(logit(p) / T + b), then
+    averaged with the router's weights. Experts trained on different kinds of image are
+    confident on different scales; calibrating each before mixing keeps one threshold
+    meaningful for all."""
+
+    def __init__(self, sources, temperatures, biases, **kwargs):
+        super().__init__(**kwargs)
+        if not len(sources) == len(temperatures) == len(biases):
+            raise ValueError("one temperature and one bias per source")
+        self.sources, self.temperatures, self.biases = list(sources), list(temperatures), list(biases)
+
+    def call(self, inputs):
+        router, *scores = inputs
+        p = ops.clip(ops.concatenate([ops.cast(s, "float32") for s in scores], axis=-1), 1e-7, 1 - 1e-7)
+        logits = ops.log(p) - ops.log1p(-p)
+        t = ops.convert_to_tensor(self.temperatures, dtype="float32")
+        b = ops.convert_to_tensor(self.biases, dtype="float32")
+        calibrated = ops.sigmoid(logits / t + b)
+        return ops.sum(router * calibrated, axis=-1, keepdims=True)
+
+    def compute_output_shape(self, input_shapes):
+        return (input_shapes[0][0], 1)
+
+    def get_config(self):
+        return {**super().get_config(), "sources": self.sources,
+                "temperatures": self.temperatures, "biases": self.biases}

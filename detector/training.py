@@ -56,6 +56,7 @@ class TrainConfig:
     label_smoothing: float = 0.0       # targets 1 - s/2 and s/2 instead of 1 and 0
     average_last: int = 0              # last phase: also try the mean weights of its last N epochs (0 = off)
     mixup: float = 0.0                 # Beta(a, a) mixing of cached features and labels (0 = off)
+    init_from: str | None = None       # start from this finished run's weights (same architecture)
     verbose: int | None = None
     extra: dict = field(default_factory=dict)
 
@@ -361,10 +362,15 @@ def _run_phases(model, trainer, phases, train_data, val_data, val_labels, cfg: T
     return {"phases": done, **averaged}
 
 
+def predict_outputs(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """The model's outputs on uint8 pixels, through the same input path as training."""
+    return model.predict(data.make_dataset(x, np.zeros(len(x)), batch_size=batch_size)
+                         .map(lambda im, _y: im), verbose=0)
+
+
 def predict_pixels(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Raw P(fake) of the whole model on uint8 pixels (what serving computes)."""
-    return model.predict(data.make_dataset(x, np.zeros(len(x)), batch_size=batch_size)
-                         .map(lambda im, _y: im), verbose=0).reshape(-1).astype("float64")
+    return predict_outputs(model, x, batch_size).reshape(-1).astype("float64")
 
 
 # --- the run folder ---------------------------------------------------------------------
@@ -517,6 +523,25 @@ def recalibrate(folder: str | Path) -> dict:
     return store.update_card(folder, **calib, metrics=metrics)
 
 
+def load_run_weights(model, run: str | Path) -> None:
+    """Start `model` from the weights of a finished run (its folder or model.keras): same
+    architecture, any input size (the networks are convolutional up to a pooled head)."""
+    import keras
+
+    from detector import layers  # noqa: F401  (custom layers)
+
+    path = Path(run)
+    path = path / store.MODEL_FILE if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"--init-from: no {store.MODEL_FILE} at {path}")
+    source = keras.saving.load_model(path, compile=False, safe_mode=True)
+    mine, theirs = model.get_weights(), source.get_weights()
+    if [w.shape for w in mine] != [w.shape for w in theirs]:
+        raise ValueError(f"--init-from: {path} is a {source.name} with other weights than {model.name}; "
+                         "it must be the same architecture")
+    model.set_weights(theirs)
+
+
 def save_for_serving(model, path: Path) -> None:
     """model.keras without the optimizer state (Adam's moments would triple the file):
     saved, reloaded uncompiled, saved again."""
@@ -558,11 +583,32 @@ def train(cfg: TrainConfig) -> dict:
         keras.utils.set_random_seed(cfg.seed)
 
     model = spec.build(size, pretrained=cfg.pretrained)
+    if cfg.init_from:
+        load_run_weights(model, cfg.init_from)
     t_fit = time.time()
     fitted = fit(model, spec, cfg, out, _xyw(frames["train"], pixels["train"], cfg, training=True),
                  _xyw(frames["val"], pixels["val"], cfg))
     fit_seconds = time.time() - t_fit
+    history = pd.read_csv(out / "history.csv") if (out / "history.csv").exists() else pd.DataFrame()
+    training = {
+        **{k: v for k, v in asdict(cfg).items() if k not in ("out", "verbose", "extra")},
+        **fitted,
+        "epochs_run": int(len(history)),
+        "best_val_auc": float(history["val_auc"].max()) if "val_auc" in history else None,
+        **kept_epoch(history),
+        "fit_seconds": round(fit_seconds, 1),
+    }
+    return write_run(model, cfg, spec.name, spec.description, spec.gradcam_layer, training, root, frames,
+                     pixels, t0, cv_preds)
 
+
+def write_run(model, cfg: TrainConfig, architecture: str, description: str, gradcam_layer: str | None,
+              training: dict, root: Path, frames: dict[str, pd.DataFrame], pixels: dict[str, np.ndarray],
+              t0: float, cv_preds: pd.DataFrame | None = None) -> dict:
+    """Score val and test with the finished `model`, calibrate on val, and write the run folder
+    `cfg.out`: predictions.csv, model.keras and card.json (history.csv is already there).
+    One ending for every kind of run, so every card reads the same. Returns the card."""
+    out = Path(cfg.out)
     raw = {s: predict_pixels(model, pixels[s]) for s in ("val", "test") if s in pixels}
     scored = pd.concat([_relative(frames[s]).assign(p_raw=raw[s]) for s in raw], ignore_index=True)
     calib, scored, metrics = calibrate(scored)
@@ -571,25 +617,18 @@ def train(cfg: TrainConfig) -> dict:
 
     model_path = out / "model.keras"
     save_for_serving(model, model_path)
-    history = pd.read_csv(out / "history.csv") if (out / "history.csv").exists() else pd.DataFrame()
-
     card = {
         "name": out.name,
-        "architecture": spec.name,
-        "description": spec.description,
-        "input_size": size,
+        "architecture": architecture,
+        "description": description,
+        "input_size": cfg.img_size,
         "params": int(model.count_params()),
         "file_mb": round(model_path.stat().st_size / 1e6, 2),
-        "gradcam_layer": spec.gradcam_layer,
+        "gradcam_layer": gradcam_layer,
         **calib,
         "label_names": list(data.CLASS_NAMES),
         "training": {
-            **{k: v for k, v in asdict(cfg).items() if k not in ("out", "verbose", "extra")},
-            **fitted,
-            "epochs_run": int(len(history)),
-            "best_val_auc": float(history["val_auc"].max()) if "val_auc" in history else None,
-            **kept_epoch(history),
-            "fit_seconds": round(fit_seconds, 1),
+            **training,
             "total_seconds": round(time.time() - t0, 1),
             "command": " ".join(sys.argv) if Path(sys.argv[0]).name == "train.py" else None,
             **cfg.extra,

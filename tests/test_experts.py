@@ -1,0 +1,175 @@
+"""Source experts: a trunk expert, a branch per other source, a router, one assembled model."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from detector import experts, training
+from detector.training import TrainConfig
+
+
+def _cfg(tiny_dataset, out, **kw) -> TrainConfig:
+    return TrainConfig(model="efficientnet_lite0", data=str(tiny_dataset), out=str(out), epochs=1,
+                       fine_tune_epochs=1, img_size=32, batch_size=8, pretrained=False, verbose=0, **kw)
+
+
+@pytest.fixture(scope="module")
+def experts_run(tiny_dataset, tmp_path_factory):
+    root = tmp_path_factory.mktemp("experts")
+    cfg = _cfg(tiny_dataset, root / "routed")
+    card = experts.train_experts(cfg, "block12_expand_conv", root / "experts")
+    return root, card
+
+
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def test_assembled_model_is_the_router_weighted_mix_of_the_calibrated_experts(experts_run, tiny_dataset):
+    import keras
+
+    from detector import data, layers  # noqa: F401
+
+    root, card = experts_run
+    summary = card["training"]
+    sources = list(summary["experts"])
+    assert sorted(sources) == ["alpha", "beta"]
+    model = keras.saving.load_model(root / "routed" / "model.keras", safe_mode=True, compile=False)
+    x = data.load_pixels(sorted(str(p) for p in (tiny_dataset / "test").rglob("*.jpg"))[:12], 32)
+
+    # each expert as saved by its own run, calibrated by its own card
+    calibrated = []
+    for s in sources:
+        folder = summary["experts"][s]["folder"]
+        expert = keras.saving.load_model(f"{folder}/model.keras", safe_mode=True, compile=False)
+        expert_card = json.loads(open(f"{folder}/card.json").read())
+        p = np.clip(training.predict_pixels(expert, x), 1e-7, 1 - 1e-7)
+        calibrated.append(_sigmoid(np.log(p / (1 - p)) / expert_card["temperature"] + expert_card["bias"]))
+    router = keras.Model(model.input, model.get_layer("router").output)
+    weights = training.predict_outputs(router, x)
+    np.testing.assert_allclose(weights.sum(1), 1, atol=1e-5)
+    expected = (weights * np.stack(calibrated, 1)).sum(1)
+    np.testing.assert_allclose(training.predict_pixels(model, x), expected, atol=2e-5)
+
+    # the run folder is a normal one: calibrated and thresholded on the whole val split
+    out = root / "routed"
+    preds = pd.read_csv(out / "predictions.csv")
+    assert set(preds["split"]) == {"val", "test"} and set(preds["source"]) == {"alpha", "beta"}
+    assert card["gradcam_layer"] == "block11_project_bn"  # the trunk's last layer, in the assembled model
+    assert len(model.get_layer(card["gradcam_layer"]).output.shape) == 4
+    assert 0 <= summary["router_val_accuracy"] <= 1
+    assert summary["recipe_seconds"] >= max(e["total_seconds"] for e in summary["experts"].values())
+    history = pd.read_csv(out / "history.csv")
+    assert {p.split(":")[0] for p in history["phase"]} == set(sources)
+    assert history["run_epoch"].tolist() == list(range(1, len(history) + 1))
+
+
+def test_branches_keep_the_trunk_and_finished_experts_are_reused(experts_run, tiny_dataset, capsys):
+    import keras
+
+    root, card = experts_run
+    folders = {s: e["folder"] for s, e in card["training"]["experts"].items()}
+    trunk_source, branch_source = list(folders)
+    trunk = keras.saving.load_model(f"{folders[trunk_source]}/model.keras", compile=False)
+    branch = keras.saving.load_model(f"{folders[branch_source]}/model.keras", compile=False)
+    names = [l.name for l in trunk.layers]
+    cut = names.index("block12_expand_conv")
+    for layer in trunk.layers[:cut]:
+        for a, b in zip(layer.get_weights(), branch.get_layer(layer.name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    changed = [l.name for l in trunk.layers[cut:] if l.get_weights() and any(
+        not np.array_equal(a, b) for a, b in zip(l.get_weights(), branch.get_layer(l.name).get_weights()))]
+    assert changed, "the branch was not fine-tuned on its own source"
+    branch_card = json.loads(open(f"{folders[branch_source]}/card.json").read())
+    assert branch_card["training"]["train_sources"] == [branch_source]
+    assert branch_card["training"]["init_from"] == folders[trunk_source]
+
+    mtimes = {s: (root / "experts" / s / "model.keras").stat().st_mtime for s in folders}
+    capsys.readouterr()
+    experts.train_experts(_cfg(tiny_dataset, root / "again"), "block12_expand_conv", root / "experts")
+    assert capsys.readouterr().out.count("reusing the finished run") == 2
+    assert {s: (root / "experts" / s / "model.keras").stat().st_mtime for s in folders} == mtimes
+
+
+def test_assemble_refuses_experts_with_different_trunks():
+    from detector import zoo
+
+    a = zoo.build("efficientnet_lite0", 32, pretrained=False)
+    b = zoo.build("efficientnet_lite0", 32, pretrained=False)  # another random init
+    router = (np.zeros((192, 2), "float32"), np.zeros(2, "float32"))
+    with pytest.raises(ValueError, match="must share every layer below"):
+        experts.assemble([a, b], ["x", "y"], [(1.0, 0.0), (1.0, 0.0)], "block12_expand_conv", router)
+
+
+def test_router_weights_reproduce_the_logistic_regression():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    for k in (2, 3):
+        labels = np.repeat(np.arange(k), 40)
+        feats = rng.normal(size=(len(labels), 6)) * 3 + labels[:, None] * rng.normal(size=6) + 5
+        kernel, bias = experts.router_weights(feats, labels, k)
+        logits = feats @ kernel + bias
+        probs = np.exp(logits - logits.max(1, keepdims=True))
+        probs /= probs.sum(1, keepdims=True)
+        mean, scale = feats.mean(0), feats.std(0) + 1e-6
+        ref = LogisticRegression(C=0.1, max_iter=2000).fit((feats - mean) / scale, labels)
+        np.testing.assert_allclose(probs, ref.predict_proba((feats - mean) / scale), atol=1e-4)
+
+
+def test_source_mixture_calibrates_each_expert_then_mixes():
+    from detector.layers import SourceMixture
+
+    layer = SourceMixture(sources=["a", "b"], temperatures=[2.0, 0.5], biases=[0.3, -1.0])
+    router = np.array([[1.0, 0.0], [0.0, 1.0], [0.25, 0.75]], "float32")
+    pa, pb = np.array([[0.9], [0.2], [0.6]], "float32"), np.array([[0.1], [0.7], [0.95]], "float32")
+    got = np.asarray(layer([router, pa, pb])).reshape(-1)
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    ca, cb = _sigmoid(logit(pa[:, 0]) / 2.0 + 0.3), _sigmoid(logit(pb[:, 0]) / 0.5 - 1.0)
+    np.testing.assert_allclose(got, router[:, 0] * ca + router[:, 1] * cb, atol=1e-5)
+    with pytest.raises(ValueError, match="one temperature and one bias per source"):
+        SourceMixture(sources=["a"], temperatures=[1.0, 1.0], biases=[0.0])
+
+
+def test_init_from_starts_from_a_finished_run_and_refuses_another_architecture(tiny_run):
+    from detector import zoo
+
+    model = zoo.build("custom_cnn", 40)  # another input size: same weights
+    training.load_run_weights(model, tiny_run)
+    import keras
+
+    saved = keras.saving.load_model(tiny_run / "model.keras", compile=False)
+    for a, b in zip(model.get_weights(), saved.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="same architecture"):
+        training.load_run_weights(zoo.build("deep_cnn", 32), tiny_run)
+    with pytest.raises(FileNotFoundError):
+        training.load_run_weights(model, tiny_run.parent / "nothing-here")
+
+
+def test_experts_need_several_sources_and_a_cached_backbone(tiny_dataset, tmp_path):
+    with pytest.raises(ValueError, match="two or more sources"):
+        experts.train_experts(_cfg(tiny_dataset, tmp_path / "r"), "block12_expand_conv", tmp_path / "e",
+                              sources=["alpha"])
+    with pytest.raises(ValueError, match="backbone model"):
+        experts.train_experts(TrainConfig(model="custom_cnn", data=str(tiny_dataset), out=str(tmp_path / "c")),
+                              "block12_expand_conv", tmp_path / "e")
+
+
+def test_assembled_model_explains_and_exports_like_any_other(experts_run, tiny_dataset, tmp_path):
+    import keras
+
+    from detector import data, explain, fastpath, layers  # noqa: F401
+
+    root, card = experts_run
+    model = keras.saving.load_model(root / "routed" / "model.keras", safe_mode=True, compile=False)
+    x = data.load_pixels(sorted(str(p) for p in (tiny_dataset / "val").rglob("*.jpg"))[:4], 32).astype("float32")
+    maps = explain.gradcam(model, x, card["gradcam_layer"])
+    assert maps.shape[0] == 4 and maps.min() >= 0 and maps.max() <= 1
+    if not fastpath.available():
+        pytest.skip("LiteRT is not installed")
+    path = fastpath.export(model, 32, tmp_path / "model.tflite")
+    assert fastpath.compare(model, fastpath.LiteRTRunner(path), x) < 1e-4  # the same scores, fast path or not
