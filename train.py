@@ -62,11 +62,38 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="source experts: a trunk expert on the largest source, a branch per other source "
                         "fine-tuned from --branch-from on that source alone, and a router, assembled into "
                         "one model (needs a MANIFEST.csv 'source' column)")
-    p.add_argument("--branch-from", default="block12_expand_conv", metavar="LAYER",
-                   help="with --experts: first layer of each source's own branch (default: %(default)s)")
+    p.add_argument("--branch-from", metavar="LAYER",
+                   help="with --experts: first layer of each source's own branch (default: where the "
+                        "model's fine-tuning starts, e.g. block9_expand_conv for efficientnet_lite0)")
+    p.add_argument("--branch-set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="with --experts: settings for the branch experts only, e.g. epochs=1 "
+                        "fine_tune_epochs=8 cache_views=5 (a small source's expert is cheap to train longer)")
     p.add_argument("--experts-dir", metavar="DIR",
                    help="with --experts: where the expert runs are kept and reused (default: runs/<out name>_experts)")
     return p.parse_args(argv)
+
+
+def parse_settings(pairs: list[str]) -> dict:
+    """KEY=VALUE pairs -> TrainConfig overrides, each value converted to its field's type."""
+    import dataclasses
+
+    from detector.training import TrainConfig
+
+    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in types or key in ("model", "data", "out", "train_sources", "extra", "fine_tune_from", "init_from"):
+            raise SystemExit(f"--branch-set: '{pair}' is not KEY=VALUE with KEY a training setting "
+                             "(e.g. epochs=1 fine_tune_epochs=8 cache_views=5)")
+        kind = str(types[key])
+        try:
+            settings[key] = (int(value) if kind.startswith("int") else float(value) if kind.startswith("float")
+                             else value.lower() in ("1", "true", "yes") if kind.startswith("bool") else value)
+        except ValueError:
+            raise SystemExit(f"--branch-set: {key} needs a {kind.split(' ')[0]}, not '{value}'") from None
+    return settings
 
 
 def main(argv=None) -> None:
@@ -93,7 +120,8 @@ def main(argv=None) -> None:
         from detector.experts import train_experts
 
         card = train_experts(cfg, args.branch_from,
-                             args.experts_dir or Path("runs") / f"{Path(cfg.out).name}_experts")
+                             args.experts_dir or Path("runs") / f"{Path(cfg.out).name}_experts",
+                             branch_settings=parse_settings(args.branch_set))
     else:
         card = train(cfg)
     test = card["metrics"].get("test") or card["metrics"]["val"]

@@ -544,13 +544,27 @@ def load_run_weights(model, run: str | Path) -> None:
 
 def save_for_serving(model, path: Path) -> None:
     """model.keras without the optimizer state (Adam's moments would triple the file):
-    saved, reloaded uncompiled, saved again."""
+    saved, reloaded uncompiled, saved again, then deflated (Keras stores its zip
+    uncompressed; float32 weights deflate by about 10% and load the same)."""
     import keras
 
     from detector import layers  # noqa: F401  (custom layers)
 
     model.save(path)
     keras.saving.load_model(path, compile=False, safe_mode=True).save(path)
+    deflate_zip(path)
+
+
+def deflate_zip(path: Path) -> None:
+    """Rewrite a zip archive (a .keras file) with every member deflated, atomically."""
+    import zipfile
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    tmp.replace(path)
 
 
 def train(cfg: TrainConfig) -> dict:

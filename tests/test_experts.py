@@ -12,8 +12,9 @@ from detector.training import TrainConfig
 
 
 def _cfg(tiny_dataset, out, **kw) -> TrainConfig:
+    kw = {"pretrained": False, **kw}
     return TrainConfig(model="efficientnet_lite0", data=str(tiny_dataset), out=str(out), epochs=1,
-                       fine_tune_epochs=1, img_size=32, batch_size=8, pretrained=False, verbose=0, **kw)
+                       fine_tune_epochs=1, img_size=32, batch_size=8, verbose=0, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +100,8 @@ def test_assemble_refuses_experts_with_different_trunks():
 
     a = zoo.build("efficientnet_lite0", 32, pretrained=False)
     b = zoo.build("efficientnet_lite0", 32, pretrained=False)  # another random init
-    router = (np.zeros((192, 2), "float32"), np.zeros(2, "float32"))
     with pytest.raises(ValueError, match="must share every layer below"):
-        experts.assemble([a, b], ["x", "y"], [(1.0, 0.0), (1.0, 0.0)], "block12_expand_conv", router)
+        experts.assemble([a, b], ["x", "y"], [(1.0, 0.0), (1.0, 0.0)], "block12_expand_conv")
 
 
 def test_router_weights_reproduce_the_logistic_regression():
@@ -116,7 +116,7 @@ def test_router_weights_reproduce_the_logistic_regression():
         probs = np.exp(logits - logits.max(1, keepdims=True))
         probs /= probs.sum(1, keepdims=True)
         mean, scale = feats.mean(0), feats.std(0) + 1e-6
-        ref = LogisticRegression(C=0.1, max_iter=2000).fit((feats - mean) / scale, labels)
+        ref = LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced").fit((feats - mean) / scale, labels)
         np.testing.assert_allclose(probs, ref.predict_proba((feats - mean) / scale), atol=1e-4)
 
 
@@ -173,3 +173,24 @@ def test_assembled_model_explains_and_exports_like_any_other(experts_run, tiny_d
         pytest.skip("LiteRT is not installed")
     path = fastpath.export(model, 32, tmp_path / "model.tflite")
     assert fastpath.compare(model, fastpath.LiteRTRunner(path), x) < 1e-4  # the same scores, fast path or not
+
+
+def test_a_branch_cut_where_fine_tuning_starts_starts_from_the_pretrained_weights(tiny_dataset, tmp_path):
+    """With ImageNet weights and the default cut, every expert starts from ImageNet (none
+    from another expert) and they still share the trunk the assembled model needs."""
+    card = experts.train_experts(_cfg(tiny_dataset, tmp_path / "routed", pretrained=True), None,
+                                 tmp_path / "experts")
+    assert card["training"]["branch_from"] == "block9_expand_conv"
+    for folder in (e["folder"] for e in card["training"]["experts"].values()):
+        assert json.loads(open(f"{folder}/card.json").read())["training"].get("init_from") is None
+    assert card["gradcam_layer"] == "block8_project_bn"
+
+
+def test_branch_settings_are_typed_training_settings():
+    from train import parse_settings
+
+    assert parse_settings(["epochs=1", "fine_tune_epochs=8", "cache_views=5", "aug-strength=0.3", "augment=false"]) == \
+        {"epochs": 1, "fine_tune_epochs": 8, "cache_views": 5, "aug_strength": 0.3, "augment": False}
+    for bad in (["epochs"], ["nonsense=1"], ["out=elsewhere"], ["fine_tune_from=block5_expand_conv"], ["epochs=two"]):
+        with pytest.raises(SystemExit):
+            parse_settings(bad)

@@ -554,3 +554,23 @@ def test_mixup_is_refused_where_there_are_no_cached_features(tiny_dataset, tmp_p
     with pytest.raises(ValueError, match="needs a backbone model"):
         train(TrainConfig(model="custom_cnn", data=str(tiny_dataset), out=str(tmp_path / "m"),
                           epochs=1, img_size=32, mixup=0.4, verbose=0))
+
+
+def test_saved_models_are_deflated_and_reload_the_same(tiny_run, tmp_path):
+    import zipfile
+
+    import keras
+
+    from detector.training import deflate_zip, predict_pixels
+
+    with zipfile.ZipFile(tiny_run / "model.keras") as z:
+        assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_DEFLATED}
+    model = keras.saving.load_model(tiny_run / "model.keras", compile=False, safe_mode=True)
+    stored = tmp_path / "stored.keras"
+    model.save(stored)  # Keras' own zip: stored, not deflated
+    before = stored.stat().st_size
+    deflate_zip(stored)
+    assert stored.stat().st_size < before
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    again = keras.saving.load_model(stored, compile=False, safe_mode=True)
+    np.testing.assert_array_equal(predict_pixels(again, x), predict_pixels(model, x))
