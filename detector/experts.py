@@ -199,9 +199,10 @@ def train_experts(cfg: training.TrainConfig, branch_from: str | None, experts_di
                         "temperature": card["temperature"], "bias": card["bias"]}
                     for s, c, card in zip(sources, expert_cfgs, cards)},
         "branch_from": branch_from,
+        "branch_settings": dict(branch_settings or {}),
         "router_val_accuracy": router_val_accuracy,
         "router_seconds": round(time.time() - t_router, 1),
-        # what the whole recipe costs from scratch, reused experts included
+        # the experts' recorded training times plus the router: the recipe's cost with reused experts
         "recipe_seconds": round(sum(card["training"].get("total_seconds") or 0 for card in cards)
                                 + time.time() - t_router, 1),
     }

@@ -38,6 +38,7 @@ def test_assembled_model_is_the_router_weighted_mix_of_the_calibrated_experts(ex
     summary = card["training"]
     sources = list(summary["experts"])
     assert sorted(sources) == ["alpha", "beta"]
+    assert summary["branch_settings"] == {}
     model = keras.saving.load_model(root / "routed" / "model.keras", safe_mode=True, compile=False)
     x = data.load_pixels(sorted(str(p) for p in (tiny_dataset / "test").rglob("*.jpg"))[:12], 32)
 
