@@ -5,13 +5,15 @@ one network fitted to both serves neither best: trained on the 600 StyleGAN face
 same Lite0 recipe catches more of them on unseen images than the joint network does. So:
 
 1. a *trunk expert* is trained on the first (largest) source, as any run of `train.py`;
-2. every other source gets a *branch*: a copy of the trunk expert whose layers from
-   `branch_from` on are fine-tuned on that source alone (`init_from` + `train_sources`), so
-   everything below `branch_from` stays the trunk's and is computed once per image;
-3. a *router* (multinomial logistic regression on the trunk's pooled features) learns which
-   source an image looks like; it is fitted on training images, checked on val;
+2. every other source gets a *branch* expert, trained on that source alone from
+   `branch_from` on; below it every expert keeps the same layers (the pretrained ones when
+   the cut is where fine-tuning starts, else the trunk expert's via `init_from`), so the
+   assembled model computes them once per image;
+3. a *router* (multinomial logistic regression on the trunk's feature map) learns which
+   source an image looks like; it is fitted on every training image, checked on val;
 4. one Keras model is assembled: trunk -> router and branches -> `SourceMixture`, which
-   calibrates each branch with its own val fit and mixes them by the router's probabilities.
+   calibrates each branch with its own val fit, shifted to its own val threshold, and mixes
+   them by the router's probabilities.
 
 The result is a normal run folder (model.keras, card.json, history.csv, predictions.csv),
 calibrated and thresholded on the whole val split like any other model. Expert runs are kept
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +33,9 @@ import pandas as pd
 from detector import data, store, training, zoo
 
 
-
 def _same_settings(card: dict, cfg: training.TrainConfig) -> bool:
     """Does a finished run's card record exactly the settings `cfg` would train with?"""
-    wanted = {k: v for k, v in asdict(cfg).items() if k not in ("out", "verbose", "extra")}
+    wanted = training.settings(cfg)
     recorded = card.get("training", {})
     return all(json.loads(json.dumps(recorded.get(k))) == json.loads(json.dumps(v)) for k, v in wanted.items())
 
@@ -206,7 +207,7 @@ def train_experts(cfg: training.TrainConfig, branch_from: str | None, experts_di
         "recipe_seconds": round(sum(card["training"].get("total_seconds") or 0 for card in cards)
                                 + time.time() - t_router, 1),
     }
-    training_info = {**{k: v for k, v in asdict(cfg).items() if k not in ("out", "verbose", "extra")},
+    training_info = {**training.settings(cfg),
                      "phases": history["phase"].drop_duplicates().tolist() if not history.empty else [],
                      "epochs_run": int(len(history)), **summary}
     description = (f"{spec.name} source experts: a shared trunk, a router and one branch per source "

@@ -61,6 +61,12 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
 
+def settings(cfg: TrainConfig) -> dict:
+    """The settings a card records for a run: every field but where it is written and how
+    chatty it is."""
+    return {k: v for k, v in asdict(cfg).items() if k not in ("out", "verbose", "extra")}
+
+
 # --- callbacks ------------------------------------------------------------------------
 
 def _history_logger(path: Path, phase: str, offset: list[int], append: bool):
@@ -605,7 +611,7 @@ def train(cfg: TrainConfig) -> dict:
     fit_seconds = time.time() - t_fit
     history = pd.read_csv(out / "history.csv") if (out / "history.csv").exists() else pd.DataFrame()
     training = {
-        **{k: v for k, v in asdict(cfg).items() if k not in ("out", "verbose", "extra")},
+        **settings(cfg),
         **fitted,
         "epochs_run": int(len(history)),
         "best_val_auc": float(history["val_auc"].max()) if "val_auc" in history else None,
