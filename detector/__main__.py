@@ -22,6 +22,13 @@ def _expand(paths: list[str]) -> list[str]:
     return out
 
 
+def _expert_fields(route) -> dict:
+    from detector import experts
+
+    top = experts.top_route(route)
+    return {} if top is None else {"expert": top[0], "expert_weight": round(top[1], 4)}
+
+
 def cmd_predict(args) -> int:
     """One row per face (or per image when it failed): a bad file never stops the rest."""
     import csv
@@ -30,6 +37,8 @@ def cmd_predict(args) -> int:
 
     det = inference.load_detector(args.model)
     fields = ["path", "face", "kind", "x", "y", "w", "h", "p_fake", "label", "error"]
+    if det.sources:  # a source-experts model: which expert judged each face
+        fields[fields.index("label") + 1:fields.index("label") + 1] = ["expert", "expert_weight"]
     rows, scored = [], 0
     for path in _expand(args.paths):
         try:
@@ -41,7 +50,8 @@ def cmd_predict(args) -> int:
         for i, f in enumerate(result.faces):
             x, y, w, h = f.region.box
             rows.append({"path": path, "face": i, "kind": f.region.kind, "x": x, "y": y, "w": w, "h": h,
-                         "p_fake": round(f.p_fake, 4), "label": f.verdict, "error": ""})
+                         "p_fake": round(f.p_fake, 4), "label": f.verdict, "error": "",
+                         **_expert_fields(f.route)})
     writer = csv.DictWriter(sys.stdout, fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)

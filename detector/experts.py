@@ -107,6 +107,46 @@ def assemble(experts: list, sources: list[str], calibrations: list[tuple[float, 
     return keras.Model(trunk_model.input, out, name=name)
 
 
+# What each known source's images look like, for people reading which expert judged a face.
+SOURCE_KINDS = {
+    "openforensics": "photos taken in the wild (its fakes: face swaps)",
+    "ffhq_stylegan": "studio-like portraits (its fakes: GAN-generated faces)",
+}
+
+
+def source_kind(source: str) -> str:
+    return SOURCE_KINDS.get(source, f"images like the {source} training data")
+
+
+def with_router(model):
+    """(a model whose outputs are [P(fake), router weights], the sources in router order)
+    for an assembled experts model, None for any other: serving gets both from one forward
+    pass, so showing which expert judged a face costs nothing."""
+    import keras
+
+    names = {layer.name for layer in model.layers}
+    if "router" not in names or "mixture" not in names:
+        return None
+    sources = list(model.get_layer("mixture").sources)
+    return keras.Model(model.input, [model.output, model.get_layer("router").output]), sources
+
+
+def top_route(route: dict[str, float] | None) -> tuple[str, float] | None:
+    """The expert with the largest router weight, and that weight."""
+    if not route:
+        return None
+    source = max(route, key=route.get)
+    return source, float(route[source])
+
+
+def route_text(route: dict[str, float] | None) -> str:
+    """"judged by the ffhq_stylegan expert (router 99%)", or "" for a single network."""
+    top = top_route(route)
+    if top is None:
+        return ""
+    return f"judged by the {top[0]} expert (router {top[1]:.0%})"
+
+
 def expert_calibration(card: dict) -> tuple[float, float]:
     """(temperature, bias) for an expert inside `SourceMixture`: its own Platt fit, shifted so
     that its own val-chosen threshold lands on 0.5. Every expert then says "fake" exactly

@@ -4,6 +4,8 @@
 
 A `Detector` wraps one model folder: the Keras model with a fixed-signature forward
 function (no retracing), the calibration (temperature + bias) and the decision threshold from its card.
+For a source-experts model the same forward pass also gives the router's weights, so each
+face says which expert judged it.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ class FaceResult:
     p_fake: float
     verdict: str
     heatmap: np.ndarray | None = field(default=None, repr=False)
+    route: dict[str, float] | None = None  # experts model: router weight per source expert
 
 
 @dataclass
@@ -73,13 +76,17 @@ class Detector:
         self.temperature = float(self.card.get("temperature", 1.0))
         self.bias = float(self.card.get("bias", 0.0))
         self.gradcam_layer = self.card.get("gradcam_layer")
-        self._forward = tf.function(
-            lambda x: self.model(x, training=False),
-            input_signature=[tf.TensorSpec([None, self.size, self.size, 3], tf.float32)],
-            # no AutoGraph: it would write the converted lambda as a .py file to the temp
-            # folder on the first trace, and uploads must never touch the disk
-            autograph=False,
-        )
+        from detector import experts
+
+        routed = experts.with_router(self.model)
+        self.sources = routed[1] if routed else None  # router order; None for a single network
+        signature = [tf.TensorSpec([None, self.size, self.size, 3], tf.float32)]
+        # no AutoGraph: it would write the converted lambda as a .py file to the temp
+        # folder on the first trace, and uploads must never touch the disk
+        self._forward = tf.function(lambda x: self.model(x, training=False),
+                                    input_signature=signature, autograph=False)
+        self._routed = (tf.function(lambda x: routed[0](x, training=False), input_signature=signature,
+                                    autograph=False) if routed else None)
         self.fast = None  # the verified LiteRT copy, when the folder has one
         fast = self.card.get("fast_path") or {}
         tflite = Path(self.card["dir"]) / fastpath.TFLITE_FILE
@@ -91,17 +98,33 @@ class Detector:
         """Face crops of any size -> (N, S, S, 3) uint8 through the one resize."""
         return np.stack([images.resize_to(c, self.size) for c in crops])
 
+    def score_and_route(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, S, S, 3) uint8 at the model's size -> (calibrated P(fake), router weights
+        (N, K) in `self.sources` order, or None for a single network)."""
+        batch = np.asarray(batch, np.float32)
+        gate = None
+        if self.fast is not None:
+            raw = self.fast(batch)
+        elif self._routed is not None:
+            raw, gate = (t.numpy() for t in self._routed(batch))
+        else:
+            raw = self._forward(batch).numpy()
+        return evaluation.apply_temperature(raw.reshape(-1), self.temperature, self.bias), gate
+
     def score_batch(self, batch: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 at the model's size -> calibrated P(fake)."""
-        batch = np.asarray(batch, np.float32)
-        raw = self.fast(batch) if self.fast is not None else self._forward(batch).numpy().reshape(-1)
-        return evaluation.apply_temperature(raw, self.temperature, self.bias)
+        return self.score_and_route(batch)[0]
 
     def score_crops(self, crops: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
+        return self._score_crops(crops, batch_size)[0]
+
+    def _score_crops(self, crops: list[np.ndarray], batch_size: int = 64):
         if not crops:
-            return np.zeros(0)
-        return np.concatenate([self.score_batch(self.prepare(crops[i:i + batch_size]))
-                               for i in range(0, len(crops), batch_size)])
+            return np.zeros(0), None
+        parts = [self.score_and_route(self.prepare(crops[i:i + batch_size]))
+                 for i in range(0, len(crops), batch_size)]
+        gates = None if parts[0][1] is None else np.concatenate([g for _, g in parts])
+        return np.concatenate([p for p, _ in parts]), gates
 
     def heatmaps(self, crops: list[np.ndarray]) -> list[np.ndarray]:
         from detector import explain
@@ -117,10 +140,12 @@ class Detector:
         threshold = self.threshold if threshold is None else threshold
         regions = regions if regions is not None else faces.find_faces(rgb)
         crops = [r.crop for r in regions]
-        scores = self.score_crops(crops)
+        scores, gates = self._score_crops(crops)
         maps = self.heatmaps(crops) if gradcam else [None] * len(crops)
-        results = [FaceResult(r, float(p), verdict_for(float(p), threshold, band), h)
-                   for r, p, h in zip(regions, scores, maps)]
+        routes = ([None] * len(crops) if gates is None else
+                  [{s: round(float(w), 4) for s, w in zip(self.sources, g)} for g in gates])
+        results = [FaceResult(r, float(p), verdict_for(float(p), threshold, band), h, route)
+                   for r, p, h, route in zip(regions, scores, maps, routes)]
         return ImageResult(results, self.name, threshold, time.perf_counter() - t0)
 
     def analyze_source(self, source, **kwargs) -> ImageResult:

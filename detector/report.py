@@ -41,6 +41,14 @@ class FaceScore:
     scores: dict[str, float]                    # model name -> calibrated P(fake)
     crop: np.ndarray = field(repr=False)        # region thumbnail, at most CROP_SIDE
     heatmap: np.ndarray | None = field(default=None, repr=False)  # Grad-CAM of the first model
+    route: dict[str, float] | None = None       # the first model's router weights (experts model)
+
+    @property
+    def expert(self) -> str:
+        """"judged by the X expert (router 99%)" for an experts model, else ""."""
+        from detector import experts
+
+        return experts.route_text(self.route)
 
     @property
     def p_fake(self) -> float:
@@ -128,7 +136,8 @@ def score_image(rgb: np.ndarray, detectors: list, *, gradcam: bool = False, name
             kind=region.kind, confidence=region.confidence,
             scores={r.model: float(r.faces[j].p_fake) for r in results},
             crop=thumbnail(region.crop, CROP_SIDE),
-            heatmap=None if first.heatmap is None else np.asarray(first.heatmap, np.float32)))
+            heatmap=None if first.heatmap is None else np.asarray(first.heatmap, np.float32),
+            route=first.route))
     return ImageScore(name=name, faces=out, models=[r.model for r in results], seconds=seconds,
                       size=(int(rgb.shape[1]), int(rgb.shape[0])), preview=thumbnail(rgb, PREVIEW_SIDE),
                       digest=digest)
@@ -180,19 +189,23 @@ def results_frame(scores: list[ImageScore | dict], threshold: float, band: float
 
     `labels` (aligned with `scores`, "" when unknown) adds `label` after `file` and `correct`
     (True / False, empty when unknown or undecided) after `verdict`, when any is known.
-    `thumbnails` adds a first column `thumbnail`: a small JPEG data URI (empty for errors)."""
+    `thumbnails` adds a first column `thumbnail`: a small JPEG data URI (empty for errors).
+    When the first model is a source-experts model, `expert` (after `model`) says which
+    expert judged the image's most fake face."""
     rows = []
     for s in scores:
         if isinstance(s, dict):
             rows.append({"file": s.get("file", ""), "faces": None, "p_fake": np.nan, "verdict": "ERROR",
                          "model": s.get("model", ""), "ms": np.nan, "error": s.get("error", ""),
-                         "thumbnail": None})
+                         "thumbnail": None, "expert": ""})
             continue
         rows.append({"file": s.name, "faces": 0 if s.no_face else len(s.faces), "p_fake": round(s.p_fake, 4),
                      "verdict": s.verdict(threshold, band), "model": s.model_label,
                      "ms": round(s.seconds * 1000, 1), "error": "",
-                     "thumbnail": s.thumbnail_uri if thumbnails else None})
+                     "thumbnail": s.thumbnail_uri if thumbnails else None, "expert": _top_expert(s.worst.route)})
     columns = list(TABLE_COLUMNS)
+    if any(row["expert"] for row in rows):
+        columns.insert(columns.index("model") + 1, "expert")
     labelled = labels is not None and any(labels)
     if labelled:
         if len(labels) != len(rows):
@@ -209,6 +222,13 @@ def results_frame(scores: list[ImageScore | dict], threshold: float, band: float
     if labelled:
         df["correct"] = df["correct"].astype("boolean")
     return df
+
+
+def _top_expert(route: dict[str, float] | None) -> str:
+    from detector import experts
+
+    top = experts.top_route(route)
+    return "" if top is None else f"{top[0]} ({top[1]:.0%})"
 
 
 def label_accuracy(table: pd.DataFrame) -> dict | None:
@@ -229,14 +249,16 @@ def label_accuracy(table: pd.DataFrame) -> dict | None:
 
 
 def faces_frame(score: ImageScore, threshold: float, band: float = 0.0) -> pd.DataFrame:
-    """One row per scored region of an image, with every model's P(fake)."""
+    """One row per scored region of an image, with every model's P(fake) (and the expert
+    that judged it, for an experts model)."""
     rows = []
     for i, (f, v) in enumerate(zip(score.faces, score.verdicts(threshold, band)), start=1):
         x, y, w, h = f.box
         rows.append({"face": i, "kind": f.kind, "x": x, "y": y, "w": w, "h": h,
                      "detector_confidence": None if f.confidence is None else round(f.confidence, 3),
                      **{f"p_fake[{m}]": round(p, 4) for m, p in f.scores.items()},
-                     "p_fake": round(f.p_fake, 4), "verdict": v})
+                     "p_fake": round(f.p_fake, 4), "verdict": v,
+                     **({"expert": _top_expert(f.route)} if f.route else {})})
     return pd.DataFrame(rows)
 
 
@@ -289,8 +311,9 @@ def html_report(scores: list[ImageScore | dict], threshold: float, band: float =
             parts.append(f"<figure>{_img_tag(f.crop, f'face {i}', 160)}")
             if f.heatmap is not None:
                 parts.append(_img_tag(explain.overlay(f.crop, f.heatmap, heatmap_alpha), f"Grad-CAM {i}", 160))
+            expert = f"<br>{esc(f.expert)}" if f.expert else ""
             parts.append(f"<figcaption>Face {i}: <b style='color:{colours[v]}'>{v}</b> "
-                         f"P(fake) {f.p_fake:.3f}</figcaption></figure>")
+                         f"P(fake) {f.p_fake:.3f}{expert}</figcaption></figure>")
         parts.append("</div></section>")
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -154,6 +154,12 @@ def test_detect_gives_verdicts_and_reports_a_bad_file(app):
     assert good["verdict"] in VERDICTS and 0.0 <= good["p_fake"] <= 1.0
     assert good["faces"] == 1 and good["error"] == "" and good["ms"] > 0
     assert good["model"] == app.selectbox(key="det_model").value
+    experts = store.read_card(good["model"]).get("training", {}).get("experts")
+    if experts:  # a source-experts model says which expert judged, in the table and per face
+        assert good["expert"].split(" (")[0] in experts and table.loc["broken.jpg", "expert"] == ""
+        assert any(c.value.startswith(f"Judged by the {good['expert'].split(' (')[0]} expert") for c in app.caption)
+    else:
+        assert "expert" not in table.columns
 
     bad = table.loc["broken.jpg"]
     assert bad["verdict"] == "ERROR" and "not an image" in bad["error"] and pd.isna(bad["p_fake"])

@@ -195,3 +195,37 @@ def test_branch_settings_are_typed_training_settings():
     for bad in (["epochs"], ["nonsense=1"], ["out=elsewhere"], ["fine_tune_from=block5_expand_conv"], ["epochs=two"]):
         with pytest.raises(SystemExit):
             parse_settings(bad)
+
+
+def test_detector_tells_which_expert_judged_each_face(experts_run, tiny_dataset):
+    """Serving gets the router's weights from the same forward pass: P(fake) is unchanged
+    and each face names the expert with the largest weight."""
+    from detector import data, evaluation, inference, store
+
+    root, card = experts_run
+    det = inference.Detector(root / "routed", use_fast_path=False)
+    assert det.sources == list(card["training"]["experts"])
+    files = sorted((tiny_dataset / "test").rglob("*.jpg"))[:6]
+    x = data.load_pixels([str(p) for p in files], 32)
+    scores, gates = det.score_and_route(x)
+    raw = training.predict_pixels(store.load_keras_model(root / "routed"), x)
+    np.testing.assert_allclose(scores, evaluation.apply_temperature(raw, det.temperature, det.bias), atol=1e-5)
+    assert gates.shape == (6, 2)
+    np.testing.assert_allclose(gates.sum(1), 1, atol=1e-5)
+
+    result = det.analyze(x[0], regions=None)
+    route = result.faces[0].route
+    assert set(route) == set(det.sources)
+    top, weight = experts.top_route(route)
+    assert weight == max(route.values()) and route[top] == weight
+    assert experts.route_text(route) == f"judged by the {top} expert (router {weight:.0%})"
+    assert experts.route_text(None) == "" and experts.top_route({}) is None
+
+
+def test_a_single_network_has_no_router(tiny_run):
+    from detector import inference, store
+
+    det = inference.Detector(tiny_run, use_fast_path=False)
+    assert det.sources is None and experts.with_router(store.load_keras_model(tiny_run)) is None
+    result = det.analyze(np.full((40, 40, 3), 128, np.uint8))
+    assert all(f.route is None for f in result.faces)

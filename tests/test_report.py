@@ -15,13 +15,14 @@ from detector.inference import FaceResult, ImageResult
 class StubDetector:
     """Scores each region with a fixed list of P(fake); a heatmap when asked."""
 
-    def __init__(self, name, scores):
+    def __init__(self, name, scores, routes=None):
         self.name, self.scores, self.calls = name, scores, []
+        self.routes = routes or [None] * len(scores)
 
     def analyze(self, rgb, *, regions, gradcam=False, threshold=None, band=0.0):
         self.calls.append(gradcam)
-        out = [FaceResult(r, p, "n/a", np.full((4, 4), 0.5, np.float32) if gradcam else None)
-               for r, p in zip(regions, self.scores)]
+        out = [FaceResult(r, p, "n/a", np.full((4, 4), 0.5, np.float32) if gradcam else None, route)
+               for r, p, route in zip(regions, self.scores, self.routes)]
         return ImageResult(out, self.name, 0.5, 0.01)
 
 
@@ -90,3 +91,19 @@ def test_results_frame_and_html_report(two_faces):
     assert len(imgs) == 1 + 2 * 2  # annotated image + (crop, heatmap) per face
     assert base64.b64decode(imgs[0])[:3] == b"\xff\xd8\xff"
     assert "not an image file" in page and "&lt;NA&gt;" not in page and "NaN" not in page
+
+
+def test_an_experts_model_says_which_expert_judged(two_faces):
+    routes = [{"openforensics": 0.9, "ffhq_stylegan": 0.1}, {"openforensics": 0.02, "ffhq_stylegan": 0.98}]
+    s = report.score_image(two_faces, [StubDetector("experts", [0.1, 0.95], routes), StubDetector("m", [0.2, 0.5])])
+    assert [f.route for f in s.faces] == routes  # the first model's router
+    df = report.results_frame([s, {"file": "bad.png", "error": "not an image file"}], 0.5)
+    assert list(df.columns) == ["file", "faces", "p_fake", "verdict", "model", "expert", "ms", "error"]
+    assert df.loc[0, "expert"] == "ffhq_stylegan (98%)" and df.loc[1, "expert"] == ""  # the most fake face's
+    assert list(report.faces_frame(s, 0.5)["expert"]) == ["openforensics (90%)", "ffhq_stylegan (98%)"]
+    assert s.faces[1].expert == "judged by the ffhq_stylegan expert (router 98%)"
+    page = report.html_report([s], 0.5)
+    assert "judged by the openforensics expert (router 90%)" in page and "ffhq_stylegan expert (router 98%)" in page
+    plain = report.score_image(two_faces, [StubDetector("m", [0.1, 0.95])])
+    assert "expert" not in report.faces_frame(plain, 0.5) and plain.faces[0].expert == ""
+    assert "judged by" not in report.html_report([plain], 0.5)

@@ -117,3 +117,24 @@ else:
         worst = int(diff.argmax())
         assert diff.max() <= PARITY_ATOL, (
             f"{rows['path'][worst]}: served {scores[worst]:.6f}, trained {rows['p_fake'][worst]:.6f}")
+
+
+EXPERT_DIRS = [f for f in MODEL_DIRS if _card(f).get("training", {}).get("experts")]
+
+
+@pytest.mark.parametrize("folder", EXPERT_DIRS, ids=[f.name for f in EXPERT_DIRS])
+def test_router_sends_test_faces_to_their_own_sources_expert(folder):
+    """A shipped experts model names, per face, the expert that judged it: on the same
+    40 test images the parity check uses, that is the expert of the image's own source."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared dataset not found at {SHARED_DATA}")
+    from detector import data, inference
+
+    rows = _parity_rows(pd.read_csv(folder / "predictions.csv", keep_default_na=False))
+    det = inference.load_detector(folder)
+    assert det.sources == list(_card(folder)["training"]["experts"])
+    pixels = data.load_pixels([str(SHARED_DATA / p) for p in rows["path"]], det.size, use_cache=False,
+                              progress=False)
+    _, gates = det.score_and_route(pixels)
+    routed = np.array(det.sources)[gates.argmax(1)]
+    assert (routed == rows["source"].to_numpy()).mean() >= 0.95, list(zip(rows["path"], routed))
