@@ -99,6 +99,24 @@ def read_history(name_or_path=None) -> pd.DataFrame | None:
     return _read_csv(name_or_path, HISTORY)
 
 
+def history_curves(name: str, history: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """A run's history as the curves to draw, each with its own epoch axis `x`: one curve
+    for a normal run, one per expert ("name · source", phases without the source prefix)
+    for a source-experts run, whose history.csv holds its experts' runs one after another."""
+    history = history.copy()
+    if "expert" not in history:
+        history["x"] = history["run_epoch"] if "run_epoch" in history else range(1, len(history) + 1)
+        return {name: history}
+    out = {}
+    for expert, part in history.groupby("expert", sort=False):
+        part = part.reset_index(drop=True)
+        part["x"] = range(1, len(part) + 1)
+        if "phase" in part:
+            part["phase"] = part["phase"].astype(str).str.removeprefix(f"{expert}:")
+        out[f"{name} · {expert}"] = part
+    return out
+
+
 def read_predictions(name_or_path=None) -> pd.DataFrame | None:
     return _read_csv(name_or_path, PREDICTIONS)
 

@@ -6,7 +6,6 @@ A run that is still training has just history.csv; its curves show, its reports 
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -157,8 +156,7 @@ with runs_tab:
         if h is None or h.empty:
             st.caption(f"{name}: no history.csv.")
             continue
-        h["x"] = h["run_epoch"] if "run_epoch" in h else np.arange(1, len(h) + 1)
-        histories[name] = h
+        histories.update(store.history_curves(name, h))  # an experts run: one curve per expert
 
     palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
     colour = {n: palette[i % len(palette)] for i, n in enumerate(histories)}
@@ -193,14 +191,15 @@ with runs_tab:
                                          marker=dict(symbol="triangle-down", size=12, color=colour[name]),
                                          name=f"{name}: learning rate lowered",
                                          hovertemplate="learning rate lowered at epoch %{x}<extra></extra>"))
-            for x, phase in phase_changes(h):
-                fig.add_vline(x=x, line_dash="dot", line_color=colour[name],
-                              annotation_text=phase, annotation_position="top left")
+            side = ("top left", "bottom left", "top right", "bottom right")[list(histories).index(name) % 4]
+            for x, phase in phase_changes(h):  # each run's labels on its own side of the line
+                fig.add_vline(x=x, line_dash="dot", line_color=colour[name], annotation_text=phase,
+                              annotation_position=side, annotation_font_color=colour[name])
         if not drawn:
             return None
         n_epochs = max(len(h) for h in histories.values())
         fig.update_xaxes(dtick=1 if n_epochs <= 20 else None)
-        fig.update_layout(title=title, height=340, xaxis_title="epoch (both phases)",
+        fig.update_layout(title=title, height=340, xaxis_title="epoch (head, then fine-tuning)",
                           margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
         return fig
 
@@ -240,14 +239,15 @@ with runs_tab:
         if not fig.data:
             return None
         fig.update_xaxes(dtick=1 if max(len(h) for h in histories.values()) <= 20 else None)
-        fig.update_layout(title="Validation AUC per source", height=340, xaxis_title="epoch (both phases)",
+        fig.update_layout(title="Validation AUC per source", height=340, xaxis_title="epoch (head, then fine-tuning)",
                           margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
         return fig
 
 
     if histories:
         st.caption("Solid: training, dashed: validation. Dotted vertical line: start of a new phase "
-                   "(e.g. fine-tuning). Triangles: the learning rate was lowered.")
+                   "(e.g. fine-tuning). Triangles: the learning rate was lowered. A source-experts run draws "
+                   "one curve per expert, each trained on its own source.")
         figs = [curve("loss", "Loss"), curve("accuracy", "Accuracy"), curve("auc", "AUC"), per_source_curve()]
         if any("learning_rate" in h for h in histories.values()):
             lr = go.Figure([go.Scatter(x=h["x"], y=h["learning_rate"], mode="lines+markers", name=n,

@@ -113,6 +113,12 @@ def test_every_page_renders(app, models_dir):
     # which epoch each run kept, and whether it kept the mean weights of its last epochs
     assert {"kept_epoch", "kept_by", "averaged_epochs", "kept_average"} <= set(summary.columns)
     assert any(h.value == "Test report" for h in app.subheader)
+    # a source-experts run is drawn as one curve per expert
+    plotted = app.multiselect(key="trn_runs").value[0]
+    experts = store.read_card(plotted).get("training", {}).get("experts")
+    if experts:
+        loss = next(s for s in _plotly_specs(app) if s["layout"].get("title", {}).get("text") == "Loss")
+        assert {f"{plotted} · {e} train" for e in experts} <= {t.get("name") for t in loss["data"]}
     # runs that logged val AUC per source get that chart
     per_source = [n for n in store.model_names(models_dir)
                   if "val_source_auc" in pd.read_csv(models_dir / n / "history.csv").columns]

@@ -229,3 +229,21 @@ def test_a_single_network_has_no_router(tiny_run):
     assert det.sources is None and experts.with_router(store.load_keras_model(tiny_run)) is None
     result = det.analyze(np.full((40, 40, 3), 128, np.uint8))
     assert all(f.route is None for f in result.faces)
+
+
+def test_an_experts_history_is_drawn_as_one_curve_per_expert(experts_run, tiny_run):
+    from detector import store
+
+    root, card = experts_run
+    history = store.read_history(root / "routed")
+    curves = store.history_curves("routed", history)
+    sources = list(card["training"]["experts"])
+    assert list(curves) == [f"routed · {s}" for s in sources]
+    for s in sources:
+        part = curves[f"routed · {s}"]
+        assert len(part) == int((history["expert"] == s).sum())
+        assert part["x"].tolist() == list(range(1, len(part) + 1))  # each expert's own epochs
+        assert set(part["phase"]) <= {"head", "fine_tune"}
+    single = store.read_history(tiny_run)
+    (name, curve), = store.history_curves("tiny", single).items()
+    assert name == "tiny" and curve["x"].tolist() == single["run_epoch"].tolist()
