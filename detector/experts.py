@@ -139,12 +139,21 @@ def top_route(route: dict[str, float] | None) -> tuple[str, float] | None:
     return source, float(route[source])
 
 
+MIXED_BELOW = 0.9  # a top router weight below this is a mix worth saying
+
+
 def route_text(route: dict[str, float] | None) -> str:
-    """"judged by the ffhq_stylegan expert (router 99%)", or "" for a single network."""
+    """"judged by the ffhq_stylegan expert (router 99%)", naming the runner-up when the
+    router was torn ("...(router 62%), mixed with the openforensics expert (38%)"), or ""
+    for a single network."""
     top = top_route(route)
     if top is None:
         return ""
-    return f"judged by the {top[0]} expert (router {top[1]:.0%})"
+    text = f"judged by the {top[0]} expert (router {top[1]:.0%})"
+    if top[1] < MIXED_BELOW and len(route) > 1:
+        runner_up = top_route({s: w for s, w in route.items() if s != top[0]})
+        text += f", mixed with the {runner_up[0]} expert ({runner_up[1]:.0%})"
+    return text
 
 
 def expert_calibration(card: dict) -> tuple[float, float]:

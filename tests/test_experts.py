@@ -218,8 +218,11 @@ def test_detector_tells_which_expert_judged_each_face(experts_run, tiny_dataset)
     assert set(route) == set(det.sources)
     top, weight = experts.top_route(route)
     assert weight == max(route.values()) and route[top] == weight
-    assert experts.route_text(route) == f"judged by the {top} expert (router {weight:.0%})"
+    assert experts.route_text(route).startswith(f"judged by the {top} expert (router {weight:.0%})")
     assert experts.route_text(None) == "" and experts.top_route({}) is None
+    assert experts.route_text({"a": 0.95, "b": 0.05}) == "judged by the a expert (router 95%)"
+    assert (experts.route_text({"a": 0.3, "b": 0.62, "c": 0.08})
+            == "judged by the b expert (router 62%), mixed with the a expert (30%)")
 
 
 def test_a_single_network_has_no_router(tiny_run):
