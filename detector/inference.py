@@ -100,7 +100,8 @@ class Detector:
 
     def score_and_route(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(N, S, S, 3) uint8 at the model's size -> (calibrated P(fake), router weights
-        (N, K) in `self.sources` order, or None for a single network)."""
+        (N, K) in `self.sources` order; None for a single network, and when a verified
+        LiteRT copy serves, since it has the one output)."""
         batch = np.asarray(batch, np.float32)
         gate = None
         if self.fast is not None:
