@@ -23,9 +23,9 @@ def _expand(paths: list[str]) -> list[str]:
 
 
 def _expert_fields(route) -> dict:
-    from detector import experts
+    from detector import report
 
-    top = experts.top_route(route)
+    top = report.top_route(route)
     return {} if top is None else {"expert": top[0], "expert_weight": round(top[1], 4)}
 
 

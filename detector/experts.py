@@ -107,17 +107,6 @@ def assemble(experts: list, sources: list[str], calibrations: list[tuple[float, 
     return keras.Model(trunk_model.input, out, name=name)
 
 
-# What each known source's images look like, for people reading which expert judged a face.
-SOURCE_KINDS = {
-    "openforensics": "photos taken in the wild (its fakes: face swaps)",
-    "ffhq_stylegan": "studio-like portraits (its fakes: GAN-generated faces)",
-}
-
-
-def source_kind(source: str) -> str:
-    return SOURCE_KINDS.get(source, f"images like the {source} training data")
-
-
 def with_router(model):
     """(a model whose outputs are [P(fake), router weights], the sources in router order)
     for an assembled experts model, None for any other: serving gets both from one forward
@@ -129,31 +118,6 @@ def with_router(model):
         return None
     sources = list(model.get_layer("mixture").sources)
     return keras.Model(model.input, [model.output, model.get_layer("router").output]), sources
-
-
-def top_route(route: dict[str, float] | None) -> tuple[str, float] | None:
-    """The expert with the largest router weight, and that weight."""
-    if not route:
-        return None
-    source = max(route, key=route.get)
-    return source, float(route[source])
-
-
-MIXED_BELOW = 0.9  # a top router weight below this is a mix worth saying
-
-
-def route_text(route: dict[str, float] | None) -> str:
-    """"judged by the ffhq_stylegan expert (router 99%)", naming the runner-up when the
-    router was torn ("...(router 62%), mixed with the openforensics expert (38%)"), or ""
-    for a single network."""
-    top = top_route(route)
-    if top is None:
-        return ""
-    text = f"judged by the {top[0]} expert (router {top[1]:.0%})"
-    if top[1] < MIXED_BELOW and len(route) > 1:
-        runner_up = top_route({s: w for s, w in route.items() if s != top[0]})
-        text += f", mixed with the {runner_up[0]} expert ({runner_up[1]:.0%})"
-    return text
 
 
 def expert_calibration(card: dict) -> tuple[float, float]:

@@ -80,13 +80,14 @@ class Detector:
 
         routed = experts.with_router(self.model)
         self.sources = routed[1] if routed else None  # router order; None for a single network
-        signature = [tf.TensorSpec([None, self.size, self.size, 3], tf.float32)]
-        # no AutoGraph: it would write the converted lambda as a .py file to the temp
-        # folder on the first trace, and uploads must never touch the disk
-        self._forward = tf.function(lambda x: self.model(x, training=False),
-                                    input_signature=signature, autograph=False)
-        self._routed = (tf.function(lambda x: routed[0](x, training=False), input_signature=signature,
-                                    autograph=False) if routed else None)
+        net = routed[0] if routed else self.model  # an experts model also returns its router's weights
+        self._forward = tf.function(
+            lambda x: net(x, training=False),
+            input_signature=[tf.TensorSpec([None, self.size, self.size, 3], tf.float32)],
+            # no AutoGraph: it would write the converted lambda as a .py file to the temp
+            # folder on the first trace, and uploads must never touch the disk
+            autograph=False,
+        )
         self.fast = None  # the verified LiteRT copy, when the folder has one
         fast = self.card.get("fast_path") or {}
         tflite = Path(self.card["dir"]) / fastpath.TFLITE_FILE
@@ -106,8 +107,8 @@ class Detector:
         gate = None
         if self.fast is not None:
             raw = self.fast(batch)
-        elif self._routed is not None:
-            raw, gate = (t.numpy() for t in self._routed(batch))
+        elif self.sources:
+            raw, gate = (t.numpy() for t in self._forward(batch))
         else:
             raw = self._forward(batch).numpy()
         return evaluation.apply_temperature(raw.reshape(-1), self.temperature, self.bias), gate

@@ -31,6 +31,41 @@ NO_FACE_NOTE = "No face found: the whole image was judged"
 FACE_CROP_NOTE = "The image is already a face crop: it was judged whole"
 TABLE_COLUMNS = ["file", "faces", "p_fake", "verdict", "model", "ms", "error"]
 
+# What each known source's images look like, for people reading which expert judged a face.
+SOURCE_KINDS = {
+    "openforensics": "photos taken in the wild (its fakes: face swaps)",
+    "ffhq_stylegan": "studio-like portraits (its fakes: GAN-generated faces)",
+}
+
+
+def source_kind(source: str) -> str:
+    return SOURCE_KINDS.get(source, f"images like the {source} training data")
+
+
+def top_route(route: dict[str, float] | None) -> tuple[str, float] | None:
+    """The expert with the largest router weight, and that weight."""
+    if not route:
+        return None
+    source = max(route, key=route.get)
+    return source, float(route[source])
+
+
+MIXED_BELOW = 0.9  # a top router weight below this is a mix worth saying
+
+
+def route_text(route: dict[str, float] | None) -> str:
+    """"judged by the ffhq_stylegan expert (router 99%)", naming the runner-up when the
+    router was torn ("...(router 62%), mixed with the openforensics expert (38%)"), or ""
+    for a single network."""
+    top = top_route(route)
+    if top is None:
+        return ""
+    text = f"judged by the {top[0]} expert (router {top[1]:.0%})"
+    if top[1] < MIXED_BELOW and len(route) > 1:
+        runner_up = top_route({s: w for s, w in route.items() if s != top[0]})
+        text += f", mixed with the {runner_up[0]} expert ({runner_up[1]:.0%})"
+    return text
+
 
 @dataclass
 class FaceScore:
@@ -46,9 +81,7 @@ class FaceScore:
     @property
     def expert(self) -> str:
         """"judged by the X expert (router 99%)" for an experts model, else ""."""
-        from detector import experts
-
-        return experts.route_text(self.route)
+        return route_text(self.route)
 
     @property
     def p_fake(self) -> float:
@@ -225,9 +258,7 @@ def results_frame(scores: list[ImageScore | dict], threshold: float, band: float
 
 
 def _top_expert(route: dict[str, float] | None) -> str:
-    from detector import experts
-
-    top = experts.top_route(route)
+    top = top_route(route)
     return "" if top is None else f"{top[0]} ({top[1]:.0%})"
 
 

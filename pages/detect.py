@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from detector import experts, explain, forensics, images, inputs, memory, report
+from detector import explain, forensics, images, inputs, memory, report
 from pages import ui
 
 ui.run_under_router()  # a direct link to a fresh server: let the router open this page
@@ -108,7 +108,7 @@ COLUMNS = {
                                                                "or no label)"),
     "expert": st.column_config.TextColumn(
         "expert", help="Source-experts models route each face to the expert trained on images like it: "
-                       + "; ".join(f"{k}: {v}" for k, v in experts.SOURCE_KINDS.items())
+                       + "; ".join(f"{k}: {v}" for k, v in report.SOURCE_KINDS.items())
                        + ". The share is the router's weight for that expert."),
     "ms": st.column_config.NumberColumn("ms", format="%.0f", help="Time to find faces and score them"),
 }
@@ -211,10 +211,10 @@ for idx in shown:
                 with c3:
                     ui.verdict_badge(v)
                     if f.expert:
-                        top = experts.top_route(f.route)[0]
+                        top = report.top_route(f.route)[0]
                         st.caption(f.expert[0].upper() + f.expert[1:], help=f"This model holds one expert per "
                                    f"kind of training image; the router judged this face closest to "
-                                   f"{experts.source_kind(top)}.")
+                                   f"{report.source_kind(top)}.")
             if len(r.models) > 1 or len(r.faces) > 1:
                 st.dataframe(report.faces_frame(r, threshold, band), hide_index=True)
         if show_forensics:

@@ -200,7 +200,7 @@ def test_branch_settings_are_typed_training_settings():
 def test_detector_tells_which_expert_judged_each_face(experts_run, tiny_dataset):
     """Serving gets the router's weights from the same forward pass: P(fake) is unchanged
     and each face names the expert with the largest weight."""
-    from detector import data, evaluation, inference, store
+    from detector import data, evaluation, inference, report, store
 
     root, card = experts_run
     det = inference.Detector(root / "routed", use_fast_path=False)
@@ -216,12 +216,12 @@ def test_detector_tells_which_expert_judged_each_face(experts_run, tiny_dataset)
     result = det.analyze(x[0], regions=None)
     route = result.faces[0].route
     assert set(route) == set(det.sources)
-    top, weight = experts.top_route(route)
+    top, weight = report.top_route(route)
     assert weight == max(route.values()) and route[top] == weight
-    assert experts.route_text(route).startswith(f"judged by the {top} expert (router {weight:.0%})")
-    assert experts.route_text(None) == "" and experts.top_route({}) is None
-    assert experts.route_text({"a": 0.95, "b": 0.05}) == "judged by the a expert (router 95%)"
-    assert (experts.route_text({"a": 0.3, "b": 0.62, "c": 0.08})
+    assert report.route_text(route).startswith(f"judged by the {top} expert (router {weight:.0%})")
+    assert report.route_text(None) == "" and report.top_route({}) is None
+    assert report.route_text({"a": 0.95, "b": 0.05}) == "judged by the a expert (router 95%)"
+    assert (report.route_text({"a": 0.3, "b": 0.62, "c": 0.08})
             == "judged by the b expert (router 62%), mixed with the a expert (30%)")
 
 
