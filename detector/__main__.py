@@ -39,6 +39,8 @@ def cmd_predict(args) -> int:
     fields = ["path", "face", "kind", "x", "y", "w", "h", "p_fake", "label", "error"]
     if det.sources:  # a source-experts model: which expert judged each face
         fields[fields.index("label") + 1:fields.index("label") + 1] = ["expert", "expert_weight"]
+    if det.familiarity is not None:  # how unlike the training faces each face is (> 1: unfamiliar)
+        fields.insert(fields.index("error"), "novelty")
     rows, scored = [], 0
     for path in _expand(args.paths):
         try:
@@ -51,7 +53,7 @@ def cmd_predict(args) -> int:
             x, y, w, h = f.region.box
             rows.append({"path": path, "face": i, "kind": f.region.kind, "x": x, "y": y, "w": w, "h": h,
                          "p_fake": round(f.p_fake, 4), "label": f.verdict, "error": "",
-                         **_expert_fields(f.route)})
+                         "novelty": f.novelty, **_expert_fields(f.route)})
     writer = csv.DictWriter(sys.stdout, fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
@@ -217,6 +219,19 @@ def cmd_robustness(args) -> int:
     return 0
 
 
+def cmd_novelty(args) -> int:
+    from detector import novelty, store
+
+    root = args.data or str(store.SHARED_DATA)
+    try:
+        summary = novelty.fit_folder(args.model, root)
+    except (store.ModelNotFoundError, FileNotFoundError, ValueError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(json.dumps(summary))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m detector", description="Deepfake Lab command line")
     sub = p.add_subparsers(dest="command", required=True)
@@ -272,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--data", help="data root the model was trained on (default: from its card)")
     ex.add_argument("--n", type=int, help="check only the first N test images")
     ex.set_defaults(func=cmd_export_fast)
+
+    no = sub.add_parser("novelty", help="fit the reference that flags faces unlike the training faces "
+                                        "(train.py does this for new runs)")
+    no.add_argument("--model")
+    no.add_argument("--data", help="the data root the model was trained on (default: ../shared/data next to the repo)")
+    no.set_defaults(func=cmd_novelty)
     return p
 
 

@@ -107,17 +107,14 @@ def assemble(experts: list, sources: list[str], calibrations: list[tuple[float, 
     return keras.Model(trunk_model.input, out, name=name)
 
 
-def with_router(model):
-    """(a model whose outputs are [P(fake), router weights], the sources in router order)
-    for an assembled experts model, None for any other: serving gets both from one forward
-    pass, so showing which expert judged a face costs nothing."""
-    import keras
-
+def router_output(model):
+    """(the router's softmax output, the sources in router order) of an assembled experts
+    model, None for any other: serving takes it from the same forward pass as P(fake), so
+    showing which expert judged a face costs nothing."""
     names = {layer.name for layer in model.layers}
     if "router" not in names or "mixture" not in names:
         return None
-    sources = list(model.get_layer("mixture").sources)
-    return keras.Model(model.input, [model.output, model.get_layer("router").output]), sources
+    return model.get_layer("router").output, list(model.get_layer("mixture").sources)
 
 
 def expert_calibration(card: dict) -> tuple[float, float]:

@@ -5,7 +5,8 @@
 A `Detector` wraps one model folder: the Keras model with a fixed-signature forward
 function (no retracing), the calibration (temperature + bias) and the decision threshold from its card.
 For a source-experts model the same forward pass also gives the router's weights, so each
-face says which expert judged it.
+face says which expert judged it; when the folder holds a novelty reference, it also says how
+unlike the training faces each face is (`detector.novelty`).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detector import evaluation, faces, fastpath, images, store
+from detector import evaluation, faces, fastpath, images, novelty, store
 
 FAKE, REAL, UNCERTAIN = "FAKE", "REAL", "UNCERTAIN"
 
@@ -35,6 +36,22 @@ class FaceResult:
     verdict: str
     heatmap: np.ndarray | None = field(default=None, repr=False)
     route: dict[str, float] | None = None  # experts model: router weight per source expert
+    novelty: float | None = None  # distance from the training faces / the familiar limit (> 1: unfamiliar)
+
+
+@dataclass
+class BatchScores:
+    """What one forward pass says about a batch of faces."""
+    p_fake: np.ndarray                 # calibrated P(fake)
+    route: np.ndarray | None = None    # (N, K) router weights in `Detector.sources` order
+    novelty: np.ndarray | None = None  # see `detector.novelty`; None without a reference
+
+    @classmethod
+    def concat(cls, parts: list[BatchScores]) -> BatchScores:
+        def join(name):
+            arrays = [getattr(p, name) for p in parts]
+            return None if arrays[0] is None else np.concatenate(arrays)
+        return cls(join("p_fake"), join("route"), join("novelty"))
 
 
 @dataclass
@@ -66,6 +83,7 @@ class Detector:
     """One loaded model folder, ready to score face crops. Shared and read-only."""
 
     def __init__(self, name_or_path: str | Path | None = None, use_fast_path: bool = True):
+        import keras
         import tensorflow as tf
 
         self.card = store.read_card(name_or_path)
@@ -78,9 +96,17 @@ class Detector:
         self.gradcam_layer = self.card.get("gradcam_layer")
         from detector import experts
 
-        routed = experts.with_router(self.model)
+        # One forward pass gives everything shown per face: P(fake), the router's weights of
+        # an experts model, and the features that say how familiar the face is.
+        outputs = {"p": self.model.output}
+        routed = experts.router_output(self.model)
         self.sources = routed[1] if routed else None  # router order; None for a single network
-        net = routed[0] if routed else self.model  # an experts model also returns its router's weights
+        if routed:
+            outputs["route"] = routed[0]
+        self.familiarity = novelty.load(self.card["dir"])  # None: the folder has no reference
+        if self.familiarity is not None:
+            outputs["features"] = novelty.feature_output(self.model, self.familiarity.layers)
+        net = keras.Model(self.model.inputs, outputs)
         self._forward = tf.function(
             lambda x: net(x, training=False),
             input_signature=[tf.TensorSpec([None, self.size, self.size, 3], tf.float32)],
@@ -93,40 +119,47 @@ class Detector:
         tflite = Path(self.card["dir"]) / fastpath.TFLITE_FILE
         if use_fast_path and fast.get("verified") and tflite.is_file() and fastpath.available():
             self.fast = fastpath.LiteRTRunner(tflite)
+            if self.familiarity is not None:
+                features = novelty.feature_model(self.model, self.familiarity.layers)
+                self._features = tf.function(
+                    lambda x: features(x, training=False),
+                    input_signature=[tf.TensorSpec([None, self.size, self.size, 3], tf.float32)], autograph=False)
         self.score_batch(np.zeros((1, self.size, self.size, 3), np.uint8))  # warm-up: trace once
 
     def prepare(self, crops: list[np.ndarray]) -> np.ndarray:
         """Face crops of any size -> (N, S, S, 3) uint8 through the one resize."""
         return np.stack([images.resize_to(c, self.size) for c in crops])
 
-    def score_and_route(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(N, S, S, 3) uint8 at the model's size -> (calibrated P(fake), router weights
-        (N, K) in `self.sources` order; None for a single network, and when a verified
-        LiteRT copy serves, since it has the one output)."""
+    def score(self, batch: np.ndarray) -> BatchScores:
+        """(N, S, S, 3) uint8 at the model's size -> calibrated P(fake), with the router's
+        weights (experts model) and each face's novelty (folder with a reference). A verified
+        LiteRT copy gives P(fake) alone, so then there are no router weights and the novelty
+        features come from a forward pass of the layers below them."""
         batch = np.asarray(batch, np.float32)
-        gate = None
         if self.fast is not None:
-            raw = self.fast(batch)
-        elif self.sources:
-            raw, gate = (t.numpy() for t in self._forward(batch))
+            raw, out = self.fast(batch), {}
+            if self.familiarity is not None:
+                out["features"] = self._features(batch)
         else:
-            raw = self._forward(batch).numpy()
-        return evaluation.apply_temperature(raw.reshape(-1), self.temperature, self.bias), gate
+            out = self._forward(batch)
+            raw = out["p"].numpy()
+        route = out["route"].numpy() if "route" in out else None
+        familiar = (self.familiarity.novelty(out["features"].numpy()) if "features" in out else None)
+        return BatchScores(evaluation.apply_temperature(raw.reshape(-1), self.temperature, self.bias),
+                           route, familiar)
 
     def score_batch(self, batch: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 at the model's size -> calibrated P(fake)."""
-        return self.score_and_route(batch)[0]
+        return self.score(batch).p_fake
 
     def score_crops(self, crops: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
-        return self._score_crops(crops, batch_size)[0]
+        return self._score_crops(crops, batch_size).p_fake
 
-    def _score_crops(self, crops: list[np.ndarray], batch_size: int = 64):
+    def _score_crops(self, crops: list[np.ndarray], batch_size: int = 64) -> BatchScores:
         if not crops:
-            return np.zeros(0), None
-        parts = [self.score_and_route(self.prepare(crops[i:i + batch_size]))
-                 for i in range(0, len(crops), batch_size)]
-        gates = None if parts[0][1] is None else np.concatenate([g for _, g in parts])
-        return np.concatenate([p for p, _ in parts]), gates
+            return BatchScores(np.zeros(0))
+        return BatchScores.concat([self.score(self.prepare(crops[i:i + batch_size]))
+                                   for i in range(0, len(crops), batch_size)])
 
     def heatmaps(self, crops: list[np.ndarray]) -> list[np.ndarray]:
         from detector import explain
@@ -142,12 +175,13 @@ class Detector:
         threshold = self.threshold if threshold is None else threshold
         regions = regions if regions is not None else faces.find_faces(rgb)
         crops = [r.crop for r in regions]
-        scores, gates = self._score_crops(crops)
+        scored = self._score_crops(crops)
         maps = self.heatmaps(crops) if gradcam else [None] * len(crops)
-        routes = ([None] * len(crops) if gates is None else
-                  [{s: round(float(w), 4) for s, w in zip(self.sources, g)} for g in gates])
-        results = [FaceResult(r, float(p), verdict_for(float(p), threshold, band), h, route)
-                   for r, p, h, route in zip(regions, scores, maps, routes)]
+        routes = ([None] * len(crops) if scored.route is None else
+                  [{s: round(float(w), 4) for s, w in zip(self.sources, g)} for g in scored.route])
+        novelties = [None] * len(crops) if scored.novelty is None else [round(float(v), 3) for v in scored.novelty]
+        results = [FaceResult(r, float(p), verdict_for(float(p), threshold, band), h, route, nov)
+                   for r, p, h, route, nov in zip(regions, scored.p_fake, maps, routes, novelties)]
         return ImageResult(results, self.name, threshold, time.perf_counter() - t0)
 
     def analyze_source(self, source, **kwargs) -> ImageResult:

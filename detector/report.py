@@ -67,6 +67,14 @@ def route_text(route: dict[str, float] | None) -> str:
     return text
 
 
+def familiarity_text(novelty: float | None) -> str:
+    """A warning for a face unlike the training faces (novelty above 1), else ""."""
+    if novelty is None or novelty <= 1:
+        return ""
+    return (f"unlike the faces the model was trained on (novelty {novelty:.1f}; above 1 is further from them "
+            "than 99 in 100 validation faces): the verdict is less reliable")
+
+
 @dataclass
 class FaceScore:
     box: tuple[int, int, int, int]              # square region scored, in original pixels
@@ -77,6 +85,11 @@ class FaceScore:
     crop: np.ndarray = field(repr=False)        # region thumbnail, at most CROP_SIDE
     heatmap: np.ndarray | None = field(default=None, repr=False)  # Grad-CAM of the first model
     route: dict[str, float] | None = None       # the first model's router weights (experts model)
+    novelty: float | None = None                # the first model's novelty (detector.novelty)
+
+    @property
+    def unfamiliar(self) -> bool:
+        return self.novelty is not None and self.novelty > 1
 
     @property
     def expert(self) -> str:
@@ -170,7 +183,7 @@ def score_image(rgb: np.ndarray, detectors: list, *, gradcam: bool = False, name
             scores={r.model: float(r.faces[j].p_fake) for r in results},
             crop=thumbnail(region.crop, CROP_SIDE),
             heatmap=None if first.heatmap is None else np.asarray(first.heatmap, np.float32),
-            route=first.route))
+            route=first.route, novelty=first.novelty))
     return ImageScore(name=name, faces=out, models=[r.model for r in results], seconds=seconds,
                       size=(int(rgb.shape[1]), int(rgb.shape[0])), preview=thumbnail(rgb, PREVIEW_SIDE),
                       digest=digest)
@@ -224,21 +237,26 @@ def results_frame(scores: list[ImageScore | dict], threshold: float, band: float
     (True / False, empty when unknown or undecided) after `verdict`, when any is known.
     `thumbnails` adds a first column `thumbnail`: a small JPEG data URI (empty for errors).
     When the first model is a source-experts model, `expert` (after `model`) says which
-    expert judged the image's most fake face."""
+    expert judged the image's most fake face; when it has a novelty reference, `unfamiliar`
+    (after `verdict`) says whether any of its faces is unlike the training faces (its verdict
+    may then rest on a score the model cannot vouch for)."""
     rows = []
     for s in scores:
         if isinstance(s, dict):
             rows.append({"file": s.get("file", ""), "faces": None, "p_fake": np.nan, "verdict": "ERROR",
                          "model": s.get("model", ""), "ms": np.nan, "error": s.get("error", ""),
-                         "thumbnail": None, "expert": ""})
+                         "thumbnail": None, "expert": "", "unfamiliar": None})
             continue
         rows.append({"file": s.name, "faces": 0 if s.no_face else len(s.faces), "p_fake": round(s.p_fake, 4),
                      "verdict": s.verdict(threshold, band), "model": s.model_label,
                      "ms": round(s.seconds * 1000, 1), "error": "",
-                     "thumbnail": s.thumbnail_uri if thumbnails else None, "expert": _top_expert(s.worst.route)})
+                     "thumbnail": s.thumbnail_uri if thumbnails else None, "expert": _top_expert(s.worst.route),
+                     "unfamiliar": None if s.worst.novelty is None else any(f.unfamiliar for f in s.faces)})
     columns = list(TABLE_COLUMNS)
     if any(row["expert"] for row in rows):
         columns.insert(columns.index("model") + 1, "expert")
+    if any(row["unfamiliar"] is not None for row in rows):
+        columns.insert(columns.index("verdict") + 1, "unfamiliar")
     labelled = labels is not None and any(labels)
     if labelled:
         if len(labels) != len(rows):
@@ -254,6 +272,8 @@ def results_frame(scores: list[ImageScore | dict], threshold: float, band: float
     df["faces"] = df["faces"].astype("Int64")  # empty for files that could not be read
     if labelled:
         df["correct"] = df["correct"].astype("boolean")
+    if "unfamiliar" in df:
+        df["unfamiliar"] = df["unfamiliar"].astype("boolean")
     return df
 
 
@@ -281,7 +301,7 @@ def label_accuracy(table: pd.DataFrame) -> dict | None:
 
 def faces_frame(score: ImageScore, threshold: float, band: float = 0.0) -> pd.DataFrame:
     """One row per scored region of an image, with every model's P(fake) (and the expert
-    that judged it, for an experts model)."""
+    that judged it, for an experts model; the first model's novelty, when it has a reference)."""
     rows = []
     for i, (f, v) in enumerate(zip(score.faces, score.verdicts(threshold, band)), start=1):
         x, y, w, h = f.box
@@ -289,7 +309,8 @@ def faces_frame(score: ImageScore, threshold: float, band: float = 0.0) -> pd.Da
                      "detector_confidence": None if f.confidence is None else round(f.confidence, 3),
                      **{f"p_fake[{m}]": round(p, 4) for m, p in f.scores.items()},
                      "p_fake": round(f.p_fake, 4), "verdict": v,
-                     **({"expert": _top_expert(f.route)} if f.route else {})})
+                     **({"expert": _top_expert(f.route)} if f.route else {}),
+                     **({"novelty": round(f.novelty, 2)} if f.novelty is not None else {})})
     return pd.DataFrame(rows)
 
 
@@ -316,7 +337,7 @@ def html_report(scores: list[ImageScore | dict], threshold: float, band: float =
         "body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}section{margin:2em 0}"
         ".v{color:#fff;padding:2px 6px;border-radius:4px;font-weight:600}.faces{display:flex;gap:1em;"
-        "flex-wrap:wrap}figure{margin:0}.note{color:#555}",
+        "flex-wrap:wrap}figure{margin:0;max-width:340px}.note{color:#555}.warn{color:#b45309}",
         "</style></head><body>",
         f"<h1>{esc(title)}</h1>",
         f"<p>Created {datetime.now(timezone.utc).isoformat(timespec='seconds')}. Threshold "
@@ -343,8 +364,9 @@ def html_report(scores: list[ImageScore | dict], threshold: float, band: float =
             if f.heatmap is not None:
                 parts.append(_img_tag(explain.overlay(f.crop, f.heatmap, heatmap_alpha), f"Grad-CAM {i}", 160))
             expert = f"<br>{esc(f.expert)}" if f.expert else ""
+            warning = f"<br><span class='warn'>&#9888; {esc(familiarity_text(f.novelty))}</span>" if f.unfamiliar else ""
             parts.append(f"<figcaption>Face {i}: <b style='color:{colours[v]}'>{v}</b> "
-                         f"P(fake) {f.p_fake:.3f}{expert}</figcaption></figure>")
+                         f"P(fake) {f.p_fake:.3f}{expert}{warning}</figcaption></figure>")
         parts.append("</div></section>")
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from detector import data, evaluation, store, zoo
+from detector import data, evaluation, novelty, store, zoo
 
 log = logging.getLogger(__name__)
 
@@ -637,6 +637,10 @@ def write_run(model, cfg: TrainConfig, architecture: str, description: str, grad
 
     model_path = out / "model.keras"
     save_for_serving(model, model_path)
+    familiarity = None
+    if "train" in pixels and len(pixels["train"]):
+        familiarity = novelty.fit_model(model, zoo.novelty_layers(architecture, gradcam_layer),
+                                        {s: pixels[s] for s in ("train", "val", "test") if s in pixels}, out)
     card = {
         "name": out.name,
         "architecture": architecture,
@@ -645,6 +649,7 @@ def write_run(model, cfg: TrainConfig, architecture: str, description: str, grad
         "params": int(model.count_params()),
         "file_mb": round(model_path.stat().st_size / 1e6, 2),
         "gradcam_layer": gradcam_layer,
+        "novelty": familiarity,
         **calib,
         "label_names": list(data.CLASS_NAMES),
         "training": {

@@ -33,6 +33,7 @@ class ModelSpec:
     backbone: bool = False            # two-phase training (head first, then top blocks)
     fine_tune_from: str | None = None  # first layer trained in phase 2
     head_from: str | None = None      # first layer of the head (phase 1 trains from here)
+    novelty_layers: tuple[str, ...] = ()  # feature maps that say how unlike the training faces an input is
     notes: dict = field(default_factory=dict)
 
     def build(self, input_size: int | None = None, pretrained: bool = True) -> keras.Model:
@@ -59,6 +60,15 @@ def get_spec(name: str) -> ModelSpec:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
 
 
+def novelty_layers(architecture: str, gradcam_layer: str | None) -> tuple[str, ...]:
+    """The layers of `detector.novelty`'s reference for a card's architecture: its zoo
+    entry's (a source-experts model shares its base model's trunk), else the Grad-CAM layer."""
+    spec = REGISTRY.get(architecture.removesuffix("_experts"))
+    if spec is not None and spec.novelty_layers:
+        return spec.novelty_layers
+    return (gradcam_layer,) if gradcam_layer else ()
+
+
 def build(name: str, input_size: int | None = None, pretrained: bool = True) -> keras.Model:
     return get_spec(name).build(input_size, pretrained=pretrained)
 
@@ -80,6 +90,7 @@ def _conv_bn_relu(x, filters: int, name: str, batchnorm: bool = True):
     "custom_cnn",
     input_size=128,
     gradcam_layer="block3_conv",
+    novelty_layers=("block1_relu", "block2_relu", "block3_relu"),
     description="3 conv blocks (32-64-128) at 128 px, global-average-pool head; trains from scratch in minutes.",
 )
 def custom_cnn(size: int, pretrained: bool = True) -> keras.Model:
@@ -95,6 +106,7 @@ def custom_cnn(size: int, pretrained: bool = True) -> keras.Model:
     "deep_cnn",
     input_size=128,
     gradcam_layer="block5_conv2",
+    novelty_layers=("block2_relu2", "block3_relu2", "block5_relu2"),
     description="5 double-conv blocks (16-256) with BatchNorm and dropout at 128 px; from scratch.",
 )
 def deep_cnn(size: int, pretrained: bool = True) -> keras.Model:
@@ -120,11 +132,12 @@ def _efficientnet_lite(variant: str, size: int, pretrained: bool) -> keras.Model
     return keras.Model(base.input, _sigmoid_head(base.output, 0.3), name=name)
 
 
-# EfficientNet-Lite0/1/2: fine-tuning starts at the second block of the 112/120-channel stage.
-for _variant, _size, _first, _what in (
-        ("lite0", 224, "block9_expand_conv", "16 blocks"),
-        ("lite1", 240, "block12_expand_conv", "21 blocks, about 1.4x the compute of Lite0"),
-        ("lite2", 260, "block12_expand_conv", "21 wider blocks, about 1.7x the compute of Lite0")):
+# EfficientNet-Lite0/1/2: fine-tuning starts at the second block of the 112/120-channel stage;
+# novelty looks at the ends of the 24- and 40-channel stages and at the last frozen block.
+for _variant, _size, _first, _what, _stages in (
+        ("lite0", 224, "block9_expand_conv", "16 blocks", (2, 4, 8)),
+        ("lite1", 240, "block12_expand_conv", "21 blocks, about 1.4x the compute of Lite0", (3, 6, 11)),
+        ("lite2", 260, "block12_expand_conv", "21 wider blocks, about 1.7x the compute of Lite0", (3, 6, 11))):
     register(
         f"efficientnet_{_variant}",
         input_size=_size,
@@ -134,6 +147,7 @@ for _variant, _size, _first, _what in (
         backbone=True,
         fine_tune_from=_first,
         head_from="head_gap",
+        novelty_layers=tuple(f"block{i}_project_bn" for i in _stages),
     )(functools.partial(_efficientnet_lite, _variant))
 
 

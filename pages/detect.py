@@ -110,6 +110,10 @@ COLUMNS = {
         "expert", help="Source-experts models route each face to the expert trained on images like it: "
                        + "; ".join(f"{k}: {v}" for k, v in report.SOURCE_KINDS.items())
                        + ". The share is the router's weight for that expert."),
+    "unfamiliar": st.column_config.CheckboxColumn(
+        "unfamiliar", help="A face in this image is unlike the faces the model was trained on (not a face, "
+                           "heavy blur or noise, a tiny face, a drawing...): its score is less reliable. "
+                           "About 1 in 100 ordinary faces is flagged too."),
     "ms": st.column_config.NumberColumn("ms", format="%.0f", help="Time to find faces and score them"),
 }
 
@@ -121,6 +125,9 @@ def draw(results: list, final: bool):
     with summary_slot.container():
         for col, v in zip(st.columns(4), ("FAKE", "UNCERTAIN", "REAL", "ERROR")):
             col.metric(v.title(), int(counts.get(v, 0)))
+        if "unfamiliar" in table and table["unfamiliar"].fillna(False).any():
+            st.caption(f":orange[:material/warning:] {int(table['unfamiliar'].fillna(False).sum())} image(s) hold a "
+                       "face unlike the training faces: treat their verdicts with caution.")
         acc = report.label_accuracy(table)
         if acc:
             rate = f" ({acc['accuracy']:.0%})" if acc["decided"] else ""
@@ -215,6 +222,10 @@ for idx in shown:
                         st.caption(f.expert[0].upper() + f.expert[1:], help=f"This model holds one expert per "
                                    f"kind of training image; the router judged this face closest to "
                                    f"{report.source_kind(top)}.")
+                    if f.unfamiliar:
+                        text = report.familiarity_text(f.novelty)
+                        st.caption(":orange[:material/warning: Unlike the training faces]",
+                                   help=text[0].upper() + text[1:] + ".")
             if len(r.models) > 1 or len(r.faces) > 1:
                 st.dataframe(report.faces_frame(r, threshold, band), hide_index=True)
         if show_forensics:

@@ -173,6 +173,10 @@ def test_detect_gives_verdicts_and_reports_a_bad_file(app):
 
     noise = table.loc["noise.png"]  # no face: judged whole, and the page says so
     assert noise["verdict"] in VERDICTS and noise["faces"] == 0
+    if store.read_card(good["model"]).get("novelty"):  # pure noise is unlike any training face
+        assert bool(noise["unfamiliar"]) and not bool(good["unfamiliar"])
+        assert any("Unlike the training faces" in c.value for c in app.caption)
+        assert any("1 image(s) hold a face unlike the training faces" in c.value for c in app.caption)
     assert any(report.NO_FACE_NOTE in i.value for i in app.info)
 
     # the verdict follows the threshold slider without re-scoring

@@ -85,6 +85,7 @@ def test_predict_reports_bad_files_and_scores_good_ones(inbox, tiny_run, tmp_pat
     expected = det.analyze_source(inbox / "good.jpg")
     assert p == pytest.approx(expected.p_fake, abs=1e-4)
     assert good["label"] == expected.verdict
+    assert float(good["novelty"]) == pytest.approx(expected.faces[0].novelty)  # the tiny run has a reference
     assert "1 of 3 images scored" in captured.err
 
     # --csv writes the same rows

@@ -207,7 +207,8 @@ def test_detector_tells_which_expert_judged_each_face(experts_run, tiny_dataset)
     assert det.sources == list(card["training"]["experts"])
     files = sorted((tiny_dataset / "test").rglob("*.jpg"))[:6]
     x = data.load_pixels([str(p) for p in files], 32)
-    scores, gates = det.score_and_route(x)
+    scored = det.score(x)
+    scores, gates = scored.p_fake, scored.route
     raw = training.predict_pixels(store.load_keras_model(root / "routed"), x)
     np.testing.assert_allclose(scores, evaluation.apply_temperature(raw, det.temperature, det.bias), atol=1e-5)
     assert gates.shape == (6, 2)
@@ -229,7 +230,7 @@ def test_a_single_network_has_no_router(tiny_run):
     from detector import inference, store
 
     det = inference.Detector(tiny_run, use_fast_path=False)
-    assert det.sources is None and experts.with_router(store.load_keras_model(tiny_run)) is None
+    assert det.sources is None and experts.router_output(store.load_keras_model(tiny_run)) is None
     result = det.analyze(np.full((40, 40, 3), 128, np.uint8))
     assert all(f.route is None for f in result.faces)
 

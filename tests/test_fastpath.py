@@ -53,6 +53,9 @@ def test_detector_uses_the_verified_fast_path_and_scores_like_keras(fast_copy):
     assert slow.fast is None
     x = np.random.default_rng(3).integers(0, 256, (5, det.size, det.size, 3), dtype=np.uint8)
     np.testing.assert_allclose(det.score_batch(x), slow.score_batch(x), atol=1e-4)
+    # the LiteRT copy gives P(fake) alone; novelty comes from the Keras layers below its features
+    assert det.familiarity is not None
+    np.testing.assert_allclose(det.score(x).novelty, slow.score(x).novelty, rtol=1e-5)
 
 
 def test_unverified_fast_path_is_not_used(fast_copy, tmp_path):

@@ -15,14 +15,15 @@ from detector.inference import FaceResult, ImageResult
 class StubDetector:
     """Scores each region with a fixed list of P(fake); a heatmap when asked."""
 
-    def __init__(self, name, scores, routes=None):
+    def __init__(self, name, scores, routes=None, novelties=None):
         self.name, self.scores, self.calls = name, scores, []
         self.routes = routes or [None] * len(scores)
+        self.novelties = novelties or [None] * len(scores)
 
     def analyze(self, rgb, *, regions, gradcam=False, threshold=None, band=0.0):
         self.calls.append(gradcam)
-        out = [FaceResult(r, p, "n/a", np.full((4, 4), 0.5, np.float32) if gradcam else None, route)
-               for r, p, route in zip(regions, self.scores, self.routes)]
+        out = [FaceResult(r, p, "n/a", np.full((4, 4), 0.5, np.float32) if gradcam else None, route, nov)
+               for r, p, route, nov in zip(regions, self.scores, self.routes, self.novelties)]
         return ImageResult(out, self.name, 0.5, 0.01)
 
 
@@ -107,3 +108,21 @@ def test_an_experts_model_says_which_expert_judged(two_faces):
     plain = report.score_image(two_faces, [StubDetector("m", [0.1, 0.95])])
     assert "expert" not in report.faces_frame(plain, 0.5) and plain.faces[0].expert == ""
     assert "judged by" not in report.html_report([plain], 0.5)
+
+
+def test_a_face_unlike_the_training_faces_is_flagged_in_table_faces_and_report(two_faces):
+    first = StubDetector("m", [0.1, 0.95], novelties=[2.5, 0.4])  # the REAL face is the unfamiliar one
+    s = report.score_image(two_faces, [first, StubDetector("other", [0.2, 0.5], novelties=[0.1, 0.1])])
+    assert [f.novelty for f in s.faces] == [2.5, 0.4] and [f.unfamiliar for f in s.faces] == [True, False]
+    familiar = report.score_image(two_faces, [StubDetector("m", [0.1, 0.95], novelties=[0.9, 1.0])])
+    df = report.results_frame([s, familiar, {"file": "bad.png", "error": "not an image file"}], 0.5)
+    assert list(df.columns) == ["file", "faces", "p_fake", "verdict", "unfamiliar", "model", "ms", "error"]
+    # any unfamiliar face flags its image, even when the verdict comes from another face
+    assert df["unfamiliar"].tolist()[:2] == [True, False] and pd.isna(df.loc[2, "unfamiliar"])
+    assert list(report.faces_frame(s, 0.5)["novelty"]) == [2.5, 0.4]
+    page = report.html_report([s], 0.5)
+    assert page.count("unlike the faces the model was trained on (novelty 2.5") == 1
+    assert "unlike the faces" not in report.html_report([familiar], 0.5)
+    assert report.familiarity_text(None) == report.familiarity_text(1.0) == ""
+    plain = report.score_image(two_faces, [StubDetector("m", [0.1, 0.95])])
+    assert "unfamiliar" not in report.results_frame([plain], 0.5) and "novelty" not in report.faces_frame(plain, 0.5)

@@ -1,0 +1,114 @@
+"""detector.novelty: the reference that says when a face is unlike the training faces."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from conftest import REPO_ROOT
+from detector import images, novelty, zoo
+
+
+def _gaussian(rng, n, d=12):
+    mix = np.linalg.qr(rng.normal(size=(d, d)))[0] * np.linspace(0.2, 3.0, d)  # correlated, uneven scales
+    return rng.normal(size=(n, d)) @ mix + 5.0
+
+
+def test_limit_flags_about_one_in_a_hundred_of_the_same_distribution_and_far_points_all():
+    rng = np.random.default_rng(0)
+    data = _gaussian(rng, 9000)
+    ref = novelty.fit(data[:6000], data[6000:7000], ["a"])
+    fresh = ref.novelty(data[7000:])
+    assert 0.003 <= np.mean(fresh > 1) <= 0.03
+    far = data[7000:7100] + 30.0 * rng.normal(size=(100, data.shape[1]))
+    assert np.all(ref.novelty(far) > 1)
+    # the whitening makes it a Mahalanobis distance: a shift along a tight direction counts more
+    centre = ref.mean[None]
+    cov = np.linalg.inv(ref.whiten @ ref.whiten.T)
+    tight, loose = np.linalg.eigh(cov)[1][:, 0], np.linalg.eigh(cov)[1][:, -1]
+    assert ref.distance(centre + tight)[0] > 5 * ref.distance(centre + loose)[0]
+
+
+def test_constant_features_keep_the_fit_finite_and_save_load_round_trips(tmp_path):
+    rng = np.random.default_rng(1)
+    data = _gaussian(rng, 400)
+    data[:, 3] = 0.0  # a dead channel
+    ref = novelty.fit(data[:300], data[300:], ("x", "y"))
+    assert np.isfinite(ref.limit) and np.all(np.isfinite(ref.novelty(data)))
+    ref.save(tmp_path)
+    back = novelty.load(tmp_path)
+    assert back.layers == ("x", "y") and back.quantile == novelty.QUANTILE
+    np.testing.assert_allclose(back.novelty(data), ref.novelty(data), rtol=1e-4)
+    assert novelty.load(tmp_path / "elsewhere") is None
+
+
+def test_every_zoo_model_names_layers_that_exist():
+    for name, spec in zoo.REGISTRY.items():
+        layers = zoo.novelty_layers(name, spec.gradcam_layer)
+        assert layers, name
+        if name.startswith(("custom", "deep", "efficientnet_lite")):
+            model = spec.build(64 if "lite" in name else spec.input_size, pretrained=False)
+            assert all(len(model.get_layer(layer).output.shape) == 4 for layer in layers), name
+    assert zoo.novelty_layers("efficientnet_lite0_experts", "x") == zoo.get_spec("efficientnet_lite0").novelty_layers
+    assert zoo.novelty_layers("someone_elses_net", "last_conv") == ("last_conv",)
+
+
+def test_training_writes_the_reference_and_serving_reproduces_its_features(tiny_run, tiny_dataset):
+    from detector import data, inference, store
+
+    card = json.loads((tiny_run / "card.json").read_text())
+    summary = card["novelty"]
+    assert (tiny_run / novelty.NOVELTY_FILE).is_file()
+    assert summary["layers"] == list(zoo.get_spec("custom_cnn").novelty_layers)
+    assert summary["n_train"] == card["data"]["counts"]["train"]["real"] + card["data"]["counts"]["train"]["fake"]
+    assert summary["val_unfamiliar"] <= 0.05  # the 99th percentile of 32 val images leaves at most one
+
+    ref = novelty.load(tiny_run)
+    frames = data.ensure_splits(data.scan(tiny_dataset))
+    pixels = data.load_pixels(frames["test"]["path"].tolist(), 32, progress=False)
+    expected = ref.novelty(novelty.extract(store.load_keras_model(tiny_run), ref.layers, pixels))
+    keras_path = inference.Detector(tiny_run, use_fast_path=False).score(pixels).novelty
+    np.testing.assert_allclose(keras_path, expected, rtol=1e-4, atol=1e-5)
+    assert np.mean(expected > 1) == pytest.approx(summary["test_unfamiliar"], abs=1e-3)
+    result = inference.Detector(tiny_run).analyze(pixels[0])
+    assert result.faces[0].novelty == pytest.approx(float(expected[0]), abs=2e-3)
+
+
+@pytest.fixture(scope="module")
+def default_detector():
+    from detector import inference, store
+
+    if novelty.load(store.resolve(None)) is None:
+        pytest.skip("the default model has no novelty reference")
+    return inference.load_detector(None)
+
+
+def _blurred(rgb, radius):
+    return np.asarray(Image.fromarray(rgb).filter(ImageFilter.GaussianBlur(radius)))
+
+
+def test_the_default_model_knows_a_photo_of_a_face_but_not_a_coffee_cup_noise_or_a_smear(default_detector):
+    astronaut = images.decode_image(REPO_ROOT / "sample_images" / "astronaut.jpg")
+    face = default_detector.analyze(astronaut).faces[0]
+    assert face.region.kind == "face" and face.novelty < 1
+    coffee = default_detector.analyze(images.decode_image(REPO_ROOT / "sample_images" / "no_face_coffee.jpg"))
+    assert coffee.faces[0].novelty > 1
+    crop = images.resize_to(face.region.crop, default_detector.size)
+    noise = np.random.default_rng(0).integers(0, 256, crop.shape, dtype=np.uint8)
+    scored = default_detector.score(np.stack([crop, _blurred(crop, 8), noise])).novelty
+    assert scored[0] < 1 < scored[1] and scored[2] > 1
+
+
+def test_the_default_model_finds_the_test_faces_familiar(default_detector):
+    from detector import data, store
+
+    if not store.SHARED_DATA.is_dir():
+        pytest.skip("needs ../shared/data")
+    frame = data.scan(store.SHARED_DATA / "test").groupby(["label", "source"]).head(25)
+    pixels = data.load_pixels(frame["path"].tolist(), default_detector.size, progress=False)
+    values = default_detector.score(pixels).novelty
+    assert np.mean(values > 1) <= 0.05  # 1.4% of the 1,400 test faces when measured
+    blurred = default_detector.score(np.stack([_blurred(p, 8) for p in pixels])).novelty
+    assert np.mean(blurred > 1) >= 0.9
