@@ -267,8 +267,8 @@ def robustness_frame(table: pd.DataFrame) -> pd.DataFrame:
     out["level"] = [label(v) for v in out["level"]]
     known = {(k, label(v)): i for k, levels in robustness.PERTURBATIONS.items() for i, v in enumerate(levels)}
     out["order"] = [known.get((k, v), len(known)) for k, v in zip(out["perturbation"], out["level"])]
-    for col in ("accuracy", "auc"):
-        out[col] = pd.to_numeric(out[col], errors="coerce")
+    for col in ("accuracy", "auc", "unfamiliar", "accuracy_familiar"):  # older tables lack the last two
+        out[col] = pd.to_numeric(out[col], errors="coerce") if col in out else np.nan
     return out.sort_values(["perturbation", "order"], kind="stable").reset_index(drop=True)
 
 

@@ -2,7 +2,9 @@
 
 The Keras model stays the source of truth; `model.tflite` is derived from it by `export`
 and verified against it (`verify`) before the card records it. `Detector` uses it for
-scoring when present and verified; Grad-CAM still runs on the Keras model.
+scoring when present and verified; Grad-CAM still runs on the Keras model. When the model
+folder has a novelty reference, the copy also outputs the reference's features, so one
+LiteRT call gives both P(fake) and how familiar the face is.
 """
 from __future__ import annotations
 
@@ -17,12 +19,18 @@ import numpy as np
 TFLITE_FILE = "model.tflite"
 
 
-def export(model, size: int, path: str | Path) -> Path:
-    """Convert a Keras model with a fixed (None, S, S, 3) float input to a .tflite file."""
+def export(model, size: int, path: str | Path, feature_layers=None) -> Path:
+    """Convert a Keras model with a fixed (None, S, S, 3) float input to a .tflite file; with
+    `feature_layers`, a second output gives their novelty features (`detector.novelty`)."""
+    import keras
     import tensorflow as tf
+
+    from detector import novelty
 
     if tuple(model.input_shape[1:]) != (size, size, 3):
         raise ValueError(f"model input {model.input_shape} is not ({size}, {size}, 3)")
+    if feature_layers:
+        model = keras.Model(model.inputs, [model.output, novelty.feature_output(model, feature_layers)])
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     path = Path(path)
     with contextlib.redirect_stdout(sys.stderr):  # the converter chats on stdout
@@ -63,19 +71,35 @@ class LiteRTRunner:
             self._by_batch[n] = it
         return it
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         it = self._interpreter(len(batch))
         it.set_tensor(it.get_input_details()[0]["index"], np.ascontiguousarray(batch))
         it.invoke()
-        return it.get_tensor(it.get_output_details()[0]["index"]).reshape(-1).copy()
+        # P(fake) is the (N, 1) output; a copy exported with features has an (N, d) one too
+        outs = [it.get_tensor(d["index"]).copy() for d in it.get_output_details()]
+        scores = next(o for o in outs if o.shape[-1] == 1)
+        features = next((o for o in outs if o.shape[-1] != 1), None)
+        return scores.reshape(-1), features
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """(N, S, S, 3) pixels -> N raw scores, in micro-batches."""
+    def has_features(self) -> bool:
+        """Was this copy exported with the novelty features as a second output?"""
+        with self._lock:
+            return len(self._interpreter(self.micro_batch).get_output_details()) > 1
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, S, S, 3) pixels -> (N raw scores, (N, d) novelty features or None), in micro-batches."""
         batch = np.asarray(batch, dtype=np.float32)
         step = self.micro_batch
         with self._lock:
-            return np.concatenate([self._run(batch[i:i + step]) for i in range(0, len(batch), step)]
-                                  or [np.zeros(0, np.float32)])
+            parts = [self._run(batch[i:i + step]) for i in range(0, len(batch), step)]
+        if not parts:
+            return np.zeros(0, np.float32), None
+        features = None if parts[0][1] is None else np.concatenate([f for _, f in parts])
+        return np.concatenate([p for p, _ in parts]), features
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) pixels -> N raw scores, in micro-batches."""
+        return self.run(batch)[0]
 
 
 def available() -> bool:
@@ -98,13 +122,14 @@ def export_and_verify(name_or_path=None, data_root: str | Path | None = None, n:
     (same verdicts at the card threshold), else on random pixels (scores only)."""
     import pandas as pd
 
-    from detector import data, evaluation, store
+    from detector import data, evaluation, novelty, store
 
     card = store.read_card(name_or_path)
     folder = Path(card["dir"])
     size = int(card["input_size"])
     model = store.load_keras_model(folder)
-    runner = LiteRTRunner(export(model, size, folder / TFLITE_FILE))
+    reference = novelty.load(folder)
+    runner = LiteRTRunner(export(model, size, folder / TFLITE_FILE, reference.layers if reference else None))
 
     preds = store.read_predictions(folder)
     root = Path(data_root) if data_root else Path(card.get("data", {}).get("path", ""))
@@ -119,7 +144,8 @@ def export_and_verify(name_or_path=None, data_root: str | Path | None = None, n:
         source = "random pixels"
     keras_p = np.concatenate([model(pixels[i:i + 64].astype(np.float32), training=False).numpy().reshape(-1)
                               for i in range(0, len(pixels), 64)])
-    lite_p = np.concatenate([runner(pixels[i:i + 64]) for i in range(0, len(pixels), 64)])
+    lite = [runner.run(pixels[i:i + 64]) for i in range(0, len(pixels), 64)]
+    lite_p = np.concatenate([p for p, _ in lite])
     t, b = float(card.get("temperature", 1.0)), float(card.get("bias", 0.0))
     thr = float(card.get("threshold", 0.5))
     kv = evaluation.apply_temperature(keras_p, t, b) >= thr
@@ -129,5 +155,12 @@ def export_and_verify(name_or_path=None, data_root: str | Path | None = None, n:
               "verdict_mismatches": int(np.sum(kv != lv)),
               "file_mb": round((folder / TFLITE_FILE).stat().st_size / 1e6, 2)}
     record["verified"] = record["max_abs_diff"] < 1e-3 and record["verdict_mismatches"] == 0
+    if reference is not None:  # the copy's features must give the Keras model's novelty
+        keras_n = reference.novelty(novelty.extractor(model, reference.layers)(pixels))
+        lite_n = reference.novelty(np.concatenate([f for _, f in lite]))
+        record["novelty_max_abs_diff"] = float(np.max(np.abs(keras_n - lite_n)))
+        record["novelty_flag_mismatches"] = int(np.sum((keras_n > 1) != (lite_n > 1)))
+        record["verified"] = (record["verified"] and record["novelty_max_abs_diff"] < 1e-3
+                              and record["novelty_flag_mismatches"] == 0)
     store.update_card(folder, fast_path=record)
     return record

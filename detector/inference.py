@@ -119,11 +119,10 @@ class Detector:
         tflite = Path(self.card["dir"]) / fastpath.TFLITE_FILE
         if use_fast_path and fast.get("verified") and tflite.is_file() and fastpath.available():
             self.fast = fastpath.LiteRTRunner(tflite)
-            if self.familiarity is not None:
-                features = novelty.feature_model(self.model, self.familiarity.layers)
-                self._features = tf.function(
-                    lambda x: features(x, training=False),
-                    input_signature=[tf.TensorSpec([None, self.size, self.size, 3], tf.float32)], autograph=False)
+        if self.fast is not None and self.familiarity is not None and not self.fast.has_features():
+            # a copy exported before the reference existed gives P(fake) only: the features
+            # then come from the Keras layers below them
+            self._features = novelty.extractor(self.model, self.familiarity.layers)
         self.score_batch(np.zeros((1, self.size, self.size, 3), np.uint8))  # warm-up: trace once
 
     def prepare(self, crops: list[np.ndarray]) -> np.ndarray:
@@ -137,14 +136,14 @@ class Detector:
         features come from a forward pass of the layers below them."""
         batch = np.asarray(batch, np.float32)
         if self.fast is not None:
-            raw, out = self.fast(batch), {}
-            if self.familiarity is not None:
-                out["features"] = self._features(batch)
+            raw, features = self.fast.run(batch)
+            route = None
+            if self.familiarity is not None and features is None:
+                features = self._features(batch)
         else:
-            out = self._forward(batch)
-            raw = out["p"].numpy()
-        route = out["route"].numpy() if "route" in out else None
-        familiar = (self.familiarity.novelty(out["features"].numpy()) if "features" in out else None)
+            out = {k: v.numpy() for k, v in self._forward(batch).items()}
+            raw, route, features = out["p"], out.get("route"), out.get("features")
+        familiar = None if self.familiarity is None or features is None else self.familiarity.novelty(features)
         return BatchScores(evaluation.apply_temperature(raw.reshape(-1), self.temperature, self.bias),
                            route, familiar)
 
@@ -152,10 +151,8 @@ class Detector:
         """(N, S, S, 3) uint8 at the model's size -> calibrated P(fake)."""
         return self.score(batch).p_fake
 
-    def score_crops(self, crops: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
-        return self._score_crops(crops, batch_size).p_fake
-
-    def _score_crops(self, crops: list[np.ndarray], batch_size: int = 64) -> BatchScores:
+    def score_crops(self, crops: list[np.ndarray], batch_size: int = 64) -> BatchScores:
+        """Face crops (or whole images) of any size, each through the one resize -> scores."""
         if not crops:
             return BatchScores(np.zeros(0))
         return BatchScores.concat([self.score(self.prepare(crops[i:i + batch_size]))
@@ -175,7 +172,7 @@ class Detector:
         threshold = self.threshold if threshold is None else threshold
         regions = regions if regions is not None else faces.find_faces(rgb)
         crops = [r.crop for r in regions]
-        scored = self._score_crops(crops)
+        scored = self.score_crops(crops)
         maps = self.heatmaps(crops) if gradcam else [None] * len(crops)
         routes = ([None] * len(crops) if scored.route is None else
                   [{s: round(float(w), 4) for s, w in zip(self.sources, g)} for g in scored.route])

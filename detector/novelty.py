@@ -36,17 +36,24 @@ def feature_model(model, layers):
     return keras.Model(model.inputs, feature_output(model, layers))
 
 
-def extract(model, layers, pixels: np.ndarray, batch_size: int = 64, progress: str | None = None) -> np.ndarray:
-    """(N, S, S, 3) uint8 pixels at the model's size -> (N, d) features, in batches."""
+def extractor(model, layers):
+    """A function: (N, S, S, 3) uint8 pixels at the model's size -> (N, d) features, in
+    batches of 64 through one compiled forward pass of the layers below `layers`."""
     import tensorflow as tf
 
     net = feature_model(model, layers)
-    forward = tf.function(lambda x: net(x, training=False), autograph=False)
-    starts = range(0, len(pixels), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-        starts = tqdm(starts, desc=progress, unit="batch", mininterval=10)
-    return np.concatenate([forward(np.asarray(pixels[i:i + batch_size], np.float32)).numpy() for i in starts])
+    size = tuple(model.inputs[0].shape[1:])
+    forward = tf.function(lambda x: net(x, training=False), autograph=False,
+                          input_signature=[tf.TensorSpec((None, *size), tf.float32)])
+
+    def run(pixels: np.ndarray, progress: str | None = None) -> np.ndarray:
+        starts = range(0, len(pixels), 64)
+        if progress:
+            from tqdm.auto import tqdm
+            starts = tqdm(starts, desc=progress, unit="batch", mininterval=10)
+        return np.concatenate([forward(np.asarray(pixels[i:i + 64], np.float32)).numpy() for i in starts])
+
+    return run
 
 
 @dataclass(frozen=True)
@@ -99,21 +106,56 @@ def fit(train_features: np.ndarray, val_features: np.ndarray, layers, quantile: 
     return NoveltyReference(tuple(layers), mean, whiten, limit, quantile)
 
 
-def fit_model(model, layers, pixels: dict[str, np.ndarray], folder: str | Path) -> dict:
-    """Fit on `pixels["train"]`, limit on `pixels["val"]`, write novelty.npz into `folder`; returns
-    the card's summary, with the share of test images called unfamiliar when a test split is given."""
-    feats = {s: extract(model, layers, x, progress=f"novelty features ({s})") for s, x in pixels.items() if len(x)}
+CHECK_MIN = 0.9  # a usable reference calls at least this share of the check images unfamiliar
+
+
+def check_images(val_pixels: np.ndarray, n: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs no face detector should vouch for, made from val images: blurred until the face
+    is a smear (sigma = size / 64 px, 4 px at 256) and pure noise."""
+    from detector import robustness
+
+    rng = np.random.default_rng(seed)
+    picks = val_pixels[rng.choice(len(val_pixels), min(n, len(val_pixels)), replace=False)]
+    sigma = picks.shape[1] / 64
+    return {"blurred": np.stack([robustness.perturb(p, "gaussian_blur", sigma) for p in picks]),
+            "noise": rng.integers(0, 256, (n, *val_pixels.shape[1:]), dtype=np.uint8)}
+
+
+def fit_model(model, layers, pixels: dict[str, np.ndarray], folder: str | Path, require_check: bool = True) -> dict:
+    """Fit on `pixels["train"]`, limit on `pixels["val"]`; returns the card's summary, with the
+    share of test images called unfamiliar when a test split is given.
+
+    The reference is kept (novelty.npz in `folder`) only when it passes its own check: it must
+    call blurred smears and noise unfamiliar (`CHECK_MIN`). A network trained from scratch with
+    blur and JPEG augmentation can learn features that do not change under either, and then
+    "familiar" would mean nothing; such a model gets no reference and no flag, and says why.
+    (`require_check=False` keeps it anyway: for tests on tiny synthetic data.)"""
+    extract = extractor(model, layers)
+    feats = {s: extract(x, progress=f"novelty features ({s})") for s, x in pixels.items() if len(x)}
     ref = fit(feats["train"], feats["val"], layers)
-    ref.save(folder)
-    summary = {"file": NOVELTY_FILE, "layers": list(layers), "quantile": ref.quantile, "limit": round(ref.limit, 4),
+    check = {f"{k}_unfamiliar": round(float(np.mean(ref.novelty(extract(x)) > 1)), 4)
+             for k, x in check_images(pixels["val"]).items()}
+    usable = min(check.values()) >= CHECK_MIN or not require_check
+    target = Path(folder) / NOVELTY_FILE
+    if usable:
+        ref.save(folder)
+    else:
+        target.unlink(missing_ok=True)
+    summary = {"file": NOVELTY_FILE if usable else None, "usable": usable, "check": check,
+               "layers": list(layers), "quantile": ref.quantile, "limit": round(ref.limit, 4),
                "n_train": int(len(feats["train"])),
                "val_unfamiliar": round(float(np.mean(ref.novelty(feats["val"]) > 1)), 4)}
     if "test" in feats:
         summary["test_unfamiliar"] = round(float(np.mean(ref.novelty(feats["test"]) > 1)), 4)
+    if not usable:
+        failed = [k.removesuffix("_unfamiliar") for k, v in check.items() if v < CHECK_MIN]
+        shares = ", ".join(f"{k.removesuffix('_unfamiliar')} {v:.0%}" for k, v in check.items())
+        summary["why_not"] = (f"its features do not tell {' or '.join(failed)} images from training faces "
+                              f"(called unfamiliar: {shares}; at least {CHECK_MIN:.0%} needed)")
     return summary
 
 
-def fit_folder(name_or_path, data_root: str | Path) -> dict:
+def fit_folder(name_or_path, data_root: str | Path, require_check: bool = True) -> dict:
     """Fit (or refit) the reference of an already trained model folder on a data root's
     train/val/test images; records the summary in its card. Returns the summary."""
     from detector import data, store, zoo
@@ -124,6 +166,6 @@ def fit_folder(name_or_path, data_root: str | Path) -> dict:
     size = int(card["input_size"])
     pixels = {s: data.load_pixels(f["path"].tolist(), size) for s, f in frames.items() if len(f)}
     layers = zoo.novelty_layers(card["architecture"], card.get("gradcam_layer"))
-    summary = fit_model(model, layers, pixels, card["dir"])
+    summary = fit_model(model, layers, pixels, card["dir"], require_check)
     store.update_card(card["dir"], novelty=summary)
     return summary

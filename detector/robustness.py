@@ -7,10 +7,13 @@ decoded pixels with Pillow (at their own resolution, as an uploader's software w
 the image goes through the one resize (`images.resize_to`) to the model's size and is scored
 at the model card's threshold. Perturbations:
 
-* JPEG re-compression at quality 95, 80, 60, 45, 30 ("none" = as stored);
-* down-scaling by 0.75, 0.5, 0.25 and back up to the original size (1.0 = untouched);
-* Gaussian blur with sigma 0.5, 1, 2 pixels (0 = untouched).
+* JPEG re-compression at quality 95, 80, 60, 45, 30, 15 ("none" = as stored);
+* down-scaling by 0.75, 0.5, 0.25, 0.125 and back up to the original size (1.0 = untouched);
+* Gaussian blur with sigma 0.5, 1, 2, 4, 8 pixels (0 = untouched).
 
+The last levels go past what the web usually does, to show where a model stops knowing what
+it looks at: when the model folder has a novelty reference (`detector.novelty`), each row also
+gives the share of images called unfamiliar and the accuracy on the rest.
 The identity levels ("none", 1.0, 0) are the unperturbed pixels, so their rows repeat the
 plain test numbers of the sample. The table goes to `robustness.csv` in the model's folder.
 """
@@ -26,11 +29,11 @@ from PIL import Image, ImageFilter
 from detector import data, evaluation, images, store
 
 PERTURBATIONS: dict[str, tuple] = {
-    "jpeg_quality": ("none", 95, 80, 60, 45, 30),
-    "downscale": (1.0, 0.75, 0.5, 0.25),
-    "gaussian_blur": (0, 0.5, 1, 2),
+    "jpeg_quality": ("none", 95, 80, 60, 45, 30, 15),
+    "downscale": (1.0, 0.75, 0.5, 0.25, 0.125),
+    "gaussian_blur": (0, 0.5, 1, 2, 4, 8),
 }
-COLUMNS = ["perturbation", "level", "n", "accuracy", "auc"]
+COLUMNS = ["perturbation", "level", "n", "accuracy", "auc", "unfamiliar", "accuracy_familiar"]
 CSV_NAME = "robustness.csv"
 DEFAULT_N = 400
 
@@ -98,12 +101,10 @@ def load_sample(folder: str | Path | None = None, n: int | None = DEFAULT_N, see
     return frame.iloc[keep].reset_index(drop=True), pixels
 
 
-def score_images(det, rgbs: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
-    """P(fake) for full-size RGB images, each through the one resize to the model size."""
-    out = []
-    for i in range(0, len(rgbs), batch_size):
-        out.append(det.score_batch(np.stack([images.resize_to(r, det.size) for r in rgbs[i:i + batch_size]])))
-    return np.concatenate(out) if out else np.zeros(0)
+def score_images(det, rgbs: list[np.ndarray], batch_size: int = 64):
+    """Full-size RGB images, each through the one resize to the model size -> the detector's
+    `BatchScores` (P(fake), and novelty when the model has a reference)."""
+    return det.score_crops(rgbs, batch_size)
 
 
 def run(model=None, folder: str | Path | None = None, n: int | None = DEFAULT_N, seed: int = 42,
@@ -131,9 +132,15 @@ def run(model=None, folder: str | Path | None = None, n: int | None = DEFAULT_N,
             scores = identity_scores
         else:
             scores = score_images(det, [perturb(r, kind, level) for r in rgbs])
-        m = evaluation.binary_metrics(y, scores, det.threshold)
-        rows.append({"perturbation": kind, "level": level, "n": m["n"],
-                     "accuracy": m["accuracy"], "auc": m["auc"]})
+        m = evaluation.binary_metrics(y, scores.p_fake, det.threshold)
+        row = {"perturbation": kind, "level": level, "n": m["n"], "accuracy": m["accuracy"], "auc": m["auc"],
+               "unfamiliar": np.nan, "accuracy_familiar": np.nan}
+        if scores.novelty is not None:
+            familiar = scores.novelty <= 1
+            row["unfamiliar"] = float(1 - familiar.mean())
+            if familiar.any():
+                row["accuracy_familiar"] = float(np.mean((scores.p_fake[familiar] >= det.threshold) == y[familiar]))
+        rows.append(row)
     table = pd.DataFrame(rows, columns=COLUMNS)
     table.attrs.update(model=det.name, threshold=det.threshold, data=str(folder.resolve()),
                        path=str(Path(det.card["dir"]) / CSV_NAME) if write else None)
@@ -146,10 +153,13 @@ def format_table(table: pd.DataFrame) -> str:
     a = table.attrs
     lines = [f"{a.get('model')} at threshold {a.get('threshold', float('nan')):.3f}, "
              f"{int(table['n'].iloc[0])} test images of {a.get('data')}", "",
-             f"{'perturbation':<16}{'level':>7}{'accuracy':>10}{'auc':>8}"]
+             f"{'perturbation':<16}{'level':>7}{'accuracy':>10}{'auc':>8}{'unfamiliar':>12}{'acc. familiar':>15}"]
+
+    def num(v, fmt):
+        return "n/a" if pd.isna(v) else format(v, fmt)
     for r in table.itertuples():
-        auc = "n/a" if pd.isna(r.auc) else f"{r.auc:.4f}"
-        lines.append(f"{r.perturbation:<16}{str(r.level):>7}{r.accuracy:>10.4f}{auc:>8}")
+        lines.append(f"{r.perturbation:<16}{str(r.level):>7}{r.accuracy:>10.4f}{num(r.auc, '.4f'):>8}"
+                     f"{num(r.unfamiliar, '.1%'):>12}{num(r.accuracy_familiar, '.4f'):>15}")
     if a.get("path"):
         lines += ["", f"written to {a['path']}"]
     return "\n".join(lines)

@@ -641,6 +641,8 @@ def write_run(model, cfg: TrainConfig, architecture: str, description: str, grad
     if "train" in pixels and len(pixels["train"]):
         familiarity = novelty.fit_model(model, zoo.novelty_layers(architecture, gradcam_layer),
                                         {s: pixels[s] for s in ("train", "val", "test") if s in pixels}, out)
+        print(f"novelty reference: {'kept' if familiarity['usable'] else 'not kept: ' + familiarity['why_not']}",
+              flush=True)
     card = {
         "name": out.name,
         "architecture": architecture,

@@ -367,8 +367,10 @@ def robustness_section() -> None:
     tables = {m: comparison.robustness_frame(t) for m, t in tables.items() if t is not None and not t.empty}
     if not tables:
         return
-    st.caption("Test images degraded the way the web degrades them, scored at each card's threshold: "
-               "accuracy (solid) and AUC (dashed). The first level of each chart is the untouched image.")
+    st.caption("Test images degraded the way the web degrades them (and past it), scored at each card's "
+               "threshold: accuracy (solid), AUC (dashed) and, for models with a novelty reference, the share "
+               "of images called unlike the training faces (dotted). The first level of each chart is the "
+               "untouched image.")
     cols = st.columns(len(ROBUSTNESS_AXES))
     for col, (kind, axis) in zip(cols, ROBUSTNESS_AXES.items()):
         fig = go.Figure()
@@ -376,13 +378,15 @@ def robustness_section() -> None:
             part = t[t["perturbation"] == kind]
             if part.empty:
                 continue
-            for metric, dash in (("accuracy", "solid"), ("auc", "dash")):
+            for metric, dash in (("accuracy", "solid"), ("auc", "dash"), ("unfamiliar", "dot")):
+                if part[metric].isna().all():
+                    continue
                 fig.add_trace(go.Scatter(x=part["level"], y=part[metric], mode="lines+markers",
                                          name=f"{m} {'AUC' if metric == 'auc' else metric}",
                                          line=dict(color=colour[m], dash=dash), legendgroup=m,
                                          hovertemplate=f"{m}: {metric} %{{y:.3f}} at {axis} %{{x}}<extra></extra>"))
         fig.update_xaxes(type="category", title=axis)
-        fig.update_yaxes(range=[0, 1.02], title="accuracy / AUC")
+        fig.update_yaxes(range=[0, 1.02], title="accuracy / AUC / share")
         fig.update_layout(title=axis, height=320, margin=dict(l=10, r=10, t=40, b=10),
                           legend=dict(orientation="h", y=-0.35), showlegend=kind == "jpeg_quality")
         col.plotly_chart(fig, key=f"cmp_rob_{kind}")

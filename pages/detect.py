@@ -41,7 +41,10 @@ with st.sidebar:
     c = cards[0]
     test = (c.get("metrics") or {}).get("test") or {}
     st.caption(f"**{primary}**: {c.get('architecture', '?')}, {c.get('input_size', '?')} px input, "
-               f"test accuracy {ui.fmt(test.get('accuracy'))}, AUC {ui.fmt(test.get('auc'))}.")
+               f"test accuracy {ui.fmt(test.get('accuracy'))}, AUC {ui.fmt(test.get('auc'))}."
+               + ("" if (c.get("novelty") or {}).get("usable", True) else
+                  " It cannot flag unfamiliar faces: its features do not tell a blurred smear or noise "
+                  "from a training face."))
 
 # --- inputs ------------------------------------------------------------------------------
 uploads = st.file_uploader("Images or zips of images", type=[*ui.IMAGE_TYPES, "zip"], accept_multiple_files=True,

@@ -93,6 +93,19 @@ def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_run_novel(tiny_run, tiny_dataset, tmp_path_factory) -> Path:
+    """A copy of the tiny run with a novelty reference fitted without its usability check
+    (blurring the tiny run's smooth synthetic images changes nothing, so it cannot pass it):
+    for the tests of how serving, the CLI and the robustness table use a reference."""
+    from detector import novelty
+
+    folder = tmp_path_factory.mktemp("tiny_novel") / "tiny_novel"
+    shutil.copytree(tiny_run, folder, ignore=shutil.ignore_patterns("logs", "checkpoints"))
+    novelty.fit_folder(folder, tiny_dataset, require_check=False)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def models_root(request, tmp_path_factory) -> Path:
     """The shipped models/ when it has any, else a folder holding the tiny run as "tiny"."""
     from detector import store

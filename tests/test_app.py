@@ -145,7 +145,7 @@ def test_every_page_renders(app, models_dir):
         assert any(h.value == f"{n_folds}-fold cross-validation" for h in app.subheader), name
 
 
-def test_detect_gives_verdicts_and_reports_a_bad_file(app):
+def test_detect_gives_verdicts_and_reports_a_bad_file(app, models_dir):
     face = (ROOT / "sample_images" / "astronaut.jpg").read_bytes()
     app.file_uploader[0].set_value([
         ("astronaut.jpg", face, "image/jpeg"),
@@ -173,7 +173,7 @@ def test_detect_gives_verdicts_and_reports_a_bad_file(app):
 
     noise = table.loc["noise.png"]  # no face: judged whole, and the page says so
     assert noise["verdict"] in VERDICTS and noise["faces"] == 0
-    if store.read_card(good["model"]).get("novelty"):  # pure noise is unlike any training face
+    if (store.read_card(models_dir / good["model"]).get("novelty") or {}).get("usable"):  # noise is unlike any face
         assert bool(noise["unfamiliar"]) and not bool(good["unfamiliar"])
         assert any("Unlike the training faces" in c.value for c in app.caption)
         assert any("1 image(s) hold a face unlike the training faces" in c.value for c in app.caption)
@@ -189,6 +189,18 @@ def test_detect_gives_verdicts_and_reports_a_bad_file(app):
     table = app.dataframe[0].value.set_index("file")
     assert table.loc["astronaut.jpg", "verdict"] == ("FAKE" if p >= 1.0 else "REAL")
     assert table.loc["astronaut.jpg", "p_fake"] == pytest.approx(p)
+
+
+def test_detect_says_when_a_model_cannot_flag_unfamiliar_faces(app, models_dir):
+    blind = [n for n in store.model_names(models_dir)
+             if (store.read_card(models_dir / n).get("novelty") or {}).get("usable") is False]
+    if not blind:
+        pytest.skip("every model here has a usable novelty reference")
+    app.selectbox(key="det_model").set_value(blind[0]).run()
+    assert any("cannot flag unfamiliar faces" in c.value for c in app.sidebar.caption)
+    app.file_uploader[0].set_value([("noise.png", _noise_png(), "image/png")]).run()
+    assert not app.exception, app.exception
+    assert "unfamiliar" not in app.dataframe[0].value.columns
 
 
 def test_detect_camera_sample_gallery_and_ensemble(app, models_dir):

@@ -85,12 +85,19 @@ def test_predict_reports_bad_files_and_scores_good_ones(inbox, tiny_run, tmp_pat
     expected = det.analyze_source(inbox / "good.jpg")
     assert p == pytest.approx(expected.p_fake, abs=1e-4)
     assert good["label"] == expected.verdict
-    assert float(good["novelty"]) == pytest.approx(expected.faces[0].novelty)  # the tiny run has a reference
+    assert ("novelty" in good) == (det.familiarity is not None)  # a column only with a reference
     assert "1 of 3 images scored" in captured.err
 
     # --csv writes the same rows
     with open(out_csv, newline="") as fh:
         assert list(csv.DictReader(fh)) == rows
+
+
+def test_predict_writes_each_faces_novelty_when_the_model_has_a_reference(inbox, tiny_run_novel, capfd):
+    assert main(["predict", str(inbox / "good.jpg"), "--model", str(tiny_run_novel)]) == 0
+    (row,) = _rows(capfd.readouterr().out)
+    expected = inference.load_detector(str(tiny_run_novel)).analyze_source(inbox / "good.jpg").faces[0].novelty
+    assert float(row["novelty"]) == pytest.approx(expected)
 
 
 def test_predict_fails_when_nothing_scored(inbox, tiny_run, tmp_path, capfd):

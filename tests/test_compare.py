@@ -169,6 +169,7 @@ def test_robustness_frame_orders_levels():
     by = {k: list(g["level"]) for k, g in out.groupby("perturbation", sort=False)}
     assert by == {"downscale": ["1", "0.5"], "gaussian_blur": ["0", "2"], "jpeg_quality": ["none", "95", "30"]}
     assert out["auc"].dtype.kind == "f" and out["auc"].isna().sum() == 1
+    assert out["unfamiliar"].isna().all()  # a table written before novelty existed still draws
 
 
 # --- the disagreement explorer: table, images, Grad-CAM ------------------------------------------
@@ -278,7 +279,8 @@ def compare_models(tiny_run, tmp_path_factory) -> Path:
     rows = [("jpeg_quality", lvl, 0.9 - 0.05 * i, 0.95 - 0.04 * i) for i, lvl in enumerate(("none", 95, 80, 60, 45, 30))]
     rows += [("downscale", lvl, 0.9 - 0.1 * i, 0.95 - 0.1 * i) for i, lvl in enumerate((1.0, 0.75, 0.5, 0.25))]
     rows += [("gaussian_blur", lvl, 0.9 - 0.1 * i, 0.95 - 0.1 * i) for i, lvl in enumerate((0, 0.5, 1, 2))]
-    pd.DataFrame([{"perturbation": k, "level": lvl, "n": 32, "accuracy": a, "auc": u} for k, lvl, a, u in rows]
+    pd.DataFrame([{"perturbation": k, "level": lvl, "n": 32, "accuracy": a, "auc": u, "unfamiliar": 1 - u,
+                   "accuracy_familiar": a} for k, lvl, a, u in rows]
                  ).to_csv(root / "tiny_bench" / "robustness.csv", index=False, float_format="%.4f")
     (root / "DEFAULT").write_text("tiny\n")
     return root
@@ -326,7 +328,7 @@ def test_compare_page_saved_predictions_reliability_bench_and_robustness(compare
     robust = [s for s in charts if _title(s) in ("JPEG quality", "Downscale factor", "Blur sigma (px)")]
     assert len(robust) == 3
     for spec in robust:
-        assert {t["name"] for t in spec["data"]} == {"tiny_bench accuracy", "tiny_bench AUC"}
+        assert {t["name"] for t in spec["data"]} == {"tiny_bench accuracy", "tiny_bench AUC", "tiny_bench unfamiliar"}
     jpeg = next(s for s in robust if _title(s) == "JPEG quality")
     assert jpeg["data"][0]["x"] == ["none", "95", "80", "60", "45", "30"]
     assert any("python -m detector robustness --model tiny`" in i.value for i in at.info)

@@ -17,11 +17,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def fast_copy(tiny_run, tmp_path_factory) -> Path:
-    """A copy of the tiny run with model.tflite exported and verified (on random pixels:
-    the tiny dataset's folder is recorded in its card, so on its test split when present)."""
+def fast_copy(tiny_run_novel, tmp_path_factory) -> Path:
+    """A copy of the tiny run (with a novelty reference) with model.tflite exported and verified
+    (on random pixels: the tiny dataset's folder is recorded in its card, so on its test split
+    when present)."""
     folder = tmp_path_factory.mktemp("fast") / "tiny_fast"
-    shutil.copytree(tiny_run, folder, ignore=shutil.ignore_patterns("logs", "checkpoints", "folds"))
+    shutil.copytree(tiny_run_novel, folder, ignore=shutil.ignore_patterns("logs", "checkpoints", "folds"))
     record = fastpath.export_and_verify(folder)
     assert record["verified"], record
     return folder
@@ -56,6 +57,22 @@ def test_detector_uses_the_verified_fast_path_and_scores_like_keras(fast_copy):
     # the LiteRT copy gives P(fake) alone; novelty comes from the Keras layers below its features
     assert det.familiarity is not None
     np.testing.assert_allclose(det.score(x).novelty, slow.score(x).novelty, rtol=1e-5)
+
+
+def test_the_copy_carries_the_novelty_features_and_an_older_copy_falls_back_to_keras(fast_copy, tmp_path):
+    rec = json.loads((fast_copy / "card.json").read_text())["fast_path"]
+    assert rec["novelty_max_abs_diff"] < 1e-3 and rec["novelty_flag_mismatches"] == 0
+    det = inference.Detector(fast_copy)
+    assert det.fast.has_features() and not hasattr(det, "_features")
+    x = np.random.default_rng(5).integers(0, 256, (4, det.size, det.size, 3), dtype=np.uint8)
+    keras_novelty = inference.Detector(fast_copy, use_fast_path=False).score(x).novelty
+    older = tmp_path / "older"
+    shutil.copytree(fast_copy, older)
+    fastpath.export(store.load_keras_model(older), det.size, older / fastpath.TFLITE_FILE)  # P(fake) only
+    old = inference.Detector(older)
+    assert old.fast is not None and not old.fast.has_features()
+    np.testing.assert_allclose(old.score(x).novelty, keras_novelty, rtol=1e-5)
+    np.testing.assert_allclose(old.score(x).p_fake, det.score(x).p_fake, atol=1e-5)
 
 
 def test_unverified_fast_path_is_not_used(fast_copy, tmp_path):

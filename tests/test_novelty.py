@@ -55,24 +55,47 @@ def test_every_zoo_model_names_layers_that_exist():
     assert zoo.novelty_layers("someone_elses_net", "last_conv") == ("last_conv",)
 
 
-def test_training_writes_the_reference_and_serving_reproduces_its_features(tiny_run, tiny_dataset):
-    from detector import data, inference, store
-
+def test_training_checks_the_reference_and_keeps_it_only_when_it_passes(tiny_run):
     card = json.loads((tiny_run / "card.json").read_text())
     summary = card["novelty"]
-    assert (tiny_run / novelty.NOVELTY_FILE).is_file()
     assert summary["layers"] == list(zoo.get_spec("custom_cnn").novelty_layers)
     assert summary["n_train"] == card["data"]["counts"]["train"]["real"] + card["data"]["counts"]["train"]["fake"]
     assert summary["val_unfamiliar"] <= 0.05  # the 99th percentile of 32 val images leaves at most one
+    assert set(summary["check"]) == {"blurred_unfamiliar", "noise_unfamiliar"}
+    assert summary["usable"] == (min(summary["check"].values()) >= novelty.CHECK_MIN)
+    assert (tiny_run / novelty.NOVELTY_FILE).is_file() == summary["usable"]
+    assert summary["usable"] or "images from training faces (called unfamiliar: blurred " in summary["why_not"]
 
-    ref = novelty.load(tiny_run)
+
+def test_a_model_blind_to_blur_and_noise_gets_no_reference(tmp_path):
+    """A network that averages its input away cannot tell a smear from a face: no flag for it."""
+    import keras
+
+    inputs = keras.Input((16, 16, 3))
+    pooled = keras.layers.AveragePooling2D(16, name="pool")(inputs)  # 1x1 mean colour: blur-blind
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(keras.layers.Flatten()(pooled)))
+    rng = np.random.default_rng(0)
+    pixels = {s: rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8) for s, n in (("train", 200), ("val", 100))}
+    summary = novelty.fit_model(model, ["pool"], pixels, tmp_path)
+    assert summary["usable"] is False and summary["check"]["blurred_unfamiliar"] < novelty.CHECK_MIN
+    assert novelty.load(tmp_path) is None and summary["file"] is None
+    assert summary["why_not"].startswith("its features do not tell blurred or noise images from training faces")
+    kept = novelty.fit_model(model, ["pool"], pixels, tmp_path, require_check=False)
+    assert kept["usable"] is True and novelty.load(tmp_path) is not None
+
+
+def test_serving_reproduces_the_features_the_reference_was_fitted_on(tiny_run_novel, tiny_dataset):
+    from detector import data, inference, store
+
+    ref = novelty.load(tiny_run_novel)
     frames = data.ensure_splits(data.scan(tiny_dataset))
     pixels = data.load_pixels(frames["test"]["path"].tolist(), 32, progress=False)
-    expected = ref.novelty(novelty.extract(store.load_keras_model(tiny_run), ref.layers, pixels))
-    keras_path = inference.Detector(tiny_run, use_fast_path=False).score(pixels).novelty
+    expected = ref.novelty(novelty.extractor(store.load_keras_model(tiny_run_novel), ref.layers)(pixels))
+    keras_path = inference.Detector(tiny_run_novel, use_fast_path=False).score(pixels).novelty
     np.testing.assert_allclose(keras_path, expected, rtol=1e-4, atol=1e-5)
+    summary = json.loads((tiny_run_novel / "card.json").read_text())["novelty"]
     assert np.mean(expected > 1) == pytest.approx(summary["test_unfamiliar"], abs=1e-3)
-    result = inference.Detector(tiny_run).analyze(pixels[0])
+    result = inference.Detector(tiny_run_novel).analyze(pixels[0])
     assert result.faces[0].novelty == pytest.approx(float(expected[0]), abs=2e-3)
 
 

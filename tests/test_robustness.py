@@ -15,9 +15,10 @@ from detector.__main__ import main  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_run, tiny_dataset) -> tuple[Path, Path]:
-    """(model folder, data root): the shared tiny run and its data (tests/conftest.py)."""
-    return tiny_run, tiny_dataset
+def tiny(tiny_run_novel, tiny_dataset) -> tuple[Path, Path]:
+    """(model folder, data root): the shared tiny run with a novelty reference, and its data
+    (tests/conftest.py)."""
+    return tiny_run_novel, tiny_dataset
 
 
 def smooth(seed=0, size=64):
@@ -68,9 +69,9 @@ def test_writes_every_row_and_identity_rows_equal_plain_metrics(tiny):
     model_dir, root = tiny
     table = robustness.run(str(model_dir), root, n=None, progress=False)
     csv = pd.read_csv(model_dir / "robustness.csv", dtype={"level": str})
-    assert list(csv.columns) == ["perturbation", "level", "n", "accuracy", "auc"]
+    assert list(csv.columns) == ["perturbation", "level", "n", "accuracy", "auc", "unfamiliar", "accuracy_familiar"]
     want = [(k, str(v)) for k, levels in robustness.PERTURBATIONS.items() for v in levels]
-    assert list(zip(csv["perturbation"], csv["level"])) == want  # 6 + 4 + 4 rows, in order
+    assert list(zip(csv["perturbation"], csv["level"])) == want  # 7 + 5 + 6 rows, in order
     n_test = int((data.scan(root)["split"] == "test").sum())
     assert (csv["n"] == n_test).all() and len(table) == len(want)
 
@@ -94,9 +95,19 @@ def test_writes_every_row_and_identity_rows_equal_plain_metrics(tiny):
     # and image by image: the robustness path scores identity pixels exactly like serving
     sample, rgbs = robustness.load_sample(root, None)
     same = data.load_pixels(sample["path"].tolist(), det.size, use_cache=False, progress=False)
-    np.testing.assert_allclose(robustness.score_images(det, rgbs), det.score_batch(same), atol=1e-6)
-    worse = robustness.score_images(det, [robustness.perturb(r, "downscale", 0.25) for r in rgbs])
+    scored = robustness.score_images(det, rgbs)
+    np.testing.assert_allclose(scored.p_fake, det.score_batch(same), atol=1e-6)
+    worse = robustness.score_images(det, [robustness.perturb(r, "downscale", 0.25) for r in rgbs]).p_fake
     assert not np.allclose(worse, det.score_batch(same), atol=1e-4)
+
+    # the tiny run has a novelty reference: each row says how many images it no longer knows,
+    # and how the model does on the others
+    familiar = scored.novelty <= 1
+    first = csv.iloc[0]
+    assert first["unfamiliar"] == pytest.approx(1 - familiar.mean(), abs=1e-4)
+    right = (scored.p_fake >= det.threshold) == sample["label"].to_numpy()
+    assert first["accuracy_familiar"] == pytest.approx(right[familiar].mean(), abs=1e-4)
+    assert csv["unfamiliar"].between(0, 1).all()
 
 
 def test_cli_prints_the_table(tiny, capsys):
@@ -104,7 +115,8 @@ def test_cli_prints_the_table(tiny, capsys):
     assert main(["robustness", "--model", str(model_dir), "--data", str(root), "--n", "8"]) == 0
     out = capsys.readouterr().out
     assert "jpeg_quality" in out and "gaussian_blur" in out and "8 test images" in out
-    assert len(pd.read_csv(model_dir / "robustness.csv")) == 14
+    assert len(pd.read_csv(model_dir / "robustness.csv")) == 18
+    assert "unfamiliar" in out and "acc. familiar" in out
 
 
 def test_cli_reports_a_missing_folder(tiny, tmp_path, capsys):

@@ -92,7 +92,7 @@ else:
 
         det = inference.load_detector(folder)
         rgb = smooth_image(np.random.default_rng(0), 96)
-        p = det.score_crops([rgb])
+        p = det.score_crops([rgb]).p_fake
         assert p.shape == (1,) and np.isfinite(p).all() and 0.0 <= p[0] <= 1.0
         result = det.analyze(rgb, regions=[faces.whole_image_region(rgb, "no_face")])
         assert result.p_fake == pytest.approx(float(p[0]), abs=1e-6)
