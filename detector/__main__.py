@@ -80,16 +80,23 @@ def evaluate_folder(folder: str, model=None, split: str = "test", threshold: flo
     if split and split in set(frame["split"]):
         frame = frame[frame["split"] == split].reset_index(drop=True)
     pixels = data.load_pixels(frame["path"].tolist(), det.size, progress=sys.stderr.isatty())
-    scores = np.concatenate([det.score_batch(pixels[i:i + 64]) for i in range(0, len(pixels), 64)])
+    scored = inference.BatchScores.concat([det.score(pixels[i:i + 64]) for i in range(0, len(pixels), 64)])
+    scores = scored.p_fake
     thr = det.threshold if threshold is None else threshold
     m = evaluation.evaluate_predictions(
         pd.DataFrame({"label": frame["label"], "p_fake": scores, "source": frame["source"]}), thr)
     m["ece"] = evaluation.expected_calibration_error(frame["label"], scores)
     per_source = {s: {k: v.get(k) for k in ("n", "accuracy", "auc")} for s, v in (m.get("per_source") or {}).items()}
+    familiar = {}
+    if scored.novelty is not None:  # how many of these images the model calls unlike its training faces
+        flagged = scored.novelty > 1
+        familiar["unfamiliar"] = float(flagged.mean()) if len(flagged) else None
+        for s, v in per_source.items():
+            v["unfamiliar"] = float(flagged[(frame["source"] == s).to_numpy()].mean())
     return evaluation.to_jsonable({
         "model": det.name, "data": os.path.abspath(folder), "split": split, **{k: m[k] for k in (
             "n", "threshold", "accuracy", "precision", "recall", "f1", "auc", "ap", "eer", "ece", "confusion")},
-        "per_source": per_source, "seconds": round(time.time() - t0, 2)})
+        **familiar, "per_source": per_source, "seconds": round(time.time() - t0, 2)})
 
 
 def cmd_evaluate(args) -> int:
@@ -98,13 +105,16 @@ def cmd_evaluate(args) -> int:
         print(json.dumps(result))
         return 0
     print(f"{result['model']} on {result['data']} ({result['n']} images, threshold {result['threshold']:.3f})")
-    for k in ("accuracy", "precision", "recall", "f1", "auc", "ap", "eer", "ece"):
+    for k in ("accuracy", "precision", "recall", "f1", "auc", "ap", "eer", "ece", "unfamiliar"):
+        if k not in result:
+            continue
         v = result[k]
         print(f"  {k:<10}{'n/a' if v is None else f'{v:.4f}'}")
     print("  confusion " + " ".join(f"{k}={v}" for k, v in result["confusion"].items()))
     for s, v in result["per_source"].items():
         auc = "n/a" if v["auc"] is None else f"{v['auc']:.4f}"
-        print(f"  {s:<16} n={v['n']:<5} accuracy={v['accuracy']:.4f} auc={auc}")
+        share = f" unfamiliar={v['unfamiliar']:.1%}" if "unfamiliar" in v else ""
+        print(f"  {s:<16} n={v['n']:<5} accuracy={v['accuracy']:.4f} auc={auc}{share}")
     print(f"  {result['seconds']} s")
     return 0
 

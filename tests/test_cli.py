@@ -118,6 +118,21 @@ def test_predict_threshold_override(inbox, tiny_run, capfd):
 
 # --- evaluate -----------------------------------------------------------------------------
 
+def test_evaluate_says_how_many_images_the_model_finds_unfamiliar(tiny_dataset, tiny_run_novel, tiny_run):
+    from detector import data
+    from detector.__main__ import evaluate_folder
+
+    result = evaluate_folder(str(tiny_dataset), str(tiny_run_novel))
+    det = inference.load_detector(str(tiny_run_novel))
+    frame = data.scan(tiny_dataset)
+    frame = frame[frame["split"] == "test"].reset_index(drop=True)
+    flagged = det.score(data.load_pixels(frame["path"].tolist(), det.size, progress=False)).novelty > 1
+    assert result["unfamiliar"] == pytest.approx(flagged.mean())
+    for source, v in result["per_source"].items():
+        assert v["unfamiliar"] == pytest.approx(flagged[(frame["source"] == source).to_numpy()].mean())
+    if inference.load_detector(str(tiny_run)).familiarity is None:  # no reference: no such key
+        assert "unfamiliar" not in evaluate_folder(str(tiny_dataset), str(tiny_run))
+
 def test_evaluate_json_prints_one_object(tiny_dataset, tiny_run, models_dir):
     """Through the real entry point: stdout must be exactly one JSON object (logs go elsewhere);
     the model is named as shipped, found via DEEPFAKE_LAB_MODELS."""
