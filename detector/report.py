@@ -75,6 +75,21 @@ def familiarity_text(novelty: float | None) -> str:
             "than 99 in 100 validation faces): the verdict is less reliable")
 
 
+def familiarity_summary(card: dict) -> str:
+    """One line on a model's novelty reference (its card's `novelty`), "" when it has none."""
+    ref = card.get("novelty")
+    if not ref:
+        return ""
+    check = ", ".join(f"{k.removesuffix('_unfamiliar')} {v:.0%}" for k, v in (ref.get("check") or {}).items())
+    if not ref.get("usable", True):
+        return f"No unfamiliar-face flag: {ref.get('why_not', 'its reference failed its check')}."
+    test = ref.get("test_unfamiliar")
+    return (f"Unfamiliar-face flag: fitted on {ref['n_train']} training images ({', '.join(ref['layers'])}); "
+            f"limit = the {ref['quantile']:.0%} point of val distances"
+            + (f"; {test:.1%} of test faces flagged" if test is not None else "")
+            + (f"; check images flagged: {check}" if check else "") + ".")
+
+
 @dataclass
 class FaceScore:
     box: tuple[int, int, int, int]              # square region scored, in original pixels

@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from detector import audit, evaluation, store
+from detector import audit, evaluation, report, store
 from pages import ui
 
 ui.run_under_router()  # a direct link to a fresh server: let the router open this page
@@ -275,6 +275,8 @@ with runs_tab:
     preds = ui.table(path, store.PREDICTIONS)
     threshold = float(c.get("threshold", 0.5))
 
+    if report.familiarity_summary(c):
+        st.caption(report.familiarity_summary(c))
     with st.expander("Model card (card.json)"):
         st.json(c, expanded=False)
         if c.get("training", {}).get("command"):

@@ -113,6 +113,10 @@ def test_every_page_renders(app, models_dir):
     # which epoch each run kept, and whether it kept the mean weights of its last epochs
     assert {"kept_epoch", "kept_by", "averaged_epochs", "kept_average"} <= set(summary.columns)
     assert any(h.value == "Test report" for h in app.subheader)
+    # the run's unfamiliar-face flag, or why it has none, in one line from its card
+    shown = store.read_card(models_dir / app.selectbox(key="trn_report_run").value)
+    if shown.get("novelty"):
+        assert any(c.value == report.familiarity_summary(shown) for c in app.caption)
     # a source-experts run is drawn as one curve per expert
     plotted = app.multiselect(key="trn_runs").value[0]
     experts = store.read_card(plotted).get("training", {}).get("experts")

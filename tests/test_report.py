@@ -126,3 +126,15 @@ def test_a_face_unlike_the_training_faces_is_flagged_in_table_faces_and_report(t
     assert report.familiarity_text(None) == report.familiarity_text(1.0) == ""
     plain = report.score_image(two_faces, [StubDetector("m", [0.1, 0.95])])
     assert "unfamiliar" not in report.results_frame([plain], 0.5) and "novelty" not in report.faces_frame(plain, 0.5)
+
+
+def test_familiarity_summary_reads_the_card():
+    kept = {"novelty": {"usable": True, "n_train": 9200, "layers": ["a", "b"], "quantile": 0.99,
+                        "test_unfamiliar": 0.0136, "check": {"blurred_unfamiliar": 0.984, "noise_unfamiliar": 1.0}}}
+    assert report.familiarity_summary(kept) == (
+        "Unfamiliar-face flag: fitted on 9200 training images (a, b); limit = the 99% point of val distances; "
+        "1.4% of test faces flagged; check images flagged: blurred 98%, noise 100%.")
+    dropped = {"novelty": {"usable": False, "why_not": "its features do not tell blurred images from training faces"}}
+    assert report.familiarity_summary(dropped) == ("No unfamiliar-face flag: its features do not tell blurred "
+                                                   "images from training faces.")
+    assert report.familiarity_summary({}) == ""
