@@ -215,7 +215,8 @@ def score_labelled(items: Iterable[Item], model_names: Iterable, progress: Calla
                    batch_size: int = 32) -> pd.DataFrame:
     """Every good item scored by each model (names, or model folder paths).
 
-    One row per (model, good image): model, split ("labelled"), path, source, label, p_fake.
+    One row per (model, good image): model, split ("labelled"), path, source, label, p_fake,
+    novelty (NaN for a model without a novelty reference).
     `progress(fraction, text)` is called as it goes. `frame.attrs` holds the timings:
     "seconds" (all scoring, models already loaded) and per model "model_seconds" and
     "ms_per_image" (resize + forward pass, divided by the number of images)."""
@@ -235,16 +236,18 @@ def score_labelled(items: Iterable[Item], model_names: Iterable, progress: Calla
         scores = []
         for start in range(0, len(good), batch_size):
             chunk = good[start:start + batch_size]
-            scores.append(det.score_batch(np.stack([images.resize_to(i.image, det.size) for i in chunk])))
+            scores.append(det.score(np.stack([images.resize_to(i.image, det.size) for i in chunk])))
             done += len(chunk)
             report(done / steps, f"{det.name}: {start + len(chunk)} of {len(good)} images")
         seconds[det.name] = time.perf_counter() - t0
+        scored = inference.BatchScores.concat(scores) if scores else inference.BatchScores(np.zeros(0))
         frames.append(pd.DataFrame({
             "model": det.name, "split": SPLIT, "path": [i.name for i in good],
             "source": [i.source for i in good], "label": [i.label for i in good],
-            "p_fake": np.concatenate(scores).astype(float) if scores else np.zeros(0)}))
+            "p_fake": scored.p_fake.astype(float),
+            "novelty": np.nan if scored.novelty is None else scored.novelty.astype(float)}))
     out = (pd.concat(frames, ignore_index=True) if frames
-           else pd.DataFrame(columns=["model", *COLUMNS]))
+           else pd.DataFrame(columns=["model", *COLUMNS, "novelty"]))
     out.attrs.update(
         seconds=time.perf_counter() - t_all, n_images=len(good), model_seconds=seconds,
         ms_per_image={m: (1e3 * s / len(good) if good else float("nan")) for m, s in seconds.items()})
@@ -270,6 +273,13 @@ def robustness_frame(table: pd.DataFrame) -> pd.DataFrame:
     for col in ("accuracy", "auc", "unfamiliar", "accuracy_familiar"):  # older tables lack the last two
         out[col] = pd.to_numeric(out[col], errors="coerce") if col in out else np.nan
     return out.sort_values(["perturbation", "order"], kind="stable").reset_index(drop=True)
+
+
+def unfamiliar_share(frame: pd.DataFrame) -> float | None:
+    """The share of a predictions frame's images with novelty above 1 (unlike the model's
+    training faces); None when the frame has no novelty (saved predictions, no reference)."""
+    novelty = pd.to_numeric(frame["novelty"], errors="coerce").dropna() if "novelty" in frame else pd.Series([])
+    return float((novelty > 1).mean()) if len(novelty) else None
 
 
 def sanity_flags(frame: pd.DataFrame, min_std: float = MIN_SCORE_STD,

@@ -173,6 +173,7 @@ def analyse(data: dict, where: str, ms: dict, ms_help: str, found: comparison.Se
         rows.append({"model": m, "n": met["n"], "accuracy": met["accuracy"], "precision": met["precision"],
                      "recall": met["recall"], "f1": met["f1"], "auc": met["auc"], "ap": met["ap"], "eer": met["eer"],
                      "ece": evaluation.expected_calibration_error(ui.labels01(d), d["p_fake"]),
+                     "unfamiliar": comparison.unfamiliar_share(d),
                      **met["confusion"], "threshold": thr[m], "ms_per_image": ms.get(m), "params": c.get("params"),
                      "file_mb": c.get("file_mb"), "architecture": c.get("architecture"),
                      "input_size": c.get("input_size")})
@@ -189,6 +190,10 @@ def analyse(data: dict, where: str, ms: dict, ms_help: str, found: comparison.Se
         "ece": st.column_config.NumberColumn("ECE", format="%.3f",
                                              help="Expected calibration error (15 bins): lower is better"),
         "ms_per_image": st.column_config.NumberColumn("ms per image", format="%.2f", help=ms_help),
+        "unfamiliar": st.column_config.NumberColumn(
+            "unfamiliar", format="percent", help="Share of the images the model calls unlike its training faces "
+                                                 "(scored now, models with a novelty reference): high means its "
+                                                 "numbers on its own test split may not carry over to this set."),
         "tn": st.column_config.NumberColumn("TN", help="real judged real"),
         "fp": st.column_config.NumberColumn("FP", help="real judged fake"),
         "fn": st.column_config.NumberColumn("FN", help="fake judged real"),

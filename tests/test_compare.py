@@ -107,7 +107,7 @@ def test_score_labelled_matches_score_batch(tiny_run):
     calls = []
     frame = comparison.score_labelled(items, [str(tiny_run)], progress=lambda f, text: calls.append(f),
                                       batch_size=4)
-    assert list(frame.columns) == ["model", *comparison.COLUMNS]
+    assert list(frame.columns) == ["model", *comparison.COLUMNS, "novelty"]
     assert len(frame) == len(items.good) == 6
     assert set(frame["model"]) == {tiny_run.name} and set(frame["split"]) == {comparison.SPLIT}
     assert list(frame["path"]) == [i.name for i in items.good]
@@ -121,7 +121,23 @@ def test_score_labelled_matches_score_batch(tiny_run):
     assert ms > 0 and frame.attrs["seconds"] >= frame.attrs["model_seconds"][tiny_run.name]
     # no good images: an empty frame, no crash
     empty = comparison.score_labelled(items.bad, [str(tiny_run)])
-    assert empty.empty and list(empty.columns) == ["model", *comparison.COLUMNS]
+    assert empty.empty and list(empty.columns) == ["model", *comparison.COLUMNS, "novelty"]
+    # without a novelty reference the column is empty and the share unknown
+    assert frame["novelty"].isna().all() == (det.familiarity is None)
+    if det.familiarity is None:
+        assert comparison.unfamiliar_share(frame) is None
+
+
+def test_score_labelled_keeps_each_images_novelty(tiny_run_novel):
+    from detector import inference
+
+    items = comparison.read_labelled_zip(labelled_zip(per_class=3))
+    frame = comparison.score_labelled(items, [str(tiny_run_novel)])
+    det = inference.load_detector(str(tiny_run_novel))
+    expected = det.score(np.stack([images.resize_to(i.image, det.size) for i in items.good])).novelty
+    np.testing.assert_allclose(frame["novelty"].to_numpy(), expected, rtol=1e-5)
+    assert comparison.unfamiliar_share(frame) == pytest.approx(np.mean(expected > 1))
+    assert comparison.unfamiliar_share(pd.DataFrame({"p_fake": [0.2]})) is None  # saved predictions
 
 
 # --- sanity flags and robustness tables ------------------------------------------------------------
