@@ -132,8 +132,8 @@ class Detector:
     def score(self, batch: np.ndarray) -> BatchScores:
         """(N, S, S, 3) uint8 at the model's size -> calibrated P(fake), with the router's
         weights (experts model) and each face's novelty (folder with a reference). A verified
-        LiteRT copy gives P(fake) alone, so then there are no router weights and the novelty
-        features come from a forward pass of the layers below them."""
+        LiteRT copy gives P(fake) and the novelty features in one call (a copy exported
+        without them: the Keras layers below the features run beside it); it has no router."""
         batch = np.asarray(batch, np.float32)
         if self.fast is not None:
             raw, features = self.fast.run(batch)
