@@ -62,8 +62,11 @@ def cmd_predict(args) -> int:
             w = csv.DictWriter(fh, fields, extrasaction="ignore")
             w.writeheader()
             w.writerows(rows)
+    unfamiliar = sum(1 for r in rows if (r.get("novelty") or 0) > 1)
     print(f"{scored} of {len(set(r['path'] for r in rows))} images scored with {det.name} "
-          f"(threshold {det.threshold if args.threshold is None else args.threshold:.3f})", file=sys.stderr)
+          f"(threshold {det.threshold if args.threshold is None else args.threshold:.3f})"
+          + (f"; {unfamiliar} face(s) unlike the training faces (novelty > 1): treat their verdicts with caution"
+             if unfamiliar else ""), file=sys.stderr)
     return 0 if scored else 1
 
 

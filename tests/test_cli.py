@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import REPO_ROOT, jpeg_bytes, smooth_image
 from detector import evaluation, images, inference
@@ -93,11 +94,18 @@ def test_predict_reports_bad_files_and_scores_good_ones(inbox, tiny_run, tmp_pat
         assert list(csv.DictReader(fh)) == rows
 
 
-def test_predict_writes_each_faces_novelty_when_the_model_has_a_reference(inbox, tiny_run_novel, capfd):
+def test_predict_writes_each_faces_novelty_when_the_model_has_a_reference(inbox, tiny_run_novel, capfd, tmp_path):
     assert main(["predict", str(inbox / "good.jpg"), "--model", str(tiny_run_novel)]) == 0
     (row,) = _rows(capfd.readouterr().out)
     expected = inference.load_detector(str(tiny_run_novel)).analyze_source(inbox / "good.jpg").faces[0].novelty
     assert float(row["novelty"]) == pytest.approx(expected)
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(noise)
+    assert main(["predict", str(noise), "--model", str(tiny_run_novel)]) == 0
+    captured = capfd.readouterr()
+    (row,) = _rows(captured.out)
+    said = "1 face(s) unlike the training faces" in captured.err
+    assert said == (float(row["novelty"]) > 1)
 
 
 def test_predict_fails_when_nothing_scored(inbox, tiny_run, tmp_path, capfd):
