@@ -181,6 +181,8 @@ def analyse(data: dict, where: str, ms: dict, ms_help: str, found: comparison.Se
         if per is not None:
             source_rows.append(per.assign(model=m))
     metrics = pd.DataFrame(rows)
+    if metrics["unfamiliar"].isna().all():  # saved predictions, or no model with a novelty reference
+        metrics = metrics.drop(columns="unfamiliar")
     st.subheader(f"Metrics on {where} ({', '.join(f'{m}: {len(d)}' for m, d in data.items())} images)")
     number = {k: st.column_config.NumberColumn(k, format="%.3f")
               for k in ("accuracy", "precision", "recall", "f1", "auc", "ap", "eer", "threshold")}
@@ -386,8 +388,11 @@ def robustness_section() -> None:
             for metric, dash in (("accuracy", "solid"), ("auc", "dash"), ("unfamiliar", "dot")):
                 if part[metric].isna().all():
                     continue
+                # one legend entry per model (its accuracy line; the caption says what the dashes are),
+                # which shows or hides all of that model's lines
                 fig.add_trace(go.Scatter(x=part["level"], y=part[metric], mode="lines+markers",
-                                         name=f"{m} {'AUC' if metric == 'auc' else metric}",
+                                         name=m if metric == "accuracy" else f"{m} {'AUC' if metric == 'auc' else metric}",
+                                         showlegend=metric == "accuracy",
                                          line=dict(color=colour[m], dash=dash), legendgroup=m,
                                          hovertemplate=f"{m}: {metric} %{{y:.3f}} at {axis} %{{x}}<extra></extra>"))
         fig.update_xaxes(type="category", title=axis)

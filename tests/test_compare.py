@@ -334,6 +334,7 @@ def test_compare_page_saved_predictions_reliability_bench_and_robustness(compare
     metrics = _metrics(at)
     assert set(metrics.index) == {"tiny", "tiny_bench"}
     assert metrics.loc["tiny_bench", "ms_per_image"] == pytest.approx(1.25)
+    assert "unfamiliar" not in metrics.columns  # saved predictions carry no novelty
     assert pd.isna(metrics.loc["tiny", "ms_per_image"])
     assert metrics["ece"].between(0, 1).all()
     charts = _charts(at)
@@ -344,7 +345,8 @@ def test_compare_page_saved_predictions_reliability_bench_and_robustness(compare
     robust = [s for s in charts if _title(s) in ("JPEG quality", "Downscale factor", "Blur sigma (px)")]
     assert len(robust) == 3
     for spec in robust:
-        assert {t["name"] for t in spec["data"]} == {"tiny_bench accuracy", "tiny_bench AUC", "tiny_bench unfamiliar"}
+        assert {t["name"] for t in spec["data"]} == {"tiny_bench", "tiny_bench AUC", "tiny_bench unfamiliar"}
+        assert [t["name"] for t in spec["data"] if t.get("showlegend", True)] == ["tiny_bench"]  # one per model
     jpeg = next(s for s in robust if _title(s) == "JPEG quality")
     assert jpeg["data"][0]["x"] == ["none", "95", "80", "60", "45", "30"]
     assert any("python -m detector robustness --model tiny`" in i.value for i in at.info)
