@@ -121,9 +121,11 @@ def check_images(val_pixels: np.ndarray, n: int = 64, seed: int = 0) -> dict[str
             "noise": rng.integers(0, 256, (n, *val_pixels.shape[1:]), dtype=np.uint8)}
 
 
-def fit_model(model, layers, pixels: dict[str, np.ndarray], folder: str | Path, require_check: bool = True) -> dict:
-    """Fit on `pixels["train"]`, limit on `pixels["val"]`; returns the card's summary, with the
-    share of test images called unfamiliar when a test split is given.
+def fit_model(model, layers, pixels: dict[str, np.ndarray], folder: str | Path,
+              require_check: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+    """Fit on `pixels["train"]`, limit on `pixels["val"]`; returns the card's summary (with the
+    share of test images called unfamiliar when a test split is given) and each split's
+    novelty values in pixel order (empty when the reference is not kept), for predictions.csv.
 
     The reference is kept (novelty.npz in `folder`) only when it passes its own check: it must
     call blurred smears and noise unfamiliar (`CHECK_MIN`). A network trained from scratch with
@@ -147,18 +149,22 @@ def fit_model(model, layers, pixels: dict[str, np.ndarray], folder: str | Path, 
                "val_unfamiliar": round(float(np.mean(ref.novelty(feats["val"]) > 1)), 4)}
     if "test" in feats:
         summary["test_unfamiliar"] = round(float(np.mean(ref.novelty(feats["test"]) > 1)), 4)
+    values = {s: ref.novelty(f) for s, f in feats.items() if s != "train"} if usable else {}
     if not usable:
         failed = [k.removesuffix("_unfamiliar") for k, v in check.items() if v < CHECK_MIN]
         shares = ", ".join(f"{k.removesuffix('_unfamiliar')} {v:.0%}" for k, v in check.items())
         summary["why_not"] = (f"its features do not tell {' or '.join(failed)} images from training faces "
                               f"(called unfamiliar: {shares}; at least {CHECK_MIN:.0%} needed)")
-    return summary
+    return summary, values
 
 
 def fit_folder(name_or_path, data_root: str | Path, require_check: bool = True) -> dict:
     """Fit (or refit) the reference of an already trained model folder on a data root's
-    train/val/test images; records the summary in its card. Returns the summary."""
-    from detector import data, store, zoo
+    train/val/test images; records the summary in its card and each val/test image's novelty
+    in its predictions.csv (dropped when the reference is not kept). Returns the summary."""
+    import pandas as pd
+
+    from detector import data, store, training, zoo
 
     card = store.read_card(name_or_path)
     model = store.load_keras_model(card["dir"])
@@ -166,6 +172,11 @@ def fit_folder(name_or_path, data_root: str | Path, require_check: bool = True) 
     size = int(card["input_size"])
     pixels = {s: data.load_pixels(f["path"].tolist(), size) for s, f in frames.items() if len(f)}
     layers = zoo.novelty_layers(card["architecture"], card.get("gradcam_layer"))
-    summary = fit_model(model, layers, pixels, card["dir"], require_check)
+    summary, values = fit_model(model, layers, pixels, card["dir"], require_check)
     store.update_card(card["dir"], novelty=summary)
+    preds = store.read_predictions(card["dir"])
+    if preds is not None:
+        by_image = {(s, rel): v for s, v_s in values.items() for rel, v in zip(frames[s]["rel"], v_s)}
+        preds["novelty"] = [by_image.get((s, p), np.nan) for s, p in zip(preds["split"], preds["path"])]
+        training.write_predictions(preds if values else preds.drop(columns="novelty"), Path(card["dir"]))
     return summary

@@ -506,11 +506,14 @@ def calibrate(preds: pd.DataFrame) -> tuple[dict, pd.DataFrame, dict]:
 
 
 def write_predictions(preds: pd.DataFrame, out: Path) -> None:
-    """predictions.csv: split, path, source, label (real/fake), p_fake, p_raw (+ fold)."""
+    """predictions.csv: split, path, source, label (real/fake), p_fake, p_raw (+ novelty when
+    the model has a novelty reference, + fold)."""
     preds = preds.copy()
     if pd.api.types.is_numeric_dtype(preds["label"]):
         preds["label"] = preds["label"].map(dict(enumerate(data.CLASS_NAMES)))
     cols = ["split", "path", "source", "label", "p_fake", "p_raw"]
+    if "novelty" in preds:
+        cols.append("novelty")
     if "fold" in preds:
         preds["fold"] = preds["fold"].astype("Int64")
         cols.append("fold")
@@ -629,20 +632,21 @@ def write_run(model, cfg: TrainConfig, architecture: str, description: str, grad
     `cfg.out`: predictions.csv, model.keras and card.json (history.csv is already there).
     One ending for every kind of run, so every card reads the same. Returns the card."""
     out = Path(cfg.out)
+    familiarity, novelties = None, {}
+    if "train" in pixels and len(pixels["train"]):
+        familiarity, novelties = novelty.fit_model(model, zoo.novelty_layers(architecture, gradcam_layer),
+                                                   {s: pixels[s] for s in ("train", "val", "test") if s in pixels}, out)
+        print(f"novelty reference: {'kept' if familiarity['usable'] else 'not kept: ' + familiarity['why_not']}",
+              flush=True)
     raw = {s: predict_pixels(model, pixels[s]) for s in ("val", "test") if s in pixels}
-    scored = pd.concat([_relative(frames[s]).assign(p_raw=raw[s]) for s in raw], ignore_index=True)
+    scored = pd.concat([_relative(frames[s]).assign(p_raw=raw[s], **({"novelty": novelties[s]} if s in novelties else {}))
+                        for s in raw], ignore_index=True)
     calib, scored, metrics = calibrate(scored)
     preds = pd.concat([scored, cv_preds] if cv_preds is not None else [scored], ignore_index=True)
     write_predictions(preds, out)
 
     model_path = out / "model.keras"
     save_for_serving(model, model_path)
-    familiarity = None
-    if "train" in pixels and len(pixels["train"]):
-        familiarity = novelty.fit_model(model, zoo.novelty_layers(architecture, gradcam_layer),
-                                        {s: pixels[s] for s in ("train", "val", "test") if s in pixels}, out)
-        print(f"novelty reference: {'kept' if familiarity['usable'] else 'not kept: ' + familiarity['why_not']}",
-              flush=True)
     card = {
         "name": out.name,
         "architecture": architecture,

@@ -181,7 +181,7 @@ def analyse(data: dict, where: str, ms: dict, ms_help: str, found: comparison.Se
         if per is not None:
             source_rows.append(per.assign(model=m))
     metrics = pd.DataFrame(rows)
-    if metrics["unfamiliar"].isna().all():  # saved predictions, or no model with a novelty reference
+    if metrics["unfamiliar"].isna().all():  # no model with a novelty reference (or predictions from before it)
         metrics = metrics.drop(columns="unfamiliar")
     st.subheader(f"Metrics on {where} ({', '.join(f'{m}: {len(d)}' for m, d in data.items())} images)")
     number = {k: st.column_config.NumberColumn(k, format="%.3f")

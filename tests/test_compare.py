@@ -334,7 +334,7 @@ def test_compare_page_saved_predictions_reliability_bench_and_robustness(compare
     metrics = _metrics(at)
     assert set(metrics.index) == {"tiny", "tiny_bench"}
     assert metrics.loc["tiny_bench", "ms_per_image"] == pytest.approx(1.25)
-    assert "unfamiliar" not in metrics.columns  # saved predictions carry no novelty
+    assert "unfamiliar" not in metrics.columns  # neither tiny copy has a novelty reference
     assert pd.isna(metrics.loc["tiny", "ms_per_image"])
     assert metrics["ece"].between(0, 1).all()
     charts = _charts(at)

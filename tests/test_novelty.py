@@ -76,12 +76,14 @@ def test_a_model_blind_to_blur_and_noise_gets_no_reference(tmp_path):
     model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(keras.layers.Flatten()(pooled)))
     rng = np.random.default_rng(0)
     pixels = {s: rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8) for s, n in (("train", 200), ("val", 100))}
-    summary = novelty.fit_model(model, ["pool"], pixels, tmp_path)
+    summary, values = novelty.fit_model(model, ["pool"], pixels, tmp_path)
     assert summary["usable"] is False and summary["check"]["blurred_unfamiliar"] < novelty.CHECK_MIN
+    assert values == {}
     assert novelty.load(tmp_path) is None and summary["file"] is None
     assert summary["why_not"].startswith("its features do not tell blurred or noise images from training faces")
-    kept = novelty.fit_model(model, ["pool"], pixels, tmp_path, require_check=False)
+    kept, values = novelty.fit_model(model, ["pool"], pixels, tmp_path, require_check=False)
     assert kept["usable"] is True and novelty.load(tmp_path) is not None
+    assert set(values) == {"val"} and len(values["val"]) == 100
 
 
 def test_serving_reproduces_the_features_the_reference_was_fitted_on(tiny_run_novel, tiny_dataset):
@@ -97,6 +99,18 @@ def test_serving_reproduces_the_features_the_reference_was_fitted_on(tiny_run_no
     assert np.mean(expected > 1) == pytest.approx(summary["test_unfamiliar"], abs=1e-3)
     result = inference.Detector(tiny_run_novel).analyze(pixels[0])
     assert result.faces[0].novelty == pytest.approx(float(expected[0]), abs=2e-3)
+    # predictions.csv keeps each val/test image's novelty (the Compare page's saved predictions)
+    preds = store.read_predictions(tiny_run_novel)
+    test = preds[preds["split"] == "test"].set_index("path")
+    np.testing.assert_allclose(test.loc[frames["test"]["rel"], "novelty"].to_numpy(), expected, rtol=1e-4, atol=1e-5)
+    assert preds.loc[preds["split"] == "val", "novelty"].notna().all()
+
+
+def test_a_run_without_a_kept_reference_has_no_novelty_in_its_predictions(tiny_run):
+    from detector import store
+
+    usable = json.loads((tiny_run / "card.json").read_text())["novelty"]["usable"]
+    assert ("novelty" in store.read_predictions(tiny_run).columns) == usable
 
 
 @pytest.fixture(scope="module")
