@@ -248,6 +248,10 @@ def test_compare_threshold_slider_moves_the_confusion_matrix(app, models_dir):
     default = float(app.slider(key=f"cmp_thr_{model}").value)
     assert default == pytest.approx(json.loads((models_dir / model / "card.json").read_text())["threshold"])
     assert shown() == by_hand(default)
+    # saved predictions with novelty: the share of test images the model calls unfamiliar
+    if "novelty" in test:
+        row = app.dataframe[0].value.set_index("model").loc[model]
+        assert row["unfamiliar"] == pytest.approx(float((test["novelty"] > 1).mean()))
     # a threshold that must change the counts: everything judged fake, or nothing
     new = 0.0 if by_hand(0.0) != by_hand(default) else 1.0
     assert by_hand(new) != by_hand(default)
