@@ -33,7 +33,7 @@ def cmd_predict(args) -> int:
     """One row per face (or per image when it failed): a bad file never stops the rest."""
     import csv
 
-    from detector import images, inference
+    from detector import images, inference, novelty
 
     det = inference.load_detector(args.model)
     fields = ["path", "face", "kind", "x", "y", "w", "h", "p_fake", "label", "error"]
@@ -62,7 +62,7 @@ def cmd_predict(args) -> int:
             w = csv.DictWriter(fh, fields, extrasaction="ignore")
             w.writeheader()
             w.writerows(rows)
-    unfamiliar = sum(1 for r in rows if (r.get("novelty") or 0) > 1)
+    unfamiliar = int(novelty.unfamiliar([r["novelty"] for r in rows if r.get("novelty") is not None]).sum())
     print(f"{scored} of {len(set(r['path'] for r in rows))} images scored with {det.name} "
           f"(threshold {det.threshold if args.threshold is None else args.threshold:.3f})"
           + (f"; {unfamiliar} face(s) unlike the training faces (novelty > 1): treat their verdicts with caution"
@@ -75,7 +75,7 @@ def evaluate_folder(folder: str, model=None, split: str = "test", threshold: flo
     Images are face crops (like the training data), so each is scored whole."""
     import pandas as pd
 
-    from detector import data, evaluation, inference
+    from detector import data, evaluation, inference, novelty
 
     t0 = time.time()
     det = inference.load_detector(model)
@@ -92,10 +92,9 @@ def evaluate_folder(folder: str, model=None, split: str = "test", threshold: flo
     per_source = {s: {k: v.get(k) for k in ("n", "accuracy", "auc")} for s, v in (m.get("per_source") or {}).items()}
     familiar = {}
     if scored.novelty is not None:  # how many of these images the model calls unlike its training faces
-        flagged = scored.novelty > 1
-        familiar["unfamiliar"] = float(flagged.mean()) if len(flagged) else None
+        familiar["unfamiliar"] = novelty.unfamiliar_share(scored.novelty) if len(scored.novelty) else None
         for s, v in per_source.items():
-            v["unfamiliar"] = float(flagged[(frame["source"] == s).to_numpy()].mean())
+            v["unfamiliar"] = novelty.unfamiliar_share(scored.novelty[(frame["source"] == s).to_numpy()])
     return evaluation.to_jsonable({
         "model": det.name, "data": os.path.abspath(folder), "split": split, **{k: m[k] for k in (
             "n", "threshold", "accuracy", "precision", "recall", "f1", "auc", "ap", "eer", "ece", "confusion")},

@@ -278,8 +278,10 @@ def robustness_frame(table: pd.DataFrame) -> pd.DataFrame:
 def unfamiliar_share(frame: pd.DataFrame) -> float | None:
     """The share of a predictions frame's images with novelty above 1 (unlike the model's
     training faces); None when the frame has no novelty (saved predictions, no reference)."""
-    novelty = pd.to_numeric(frame["novelty"], errors="coerce").dropna() if "novelty" in frame else pd.Series([])
-    return float((novelty > 1).mean()) if len(novelty) else None
+    from detector import novelty
+
+    values = pd.to_numeric(frame["novelty"], errors="coerce").dropna() if "novelty" in frame else pd.Series([])
+    return novelty.unfamiliar_share(values) if len(values) else None
 
 
 def sanity_flags(frame: pd.DataFrame, min_std: float = MIN_SCORE_STD,

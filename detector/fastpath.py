@@ -159,7 +159,7 @@ def export_and_verify(name_or_path=None, data_root: str | Path | None = None, n:
         keras_n = reference.novelty(novelty.extractor(model, reference.layers)(pixels))
         lite_n = reference.novelty(np.concatenate([f for _, f in lite]))
         record["novelty_max_abs_diff"] = float(np.max(np.abs(keras_n - lite_n)))
-        record["novelty_flag_mismatches"] = int(np.sum((keras_n > 1) != (lite_n > 1)))
+        record["novelty_flag_mismatches"] = int(np.sum(novelty.unfamiliar(keras_n) != novelty.unfamiliar(lite_n)))
         record["verified"] = (record["verified"] and record["novelty_max_abs_diff"] < 1e-3
                               and record["novelty_flag_mismatches"] == 0)
     store.update_card(folder, fast_path=record)

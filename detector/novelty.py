@@ -19,6 +19,17 @@ import numpy as np
 
 NOVELTY_FILE = "novelty.npz"
 QUANTILE = 0.99  # of validation distances: the limit of "familiar"
+LIMIT = 1.0  # a novelty above this is unfamiliar (every distance is divided by the val limit)
+
+
+def unfamiliar(values) -> np.ndarray:
+    """Which novelty values are past the familiar limit (the one rule every caller uses)."""
+    return np.asarray(values, dtype=float) > LIMIT
+
+
+def unfamiliar_share(values) -> float:
+    """The share of novelty values past the limit."""
+    return float(np.mean(unfamiliar(values)))
 
 
 def feature_output(model, layers: tuple[str, ...] | list[str]):
@@ -135,7 +146,7 @@ def fit_model(model, layers, pixels: dict[str, np.ndarray], folder: str | Path,
     extract = extractor(model, layers)
     feats = {s: extract(x, progress=f"novelty features ({s})") for s, x in pixels.items() if len(x)}
     ref = fit(feats["train"], feats["val"], layers)
-    check = {f"{k}_unfamiliar": round(float(np.mean(ref.novelty(extract(x)) > 1)), 4)
+    check = {f"{k}_unfamiliar": round(unfamiliar_share(ref.novelty(extract(x))), 4)
              for k, x in check_images(pixels["val"]).items()}
     usable = min(check.values()) >= CHECK_MIN or not require_check
     target = Path(folder) / NOVELTY_FILE
@@ -145,11 +156,10 @@ def fit_model(model, layers, pixels: dict[str, np.ndarray], folder: str | Path,
         target.unlink(missing_ok=True)
     summary = {"file": NOVELTY_FILE if usable else None, "usable": usable, "check": check,
                "layers": list(layers), "quantile": ref.quantile, "limit": round(ref.limit, 4),
-               "n_train": int(len(feats["train"])),
-               "val_unfamiliar": round(float(np.mean(ref.novelty(feats["val"]) > 1)), 4)}
-    if "test" in feats:
-        summary["test_unfamiliar"] = round(float(np.mean(ref.novelty(feats["test"]) > 1)), 4)
-    values = {s: ref.novelty(f) for s, f in feats.items() if s != "train"} if usable else {}
+               "n_train": int(len(feats["train"]))}
+    values = {s: ref.novelty(f) for s, f in feats.items() if s != "train"}  # val (+ test)
+    summary.update({f"{s}_unfamiliar": round(unfamiliar_share(v), 4) for s, v in values.items()})
+    values = values if usable else {}
     if not usable:
         failed = [k.removesuffix("_unfamiliar") for k, v in check.items() if v < CHECK_MIN]
         shares = ", ".join(f"{k.removesuffix('_unfamiliar')} {v:.0%}" for k, v in check.items())

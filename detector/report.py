@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from detector import faces as faces_mod
 from detector import images
+from detector import novelty as novelty_mod
 from detector.inference import FAKE, REAL, UNCERTAIN, verdict_for
 
 VERDICT_COLOURS = {FAKE: (220, 38, 38), REAL: (22, 163, 74), UNCERTAIN: (234, 160, 8)}
@@ -69,7 +70,7 @@ def route_text(route: dict[str, float] | None) -> str:
 
 def familiarity_text(novelty: float | None) -> str:
     """A warning for a face unlike the training faces (novelty above 1), else ""."""
-    if novelty is None or novelty <= 1:
+    if novelty is None or not novelty_mod.unfamiliar(novelty):
         return ""
     return (f"unlike the faces the model was trained on (novelty {novelty:.1f}; above 1 is further from them "
             "than 99 in 100 validation faces): the verdict is less reliable")
@@ -104,7 +105,7 @@ class FaceScore:
 
     @property
     def unfamiliar(self) -> bool:
-        return self.novelty is not None and self.novelty > 1
+        return self.novelty is not None and bool(novelty_mod.unfamiliar(self.novelty))
 
     @property
     def expert(self) -> str:

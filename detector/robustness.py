@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter
 
-from detector import data, evaluation, images, store
+from detector import data, evaluation, images, novelty, store
 
 PERTURBATIONS: dict[str, tuple] = {
     "jpeg_quality": ("none", 95, 80, 60, 45, 30, 15),
@@ -136,8 +136,8 @@ def run(model=None, folder: str | Path | None = None, n: int | None = DEFAULT_N,
         row = {"perturbation": kind, "level": level, "n": m["n"], "accuracy": m["accuracy"], "auc": m["auc"],
                "unfamiliar": np.nan, "accuracy_familiar": np.nan}
         if scores.novelty is not None:
-            familiar = scores.novelty <= 1
-            row["unfamiliar"] = float(1 - familiar.mean())
+            familiar = ~novelty.unfamiliar(scores.novelty)
+            row["unfamiliar"] = novelty.unfamiliar_share(scores.novelty)
             if familiar.any():
                 row["accuracy_familiar"] = float(np.mean((scores.p_fake[familiar] >= det.threshold) == y[familiar]))
         rows.append(row)
