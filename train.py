@@ -68,6 +68,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--branch-set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="with --experts: settings for the branch experts only, e.g. epochs=1 "
                         "fine_tune_epochs=8 cache_views=5 (a small source's expert is cheap to train longer)")
+    p.add_argument("--probes", nargs="+", default=[], metavar="SOURCE",
+                   help="with --experts: blend these sources' branches with position-aware linear probes "
+                        "on frozen trunk maps (for aligned portraits, e.g. ffhq_stylegan)")
     p.add_argument("--experts-dir", metavar="DIR",
                    help="with --experts: where the expert runs are kept and reused (default: runs/<out name>_experts)")
     return p.parse_args(argv)
@@ -114,6 +117,8 @@ def main(argv=None) -> None:
         average_last=args.average_last, label_smoothing=args.label_smoothing, mixup=args.mixup,
         init_from=args.init_from,
     )
+    if args.probes and not args.experts:
+        raise SystemExit("--probes blends a source's branch: it needs --experts")
     if args.experts:
         from pathlib import Path
 
@@ -121,7 +126,7 @@ def main(argv=None) -> None:
 
         card = train_experts(cfg, args.branch_from,
                              args.experts_dir or Path("runs") / f"{Path(cfg.out).name}_experts",
-                             branch_settings=parse_settings(args.branch_set))
+                             branch_settings=parse_settings(args.branch_set), probe_sources=args.probes)
     else:
         card = train(cfg)
     test = card["metrics"].get("test") or card["metrics"]["val"]

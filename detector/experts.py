@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from detector import data, store, training, zoo
+from detector import data, probes, store, training, zoo
 
 
 def _same_settings(card: dict, cfg: training.TrainConfig) -> bool:
@@ -55,16 +55,10 @@ def train_or_reuse(cfg: training.TrainConfig) -> dict:
 def router_weights(features: np.ndarray, labels: np.ndarray, n_sources: int) -> tuple[np.ndarray, np.ndarray]:
     """(kernel d x K, bias K) of a Dense softmax layer equal to a standardised multinomial
     logistic regression of `labels` (0..K-1) on `features`."""
-    from sklearn.linear_model import LogisticRegression
-
-    mean, scale = features.mean(0), features.std(0) + 1e-6
-    fitted = LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced").fit((features - mean) / scale, labels)
-    coef, intercept = fitted.coef_, fitted.intercept_
+    coef, intercept = probes.standardised_logistic(features, labels, class_weight="balanced")
     if n_sources == 2:  # sklearn keeps one row for two classes: logits (0, z)
         coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
-    kernel = (coef / scale).T
-    bias = intercept - (coef * (mean / scale)).sum(1)
-    return kernel.astype("float32"), bias.astype("float32")
+    return coef.T.astype("float32"), intercept.astype("float32")
 
 
 def branch_input_layer(model, branch_from: str) -> str:
@@ -73,14 +67,15 @@ def branch_input_layer(model, branch_from: str) -> str:
 
 
 def assemble(experts: list, sources: list[str], calibrations: list[tuple[float, float]],
-             branch_from: str, name: str = "source_experts"):
+             branch_from: str, name: str = "source_experts", probe_sets: dict | None = None):
     """One Keras model: the first expert's layers below `branch_from` (the shared trunk), a
     router on their output, and every expert's layers from `branch_from` on as a branch;
     `SourceMixture` combines the calibrated branches. The router sees the trunk's map
     (average-pooled to at most 16x16) flattened, not globally pooled: where the face sits
     in the crop (aligned portraits vs faces cut from photos) is what tells the sources
     apart (on val, 1 of 1,400 images misrouted vs 2 from an 8x8 map and 151 from pooled
-    features). Its weights are left at zero (an even mix) for `fit_router`. Refuses
+    features). Its weights are left at zero (an even mix) for `fit_router`. A source in
+    `probe_sets` has its branch blended with its `detector.probes` on trunk layers. Refuses
     experts whose trunks differ."""
     import keras
 
@@ -102,6 +97,12 @@ def assemble(experts: list, sources: list[str], calibrations: list[tuple[float, 
                               name="router")(routed)
     branches = [keras.Model(e.get_layer(branch_from).input, e.output, name=f"expert_{s}")(split)
                 for s, e in zip(sources, experts)]
+    trunk_names = {layer.name for layer in trunk_layers}
+    for s, probe_set in (probe_sets or {}).items():
+        if not set(probe_set.layers) <= trunk_names:
+            raise ValueError(f"the {s} probes read {probe_set.layers}: probes need trunk layers, below {branch_from}")
+        i = sources.index(s)
+        branches[i] = probes.attach(trunk_model, branches[i], probe_set, name=f"probes_{s}")
     out = SourceMixture(sources=list(sources), temperatures=[float(t) for t, _ in calibrations],
                         biases=[float(b) for _, b in calibrations], name="mixture")([gate, *branches])
     return keras.Model(trunk_model.input, out, name=name)
@@ -142,11 +143,33 @@ def router_accuracy(model, pixels: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(gate, 1) == labels))
 
 
+def fit_probes(cfg: training.TrainConfig, trunk_model, expert, layers: list[str], source: str,
+               frames: dict[str, pd.DataFrame], pixels: dict[str, np.ndarray]):
+    """`detector.probes` for `source` on the trunk's `layers`, and the (temperature, bias) of
+    the expert blended with them, fitted on that source's val images like any expert's."""
+    from detector import evaluation
+
+    picks = {s: (frames[s]["source"] == source).to_numpy() for s in ("train", "val")}
+    labels = {s: frames[s]["label"].to_numpy()[picks[s]] for s in picks}
+    branch_p = np.clip(training.predict_pixels(expert, pixels["val"][picks["val"]]), 1e-7, 1 - 1e-7)
+    probe_set = probes.fit(trunk_model, layers, pixels["train"][picks["train"]], labels["train"],
+                           pixels["val"][picks["val"]], labels["val"], np.log(branch_p / (1 - branch_p)),
+                           strength=cfg.aug_strength, seed=cfg.seed)
+    p = 1 / (1 + np.exp(-probe_set.val_logit))
+    temperature, bias = evaluation.fit_platt(labels["val"], p)
+    threshold = evaluation.choose_threshold(labels["val"], evaluation.apply_temperature(p, temperature, bias))
+    calibration = expert_calibration({"threshold": threshold, "temperature": temperature, "bias": bias})
+    probe_set.summary.update(temperature=temperature, bias=bias, threshold=float(threshold))
+    return probe_set, calibration
+
+
 def train_experts(cfg: training.TrainConfig, branch_from: str | None, experts_dir: str | Path,
-                  sources: list[str] | None = None, branch_settings: dict | None = None) -> dict:
+                  sources: list[str] | None = None, branch_settings: dict | None = None,
+                  probe_sources: list[str] | None = None) -> dict:
     """Train (or reuse) one expert per source, fit the router, assemble and write the run
     folder `cfg.out`. `branch_from` default: where the model's fine-tuning starts. `sources`
-    default: every source of the training split, largest first."""
+    default: every source of the training split, largest first. Each of `probe_sources`
+    gets position-aware probes (`detector.probes`) on the zoo's `probe_layers` beside its branch."""
     import keras
 
     t0 = time.time()
@@ -165,6 +188,10 @@ def train_experts(cfg: training.TrainConfig, branch_from: str | None, experts_di
     sources = list(sources or counts.index)
     if len(sources) < 2 or not set(sources) <= set(counts.index):
         raise ValueError(f"source experts need two or more sources in the training split; it has {list(counts.index)}")
+    if set(probe_sources or []) - set(sources):
+        raise ValueError(f"probes for {sorted(set(probe_sources) - set(sources))}: not among the sources {sources}")
+    if probe_sources and not spec.probe_layers:
+        raise ValueError(f"{cfg.model} names no probe layers (zoo ModelSpec.probe_layers)")
 
     expert_cfgs = [replace(cfg, out=str(experts_dir / sources[0]), train_sources=[sources[0]], extra={})]
     # A branch cut where the trunk expert's own fine-tuning starts shares the pretrained
@@ -186,7 +213,15 @@ def train_experts(cfg: training.TrainConfig, branch_from: str | None, experts_di
     pixels = {s: data.load_pixels(f["path"].tolist(), cfg.img_size) for s, f in frames.items() if len(f)}
 
     t_router = time.time()
-    model = assemble(experts, sources, [expert_calibration(c) for c in cards], branch_from)
+    calibrations = [expert_calibration(c) for c in cards]
+    probe_sets = {}
+    for s in probe_sources or []:
+        i = sources.index(s)
+        probe_sets[s], calibrations[i] = fit_probes(cfg, experts[0], experts[i], list(spec.probe_layers), s,
+                                                    frames, pixels)
+        print(f"probes for {s}: val AUC branch {probe_sets[s].summary['val_auc_branch']:.3f}, "
+              f"blended {probe_sets[s].summary['val_auc_blend']:.3f}", flush=True)
+    model = assemble(experts, sources, calibrations, branch_from, probe_sets=probe_sets)
     picks = np.flatnonzero(frames["train"]["source"].isin(sources).to_numpy())  # every training image
     label_of = {s: i for i, s in enumerate(sources)}
     fit_router(model, pixels["train"][picks], frames["train"]["source"].map(label_of).to_numpy()[picks],
@@ -211,6 +246,7 @@ def train_experts(cfg: training.TrainConfig, branch_from: str | None, experts_di
                     for s, c, card in zip(sources, expert_cfgs, cards)},
         "branch_from": branch_from,
         "branch_settings": dict(branch_settings or {}),
+        "probes": {s: p.summary for s, p in probe_sets.items()},
         "router_val_accuracy": router_val_accuracy,
         "router_seconds": round(time.time() - t_router, 1),
         # the experts' recorded training times plus the router: the recipe's cost with reused experts

@@ -88,3 +88,16 @@ class SourceMixture(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "sources": self.sources,
                 "temperatures": self.temperatures, "biases": self.biases}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Logit(keras.layers.Layer):
+    """P -> log(P / (1 - P)), clipped away from 0 and 1: turns a sigmoid output back into the
+    score it came from, so it can be blended with other logits (`detector.probes`)."""
+
+    def call(self, p):
+        p = ops.clip(ops.cast(p, "float32"), 1e-7, 1 - 1e-7)
+        return ops.log(p) - ops.log1p(-p)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

@@ -91,6 +91,17 @@ def familiarity_summary(card: dict) -> str:
             + (f"; check images flagged: {check}" if check else "") + ".")
 
 
+def probes_summary(card: dict) -> str:
+    """One line on the position-aware probes blended into an experts model's branches
+    (its card's `training.probes`), "" when it has none."""
+    parts = []
+    for source, p in ((card.get("training") or {}).get("probes") or {}).items():
+        branch, blend = p.get("val_auc_branch"), p.get("val_auc_blend")
+        parts.append(f"{source}: its branch blended with linear probes on {', '.join(p.get('layers', []))}"
+                     + (f" (val AUC {branch:.3f} -> {blend:.3f})" if branch is not None and blend is not None else ""))
+    return ("Position-aware probes: " + "; ".join(parts) + ".") if parts else ""
+
+
 @dataclass
 class FaceScore:
     box: tuple[int, int, int, int]              # square region scored, in original pixels

@@ -34,6 +34,7 @@ class ModelSpec:
     fine_tune_from: str | None = None  # first layer trained in phase 2
     head_from: str | None = None      # first layer of the head (phase 1 trains from here)
     novelty_layers: tuple[str, ...] = ()  # feature maps that say how unlike the training faces an input is
+    probe_layers: tuple[str, ...] = ()  # frozen maps for position-aware probes (detector.probes)
     notes: dict = field(default_factory=dict)
 
     def build(self, input_size: int | None = None, pretrained: bool = True) -> keras.Model:
@@ -133,11 +134,13 @@ def _efficientnet_lite(variant: str, size: int, pretrained: bool) -> keras.Model
 
 
 # EfficientNet-Lite0/1/2: fine-tuning starts at the second block of the 112/120-channel stage;
-# novelty looks at the ends of the 24- and 40-channel stages and at the last frozen block.
-for _variant, _size, _first, _what, _stages in (
-        ("lite0", 224, "block9_expand_conv", "16 blocks", (2, 4, 8)),
-        ("lite1", 240, "block12_expand_conv", "21 blocks, about 1.4x the compute of Lite0", (3, 6, 11)),
-        ("lite2", 260, "block12_expand_conv", "21 wider blocks, about 1.7x the compute of Lite0", (3, 6, 11))):
+# novelty looks at the ends of the 24- and 40-channel stages and at the last frozen block;
+# Lite0's probes at the first 40- and 80-channel blocks and the last frozen one (the best
+# single frozen blocks on StyleGAN val, 0.91-0.92; Lite1/2 have none chosen yet).
+for _variant, _size, _first, _what, _stages, _probes in (
+        ("lite0", 224, "block9_expand_conv", "16 blocks", (2, 4, 8), (3, 5, 8)),
+        ("lite1", 240, "block12_expand_conv", "21 blocks, about 1.4x the compute of Lite0", (3, 6, 11), ()),
+        ("lite2", 260, "block12_expand_conv", "21 wider blocks, about 1.7x the compute of Lite0", (3, 6, 11), ())):
     register(
         f"efficientnet_{_variant}",
         input_size=_size,
@@ -148,6 +151,7 @@ for _variant, _size, _first, _what, _stages in (
         fine_tune_from=_first,
         head_from="head_gap",
         novelty_layers=tuple(f"block{i}_project_bn" for i in _stages),
+        probe_layers=tuple(f"block{i}_project_bn" for i in _probes),
     )(functools.partial(_efficientnet_lite, _variant))
 
 

@@ -275,8 +275,9 @@ with runs_tab:
     preds = ui.table(path, store.PREDICTIONS)
     threshold = float(c.get("threshold", 0.5))
 
-    if report.familiarity_summary(c):
-        st.caption(report.familiarity_summary(c))
+    for line in (report.familiarity_summary(c), report.probes_summary(c)):
+        if line:
+            st.caption(line)
     with st.expander("Model card (card.json)"):
         st.json(c, expanded=False)
         if c.get("training", {}).get("command"):
