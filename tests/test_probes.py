@@ -54,9 +54,9 @@ def test_a_probe_sees_where_a_texture_is_and_the_blend_runs_inside_keras(tmp_pat
     x_train, y_train = _halves(64)
     x_val, y_val = _halves(32, seed=1)
     noise = np.random.default_rng(2).normal(0, 1, 32)  # a branch that knows nothing
-    fitted = probes.fit(model, ["maps"], x_train, y_train, x_val, y_val, noise, views=1)
+    fitted = probes.fit(model, ["maps"], x_train, y_train, x_val, y_val, noise, views=("whole",), augmented=1)
 
-    assert fitted.summary["val_auc_probes"]["maps"] > 0.99
+    assert fitted.summary["val_auc_probes"]["whole:maps"] > 0.99
     assert fitted.summary["val_auc_blend"] > max(0.75, fitted.summary["val_auc_branch"] + 0.2)
     pooled = x_val.reshape(32, -1, 3).mean(1)  # what a global-average-pool head sees
     assert abs(roc_auc_score(y_val, pooled.mean(1)) - 0.5) < 0.2
@@ -84,7 +84,9 @@ def test_experts_with_probes_blend_one_branch_and_calibrate_it_on_val(tiny_datas
     summary = card["training"]["probes"]
     assert list(summary) == ["beta"]
     assert summary["beta"]["layers"] == ["block3_project_bn", "block5_project_bn", "block8_project_bn"]
-    assert len(summary["beta"]["blend"]) == 4 and all(w > 0 for w in summary["beta"]["blend"])
+    assert summary["beta"]["views"] == ["whole", "mosaic"]
+    names = [f"{v}_{n}" for v in summary["beta"]["views"] for n in summary["beta"]["layers"]]
+    assert len(summary["beta"]["blend"]) == 1 + len(names) and all(w > 0 for w in summary["beta"]["blend"])
     model = keras.saving.load_model(root / "routed" / "model.keras", safe_mode=True, compile=False)
     assert "probes_beta" in {l.name for l in model.layers}
     assert "probes_alpha" not in {l.name for l in model.layers}
@@ -95,7 +97,7 @@ def test_experts_with_probes_blend_one_branch_and_calibrate_it_on_val(tiny_datas
     p = np.clip(training.predict_pixels(beta, x), 1e-7, 1 - 1e-7)
     logits = np.column_stack([np.log(p / (1 - p))] + [
         training.predict_outputs(keras.Model(model.input, model.get_layer(f"probes_beta_{n}").output), x)[:, 0]
-        for n in summary["beta"]["layers"]])
+        for n in names])
     blended = training.predict_outputs(keras.Model(model.input, model.get_layer("probes_beta").output), x)[:, 0]
     np.testing.assert_allclose(blended, _sigmoid(logits @ np.asarray(summary["beta"]["blend"])), atol=1e-5)
     assert {"temperature", "bias", "threshold"} <= set(summary["beta"])
@@ -105,11 +107,32 @@ def test_experts_with_probes_blend_one_branch_and_calibrate_it_on_val(tiny_datas
                               probe_sources=["gamma"])
 
 
+def test_the_mosaic_tiles_the_enlarged_face_parts_and_runs_the_same_trunk_weights():
+    import keras
+    import tensorflow as tf
+
+    model = _toy_model()
+    x = np.random.default_rng(3).integers(0, 256, (2, 16, 16, 3)).astype("float32")
+    tiles = keras.Model(model.input, probes.mosaic(model.input, "m"))(x).numpy()
+    assert tiles.shape == (2, 16, 16, 3)
+    for i, box in enumerate(probes.MOSAIC_TILES.values()):
+        top, bottom, left, right = (round(v * 16 / 256) for v in box)
+        expected = tf.image.resize(x[:, top:bottom, left:right], (8, 8), method="bilinear").numpy()
+        r, c = divmod(i, 2)
+        np.testing.assert_allclose(tiles[:, 8 * r:8 * r + 8, 8 * c:8 * c + 8], expected, atol=1e-4)
+    whole, mosaic = probes.maps_of(probes.trunk_maps(model, ["maps"], ("whole", "mosaic")), x.astype("uint8"))
+    pooled = tf.nn.avg_pool2d(tiles, 4, 4, "VALID").numpy().reshape(2, -1)  # the toy trunk on the mosaic
+    np.testing.assert_allclose(mosaic, pooled, atol=1e-3)
+    assert whole.shape == mosaic.shape
+    with pytest.raises(ValueError, match="unknown probe view"):
+        probes.probe_maps(model, ["sideways"], ["maps"], "x")
+
+
 def test_probes_need_trunk_layers_and_a_model_that_names_them(tiny_dataset, tmp_path):
     from detector import zoo
 
     model = zoo.get_spec("efficientnet_lite0").build(32, pretrained=False)
-    fitted = probes.ProbeSet(["block12_project_bn"], [np.zeros((1, 1), "float32")], [0.0], [1.0, 1.0])
+    fitted = probes.ProbeSet(["block12_project_bn"], [np.zeros((1, 1), "float32")], [0.0], [1.0, 1.0], ["whole"])
     with pytest.raises(ValueError, match="trunk layers"):
         experts.assemble([model, model], ["a", "b"], [(1.0, 0.0)] * 2, "block9_expand_conv",
                          probe_sets={"b": fitted})

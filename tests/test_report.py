@@ -142,8 +142,9 @@ def test_familiarity_summary_reads_the_card():
 
 def test_probes_summary_names_each_probed_source_with_its_val_gain():
     card = {"training": {"probes": {"ffhq_stylegan": {
-        "layers": ["block3_project_bn", "block8_project_bn"], "val_auc_branch": 0.931, "val_auc_blend": 0.945}}}}
+        "layers": ["block3_project_bn", "block8_project_bn"], "views": ["whole", "mosaic"],
+        "val_auc_branch": 0.931, "val_auc_blend": 0.945}}}}
     line = report.probes_summary(card)
-    assert "ffhq_stylegan" in line and "block3_project_bn, block8_project_bn" in line
+    assert "ffhq_stylegan" in line and "block3_project_bn, block8_project_bn (whole and mosaic views)" in line
     assert "0.931 -> 0.945" in line
     assert report.probes_summary({"training": {}}) == "" and report.probes_summary({}) == ""
