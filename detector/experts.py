@@ -11,6 +11,8 @@ same Lite0 recipe catches more of them on unseen images than the joint network d
    assembled model computes them once per image;
 3. a *router* (multinomial logistic regression on the trunk's feature map) learns which
    source an image looks like; it is fitted on every training image, checked on val;
+   a source named in `probe_sources` also gets position-aware linear probes on trunk maps
+   (`detector.probes`), blended into its branch's score and calibrated on its val images;
 4. one Keras model is assembled: trunk -> router and branches -> `SourceMixture`, which
    calibrates each branch with its own val fit, shifted to its own val threshold, and mixes
    them by the router's probabilities.
