@@ -117,6 +117,9 @@ def test_every_page_renders(app, models_dir):
     shown = store.read_card(models_dir / app.selectbox(key="trn_report_run").value)
     if shown.get("novelty"):
         assert any(c.value == report.familiarity_summary(shown) for c in app.caption)
+    # and the probes blended into a source's expert (the shipped default has them)
+    if shown.get("training", {}).get("probes"):
+        assert any(c.value == report.probes_summary(shown) for c in app.caption)
     # a source-experts run is drawn as one curve per expert
     plotted = app.multiselect(key="trn_runs").value[0]
     experts = store.read_card(plotted).get("training", {}).get("experts")
