@@ -150,9 +150,9 @@ def fit(model, layers: list[str], train_pixels: np.ndarray, train_labels: np.nda
 
     net = trunk_maps(model, layers, views)
     maps, labels = [maps_of(net, train_pixels)], [np.asarray(train_labels)]
-    for view in range(augmented):
+    for copy in range(augmented):
         ds = data.make_dataset(train_pixels, np.asarray(train_labels), batch_size=50, training=True,
-                               strength=strength, seed=seed + view)
+                               strength=strength, seed=seed + copy)
         m, y = _maps(net, ((x, y) for x, y in ds))
         maps.append(m)
         labels.append(y)
