@@ -153,9 +153,9 @@ def fit_probes(cfg: training.TrainConfig, trunk_model, expert, layers: list[str]
 
     picks = {s: (frames[s]["source"] == source).to_numpy() for s in ("train", "val")}
     labels = {s: frames[s]["label"].to_numpy()[picks[s]] for s in picks}
-    branch_p = np.clip(training.predict_pixels(expert, pixels["val"][picks["val"]]), 1e-7, 1 - 1e-7)
+    branch_logit = probes.logit(training.predict_pixels(expert, pixels["val"][picks["val"]]))
     probe_set = probes.fit(trunk_model, layers, pixels["train"][picks["train"]], labels["train"],
-                           pixels["val"][picks["val"]], labels["val"], np.log(branch_p / (1 - branch_p)),
+                           pixels["val"][picks["val"]], labels["val"], branch_logit,
                            strength=cfg.aug_strength, seed=cfg.seed)
     p = 1 / (1 + np.exp(-probe_set.val_logit))
     temperature, bias = evaluation.fit_platt(labels["val"], p)

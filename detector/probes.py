@@ -40,6 +40,13 @@ def standardised_logistic(features: np.ndarray, labels: np.ndarray, c: float = C
     return coef, fitted.intercept_ - (coef * mean).sum(1)
 
 
+def logit(p) -> np.ndarray:
+    """log(P / (1 - P)) clipped as `detector.layers.Logit` clips in float32, so a score
+    computed here for fitting equals the one the model computes when serving."""
+    p = np.clip(np.asarray(p, dtype="float64"), 1e-7, float(np.float32(1 - 1e-7)))
+    return np.log(p / (1 - p))
+
+
 #: The mosaic view: the parts of an FFHQ-aligned 256 px portrait where a GAN's small mistakes
 #: show (eyes, mouth, nose; rows then columns, in pixels of a 256 px input, scaled to others),
 #: each enlarged to a quarter of the input and tiled 2 x 2 into one image, so one more pass of

@@ -28,7 +28,10 @@ def _toy_model():
 
     inp = keras.Input((16, 16, 3), name="image")
     maps = keras.layers.AveragePooling2D(4, name="maps")(inp)
-    p = keras.layers.Dense(1, activation="sigmoid", name="branch")(keras.layers.GlobalAveragePooling2D()(maps))
+    # a small seeded branch: its P stays far from 0 and 1, where float32 and float64 logits agree
+    small = keras.initializers.RandomNormal(stddev=1e-3, seed=0)
+    p = keras.layers.Dense(1, activation="sigmoid", kernel_initializer=small,
+                           name="branch")(keras.layers.GlobalAveragePooling2D()(maps))
     return keras.Model(inp, p)
 
 
@@ -67,9 +70,8 @@ def test_a_probe_sees_where_a_texture_is_and_the_blend_runs_inside_keras(tmp_pat
     path = tmp_path / "blended.keras"
     blended.save(path)
     reloaded = keras.saving.load_model(path, safe_mode=True, compile=False)
-    p_branch = np.clip(training.predict_pixels(model, x_val), 1e-7, 1 - 1e-7)
     maps = probes.maps_of(probes.trunk_maps(model, ["maps"]), x_val)
-    expected = _sigmoid(fitted.blended_logit(np.log(p_branch / (1 - p_branch)), maps))
+    expected = _sigmoid(fitted.blended_logit(probes.logit(training.predict_pixels(model, x_val)), maps))
     np.testing.assert_allclose(training.predict_pixels(reloaded, x_val), expected, atol=1e-5)
 
 
@@ -94,8 +96,7 @@ def test_experts_with_probes_blend_one_branch_and_calibrate_it_on_val(tiny_datas
     # the mixture's beta input is the probes' blend: sigmoid(blend . [branch logit, probe logits])
     x = data.load_pixels(sorted(str(p) for p in (tiny_dataset / "test").rglob("*.jpg"))[:12], 32)
     beta = keras.saving.load_model(f"{card['training']['experts']['beta']['folder']}/model.keras", compile=False)
-    p = np.clip(training.predict_pixels(beta, x), 1e-7, 1 - 1e-7)
-    logits = np.column_stack([np.log(p / (1 - p))] + [
+    logits = np.column_stack([probes.logit(training.predict_pixels(beta, x))] + [
         training.predict_outputs(keras.Model(model.input, model.get_layer(f"probes_beta_{n}").output), x)[:, 0]
         for n in names])
     blended = training.predict_outputs(keras.Model(model.input, model.get_layer("probes_beta").output), x)[:, 0]
@@ -147,3 +148,10 @@ def test_train_py_refuses_probes_without_experts():
 
     with pytest.raises(SystemExit, match="needs --experts"):
         main(["--model", "efficientnet_lite0", "--data", "nowhere", "--probes", "ffhq_stylegan"])
+
+
+def test_logit_matches_the_served_logit_layer_even_for_saturated_scores():
+    from detector.layers import Logit
+
+    p = np.array([[0.0], [1e-9], [0.3], [0.9999999], [1.0]], dtype="float32")
+    np.testing.assert_allclose(probes.logit(p[:, 0]), np.asarray(Logit()(p))[:, 0], rtol=1e-5)
