@@ -136,11 +136,13 @@ def cmd_models(args) -> int:
     if args.markdown:
         print(models_markdown(cards))
         return 0
-    print(f"{'':2}{'name':<24}{'arch':<22}{'size':>5}{'params':>11}{'MB':>7}{'thr':>7}{'acc':>7}{'auc':>7}")
+    wn = max(len("name"), *(len(c["name"]) for c in cards)) + 2  # long names never run into the next column
+    wa = max(len("arch"), *(len(c["architecture"]) for c in cards)) + 2
+    print(f"{'':2}{'name':<{wn}}{'arch':<{wa}}{'size':>5}{'params':>11}{'MB':>7}{'thr':>7}{'acc':>7}{'auc':>7}")
     for c in cards:
         t = c.get("metrics", {}).get("test") or {}
         acc, auc = t.get("accuracy"), t.get("auc")
-        print(f"{'*' if c['default'] else ' ':2}{c['name']:<24}{c['architecture']:<22}{c['input_size']:>5}"
+        print(f"{'*' if c['default'] else ' ':2}{c['name']:<{wn}}{c['architecture']:<{wa}}{c['input_size']:>5}"
               f"{c['params']:>11,}{c['file_mb']:>7.1f}{c['threshold']:>7.3f}"
               f"{acc if acc is None else format(acc, '.3f'):>7}{auc if auc is None else format(auc, '.3f'):>7}")
     print("* = default model")

@@ -190,6 +190,16 @@ def test_models_lists_shipped_models(models_dir, tiny_run):
     assert listed[0]["test"]["accuracy"] == pytest.approx(card["metrics"]["test"]["accuracy"])
 
 
+def test_models_table_keeps_long_names_apart(tiny_run, tmp_path):
+    long_name = "a_model_name_longer_than_any_column"
+    shutil.copytree(tiny_run, tmp_path / long_name, ignore=shutil.ignore_patterns("logs", "checkpoints"))
+    (tmp_path / "DEFAULT").write_text(long_name + "\n")
+    proc = _run_cli(["models"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = next(line for line in proc.stdout.splitlines() if long_name in line)
+    assert row.split()[:3] == ["*", long_name, "custom_cnn"]
+
+
 def test_models_empty_folder(tmp_path):
     proc = _run_cli(["models"], tmp_path)
     assert proc.returncode != 0
