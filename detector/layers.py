@@ -59,6 +59,12 @@ class CaffePreprocess(keras.layers.Layer):
         return input_shape
 
 
+def _logit(p):
+    """log(P / (1 - P)) of float32 probabilities clipped to [1e-7, 1 - 1e-7]."""
+    p = ops.clip(p, 1e-7, 1 - 1e-7)
+    return ops.log(p) - ops.log1p(-p)
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class SourceMixture(keras.layers.Layer):
     """Inputs [router (N, K) probabilities, K expert P(fake)s of shape (N, 1)] -> (N, 1):
@@ -75,8 +81,7 @@ class SourceMixture(keras.layers.Layer):
 
     def call(self, inputs):
         router, *scores = inputs
-        p = ops.clip(ops.concatenate([ops.cast(s, "float32") for s in scores], axis=-1), 1e-7, 1 - 1e-7)
-        logits = ops.log(p) - ops.log1p(-p)
+        logits = _logit(ops.concatenate([ops.cast(s, "float32") for s in scores], axis=-1))
         t = ops.convert_to_tensor(self.temperatures, dtype="float32")
         b = ops.convert_to_tensor(self.biases, dtype="float32")
         calibrated = ops.sigmoid(logits / t + b)
@@ -96,8 +101,7 @@ class Logit(keras.layers.Layer):
     score it came from, so it can be blended with other logits (`detector.probes`)."""
 
     def call(self, p):
-        p = ops.clip(ops.cast(p, "float32"), 1e-7, 1 - 1e-7)
-        return ops.log(p) - ops.log1p(-p)
+        return _logit(ops.cast(p, "float32"))
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -125,59 +125,38 @@ def trunk_maps(model, layers: list[str], views=("whole",), name: str = "fit"):
     return keras.Model(model.input, probe_maps(model, views, layers, name))
 
 
-def _maps(net, batches) -> tuple[list[np.ndarray], np.ndarray]:
-    """Flattened maps and labels of every (pixels, labels) batch."""
-    parts, labels = [], []
-    for x, y in batches:
-        out = net(x, training=False)
-        parts.append([np.asarray(o, dtype="float32") for o in (out if isinstance(out, (list, tuple)) else [out])])
-        labels.append(np.asarray(y))
-    return [np.concatenate(p) for p in zip(*parts)], np.concatenate(labels)
+def maps_of(net, pixels: np.ndarray) -> list[np.ndarray]:
+    """Flattened maps of uint8 images, in order (one array per output of `trunk_maps`),
+    through the same input path as training (`training.predict_outputs`)."""
+    from detector import training
 
-
-def maps_of(net, pixels: np.ndarray, batch_size: int = 50) -> list[np.ndarray]:
-    """Flattened maps of plain uint8 images, in order."""
-    batches = ((pixels[i:i + batch_size].astype("float32"), np.zeros(len(pixels[i:i + batch_size])))
-               for i in range(0, len(pixels), batch_size))
-    return _maps(net, batches)[0]
+    out = training.predict_outputs(net, pixels)
+    return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
 def fit(model, layers: list[str], train_pixels: np.ndarray, train_labels: np.ndarray,
         val_pixels: np.ndarray, val_labels: np.ndarray, val_branch_logit: np.ndarray,
-        views=VIEWS, augmented: int = 0, strength: float = 1.0, seed: int = 42) -> ProbeSet:
+        views=VIEWS) -> ProbeSet:
     """Probes on `layers` of `model` (uint8 input at its size), one per layer and view, for one
-    source: fitted on the training images (plus `augmented` augmented copies of each: on
-    StyleGAN/FFHQ, 3-fold on the training images, three copies made the blend no better on
-    plain, JPEG 30, half-size or blurred held-out faces, 0.929 vs 0.934 plain), blended with
-    the branch by their spreads on val. `summary` holds the val AUCs of the branch, each
-    probe and the blend."""
+    source: fitted on the plain training images (on StyleGAN/FFHQ, 3-fold on the training
+    images, adding three augmented copies of each made the blend no better on plain, JPEG 30,
+    half-size or blurred held-out faces: 0.929 vs 0.934 plain), blended with the branch by
+    their spreads on val. `summary` holds the val AUCs of the branch, each probe and the blend."""
     from sklearn.metrics import roc_auc_score
 
-    from detector import data
-
     net = trunk_maps(model, layers, views)
-    maps, labels = [maps_of(net, train_pixels)], [np.asarray(train_labels)]
-    for copy in range(augmented):
-        ds = data.make_dataset(train_pixels, np.asarray(train_labels), batch_size=50, training=True,
-                               strength=strength, seed=seed + copy)
-        m, y = _maps(net, ((x, y) for x, y in ds))
-        maps.append(m)
-        labels.append(y)
-    labels = np.concatenate(labels)
     kernels, biases = [], []
-    for i in range(len(net.outputs)):
-        coef, intercept = standardised_logistic(np.concatenate([m[i] for m in maps]), labels)
+    for flat in maps_of(net, train_pixels):
+        coef, intercept = standardised_logistic(flat, np.asarray(train_labels))
         kernels.append(coef.T.astype("float32"))
         biases.append(float(intercept[0]))
-    del maps
     probes = ProbeSet(list(layers), kernels, biases, blend=[], views=list(views))
     val_logits = np.column_stack([val_branch_logit, probes.logits(maps_of(net, val_pixels))])
     spread = val_logits.std(0) + 1e-6
     probes.blend = [float(w) for w in 1.0 / (len(spread) * spread)]
     blended = probes.val_logit = val_logits @ np.asarray(probes.blend)
     auc = (lambda s: float(roc_auc_score(val_labels, s))) if len(set(val_labels)) == 2 else (lambda s: None)
-    probes.summary = {"layers": list(layers), "views": list(views), "augmented_views": augmented,
-                      "training_images": int(len(train_pixels)),
+    probes.summary = {"layers": list(layers), "views": list(views), "training_images": int(len(train_pixels)),
                       "val_auc_branch": auc(val_logits[:, 0]),
                       "val_auc_probes": {n: auc(val_logits[:, i + 1]) for i, n in enumerate(probes.names)},
                       "val_auc_blend": auc(blended), "blend": probes.blend}

@@ -101,12 +101,6 @@ def load_sample(folder: str | Path | None = None, n: int | None = DEFAULT_N, see
     return frame.iloc[keep].reset_index(drop=True), pixels
 
 
-def score_images(det, rgbs: list[np.ndarray], batch_size: int = 64):
-    """Full-size RGB images, each through the one resize to the model size -> the detector's
-    `BatchScores` (P(fake), and novelty when the model has a reference)."""
-    return det.score_crops(rgbs, batch_size)
-
-
 def run(model=None, folder: str | Path | None = None, n: int | None = DEFAULT_N, seed: int = 42,
         write: bool = True, progress: bool = True) -> pd.DataFrame:
     """The robustness table of a model (one row per perturbation and level); written to
@@ -128,10 +122,10 @@ def run(model=None, folder: str | Path | None = None, n: int | None = DEFAULT_N,
     for kind, level in conditions:
         if is_identity(kind, level):
             if identity_scores is None:
-                identity_scores = score_images(det, rgbs)
+                identity_scores = det.score_crops(rgbs)
             scores = identity_scores
         else:
-            scores = score_images(det, [perturb(r, kind, level) for r in rgbs])
+            scores = det.score_crops([perturb(r, kind, level) for r in rgbs])
         m = evaluation.binary_metrics(y, scores.p_fake, det.threshold)
         row = {"perturbation": kind, "level": level, "n": m["n"], "accuracy": m["accuracy"], "auc": m["auc"],
                "unfamiliar": np.nan, "accuracy_familiar": np.nan}

@@ -57,7 +57,7 @@ def test_a_probe_sees_where_a_texture_is_and_the_blend_runs_inside_keras(tmp_pat
     x_train, y_train = _halves(64)
     x_val, y_val = _halves(32, seed=1)
     noise = np.random.default_rng(2).normal(0, 1, 32)  # a branch that knows nothing
-    fitted = probes.fit(model, ["maps"], x_train, y_train, x_val, y_val, noise, views=("whole",), augmented=1)
+    fitted = probes.fit(model, ["maps"], x_train, y_train, x_val, y_val, noise, views=("whole",))
 
     assert fitted.summary["val_auc_probes"]["whole:maps"] > 0.99
     assert fitted.summary["val_auc_blend"] > max(0.75, fitted.summary["val_auc_branch"] + 0.2)

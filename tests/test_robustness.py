@@ -95,9 +95,9 @@ def test_writes_every_row_and_identity_rows_equal_plain_metrics(tiny):
     # and image by image: the robustness path scores identity pixels exactly like serving
     sample, rgbs = robustness.load_sample(root, None)
     same = data.load_pixels(sample["path"].tolist(), det.size, use_cache=False, progress=False)
-    scored = robustness.score_images(det, rgbs)
+    scored = det.score_crops(rgbs)
     np.testing.assert_allclose(scored.p_fake, det.score_batch(same), atol=1e-6)
-    worse = robustness.score_images(det, [robustness.perturb(r, "downscale", 0.25) for r in rgbs]).p_fake
+    worse = det.score_crops([robustness.perturb(r, "downscale", 0.25) for r in rgbs]).p_fake
     assert not np.allclose(worse, det.score_batch(same), atol=1e-4)
 
     # the tiny run has a novelty reference: each row says how many images it no longer knows,
