@@ -67,7 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "model's fine-tuning starts, e.g. block9_expand_conv for efficientnet_lite0)")
     p.add_argument("--branch-set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="with --experts: settings for the branch experts only, e.g. epochs=1 "
-                        "fine_tune_epochs=8 cache_views=5 (a small source's expert is cheap to train longer)")
+                        "fine_tune_epochs=8 cache_views=5 (a small source's expert is cheap to train longer), "
+                        "or model=efficientnet_lite0_pos (a zoo model with the same trunk)")
     p.add_argument("--probes", nargs="+", default=[], metavar="SOURCE",
                    help="with --experts: blend these sources' branches with position-aware linear probes "
                         "on frozen trunk maps (for aligned portraits, e.g. ffhq_stylegan)")
@@ -80,6 +81,7 @@ def parse_settings(pairs: list[str]) -> dict:
     """KEY=VALUE pairs -> TrainConfig overrides, each value converted to its field's type."""
     import dataclasses
 
+    from detector import zoo
     from detector.training import TrainConfig
 
     types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
@@ -87,9 +89,11 @@ def parse_settings(pairs: list[str]) -> dict:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         key = key.strip().replace("-", "_")
-        if not sep or key not in types or key in ("model", "data", "out", "train_sources", "extra", "fine_tune_from", "init_from"):
+        if not sep or key not in types or key in ("data", "out", "train_sources", "extra", "fine_tune_from", "init_from"):
             raise SystemExit(f"--branch-set: '{pair}' is not KEY=VALUE with KEY a training setting "
                              "(e.g. epochs=1 fine_tune_epochs=8 cache_views=5)")
+        if key == "model" and value not in zoo.REGISTRY:
+            raise SystemExit(f"--branch-set: model {value!r} is not in the zoo ({', '.join(sorted(zoo.REGISTRY))})")
         kind = str(types[key])
         try:
             settings[key] = (int(value) if kind.startswith("int") else float(value) if kind.startswith("float")

@@ -8,7 +8,9 @@ same Lite0 recipe catches more of them on unseen images than the joint network d
 2. every other source gets a *branch* expert, trained on that source alone from
    `branch_from` on; below it every expert keeps the same layers (the pretrained ones when
    the cut is where fine-tuning starts, else the trunk expert's via `init_from`), so the
-   assembled model computes them once per image;
+   assembled model computes them once per image; `branch_settings` may name another zoo
+   model on the same trunk for the branches (e.g. `efficientnet_lite0_pos`, a short branch
+   with a position-aware head);
 3. a *router* (multinomial logistic regression on the trunk's feature map) learns which
    source an image looks like; it is fitted on every training image, checked on val;
    a source named in `probe_sources` also gets position-aware linear probes on trunk maps

