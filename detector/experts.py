@@ -65,6 +65,18 @@ def router_weights(features: np.ndarray, labels: np.ndarray, n_sources: int) -> 
     return coef.T.astype("float32"), intercept.astype("float32")
 
 
+def check_branch_model(base: str, branch: str, branch_from: str) -> None:
+    """Refuse, before anything trains, a branch zoo model whose layers below `branch_from`
+    are not the base model's (they must be one shared trunk in the assembled model)."""
+    if branch == base:
+        return
+    names = [[layer.name for layer in zoo.build(n, 32, pretrained=False).layers] for n in (base, branch)]
+    if any(branch_from not in n for n in names) or \
+            names[0][:names[0].index(branch_from)] != names[1][:names[1].index(branch_from)]:
+        raise ValueError(f"branch model {branch}: its layers below {branch_from} are not {base}'s, "
+                         "so it cannot share the trunk (pick a zoo model built on the same backbone)")
+
+
 def branch_input_layer(model, branch_from: str) -> str:
     """Name of the layer whose output feeds `branch_from`: the trunk's last layer (Grad-CAM's)."""
     return model.get_layer(branch_from).input._keras_history[0].name
@@ -195,6 +207,7 @@ def train_experts(cfg: training.TrainConfig, branch_from: str | None, experts_di
         raise ValueError(f"probes for {sorted(set(probe_sources) - set(sources))}: not among the sources {sources}")
     if probe_sources and not spec.probe_layers:
         raise ValueError(f"{cfg.model} names no probe layers (zoo ModelSpec.probe_layers)")
+    check_branch_model(cfg.model, (branch_settings or {}).get("model", cfg.model), branch_from)
 
     expert_cfgs = [replace(cfg, out=str(experts_dir / sources[0]), train_sources=[sources[0]], extra={})]
     # A branch cut where the trunk expert's own fine-tuning starts shares the pretrained

@@ -214,6 +214,16 @@ def test_a_branch_may_be_another_zoo_model_on_the_same_trunk(tiny_dataset, tmp_p
     assert fastpath.compare(model, fastpath.LiteRTRunner(path), x) < 1e-4
 
 
+def test_a_branch_model_without_the_trunk_is_refused_before_training(tiny_dataset, tmp_path):
+    with pytest.raises(ValueError, match="cannot share the trunk"):
+        experts.train_experts(_cfg(tiny_dataset, tmp_path / "routed"), None, tmp_path / "experts",
+                              branch_settings={"model": "custom_cnn"})
+    assert not (tmp_path / "experts").exists()
+    experts.check_branch_model("efficientnet_lite0", "efficientnet_lite0_pos", "block9_expand_conv")
+    with pytest.raises(ValueError, match="cannot share the trunk"):  # the cut is past the short branch's end
+        experts.check_branch_model("efficientnet_lite0", "efficientnet_lite0_pos", "block12_expand_conv")
+
+
 def test_branch_settings_are_typed_training_settings():
     from train import parse_settings
 
