@@ -328,7 +328,8 @@ def _logit(s: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-z)), numerically stable."""
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # numerically stable
 
 
@@ -341,7 +342,7 @@ def apply_temperature(scores, T: float, bias: float = 0.0) -> np.ndarray:
     T = float(T)
     if not np.isfinite(T) or T <= 0:
         raise ValueError("temperature must be a positive finite number")
-    return _sigmoid(_logit(scores) / T + float(bias))
+    return sigmoid(_logit(scores) / T + float(bias))
 
 
 def fit_temperature(y_true, scores, bounds=(-4.0, 4.0)) -> float:

@@ -170,7 +170,7 @@ def fit_probes(cfg: training.TrainConfig, trunk_model, expert, layers: list[str]
     branch_logit = probes.logit(training.predict_pixels(expert, pixels["val"][picks["val"]]))
     probe_set = probes.fit(trunk_model, layers, pixels["train"][picks["train"]], labels["train"],
                            pixels["val"][picks["val"]], labels["val"], branch_logit)
-    p = 1 / (1 + np.exp(-probe_set.val_logit))
+    p = evaluation.sigmoid(probe_set.val_logit)
     temperature, bias = evaluation.fit_platt(labels["val"], p)
     threshold = evaluation.choose_threshold(labels["val"], evaluation.apply_temperature(p, temperature, bias))
     calibration = expert_calibration({"threshold": threshold, "temperature": temperature, "bias": bias})

@@ -97,9 +97,9 @@ def probes_summary(card: dict) -> str:
     parts = []
     for source, p in ((card.get("training") or {}).get("probes") or {}).items():
         branch, blend = p.get("val_auc_branch"), p.get("val_auc_blend")
-        views = " and ".join(p.get("views") or ["whole"])
+        views = p.get("views") or ["whole"]
         parts.append(f"{source}: its branch blended with linear probes on {', '.join(p.get('layers', []))} "
-                     f"({views} view{'s' if ' and ' in views else ''})"
+                     f"({' and '.join(views)} view{'s' if len(views) > 1 else ''})"
                      + (f" (val AUC {branch:.3f} -> {blend:.3f})" if branch is not None and blend is not None else ""))
     return ("Position-aware probes: " + "; ".join(parts) + ".") if parts else ""
 

@@ -179,10 +179,11 @@ def _position_head(x, width: int = 16, dropout: float = 0.5):
     description="EfficientNet-Lite0 cut after block 10 (the 112-channel stage) + a position-aware head "
                 "(1x1 conv to 16 channels, flattened): a small branch for aligned portraits.",
     backbone=True,
-    fine_tune_from="block9_expand_conv",
     head_from="pos_conv",
-    novelty_layers=tuple(f"block{i}_project_bn" for i in (2, 4, 8)),
-    probe_layers=tuple(f"block{i}_project_bn" for i in (3, 5, 8)),
+    # the same trunk as efficientnet_lite0: where fine-tuning starts, novelty's and the probes' maps
+    fine_tune_from=REGISTRY["efficientnet_lite0"].fine_tune_from,
+    novelty_layers=REGISTRY["efficientnet_lite0"].novelty_layers,
+    probe_layers=REGISTRY["efficientnet_lite0"].probe_layers,
 )
 def efficientnet_lite0_pos(size: int, pretrained: bool = True) -> keras.Model:
     base = _lite_base("lite0", size, pretrained, "efficientnet_lite0_pos")
