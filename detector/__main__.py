@@ -89,7 +89,8 @@ def evaluate_folder(folder: str, model=None, split: str = "test", threshold: flo
     m = evaluation.evaluate_predictions(
         pd.DataFrame({"label": frame["label"], "p_fake": scores, "source": frame["source"]}), thr)
     m["ece"] = evaluation.expected_calibration_error(frame["label"], scores)
-    per_source = {s: {k: v.get(k) for k in ("n", "accuracy", "auc")} for s, v in (m.get("per_source") or {}).items()}
+    per_source = {s: {k: v.get(k) for k in ("n", "accuracy", "accuracy_ci", "auc", "auc_ci")}
+                  for s, v in (m.get("per_source") or {}).items()}
     familiar = {}
     if scored.novelty is not None:  # how many of these images the model calls unlike its training faces
         familiar["unfamiliar"] = novelty.unfamiliar_share(scored.novelty) if len(scored.novelty) else None
@@ -97,8 +98,14 @@ def evaluate_folder(folder: str, model=None, split: str = "test", threshold: flo
             v["unfamiliar"] = novelty.unfamiliar_share(scored.novelty[(frame["source"] == s).to_numpy()])
     return evaluation.to_jsonable({
         "model": det.name, "data": os.path.abspath(folder), "split": split, **{k: m[k] for k in (
-            "n", "threshold", "accuracy", "precision", "recall", "f1", "auc", "ap", "eer", "ece", "confusion")},
+            "n", "threshold", "accuracy", "accuracy_ci", "precision", "recall", "f1", "auc", "auc_ci", "ap", "eer", "ece",
+            "confusion")},
         **familiar, "per_source": per_source, "seconds": round(time.time() - t0, 2)})
+
+
+def _interval(ci) -> str:
+    """' [lo, hi]' for a 95% interval, '' when there is none (one class, no images)."""
+    return f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci and None not in ci else ""
 
 
 def cmd_evaluate(args) -> int:
@@ -111,12 +118,14 @@ def cmd_evaluate(args) -> int:
         if k not in result:
             continue
         v = result[k]
-        print(f"  {k:<10}{'n/a' if v is None else f'{v:.4f}'}")
+        print(f"  {k:<11}{'n/a' if v is None else f'{v:.4f}'}{_interval(result.get(k + '_ci'))}")
     print("  confusion " + " ".join(f"{k}={v}" for k, v in result["confusion"].items()))
     for s, v in result["per_source"].items():
-        auc = "n/a" if v["auc"] is None else f"{v['auc']:.4f}"
+        auc = "n/a" if v["auc"] is None else f"{v['auc']:.4f}{_interval(v.get('auc_ci'))}"
         share = f" unfamiliar={v['unfamiliar']:.1%}" if "unfamiliar" in v else ""
-        print(f"  {s:<16} n={v['n']:<5} accuracy={v['accuracy']:.4f} auc={auc}{share}")
+        print(f"  {s:<16} n={v['n']:<5} accuracy={v['accuracy']:.4f}{_interval(v.get('accuracy_ci'))} "
+              f"auc={auc}{share}")
+    print("  (95% confidence intervals in brackets: Wilson for accuracy, DeLong for AUC)")
     print(f"  {result['seconds']} s")
     return 0
 

@@ -11,6 +11,8 @@
   columns of predictions.csv, so stored and live predictions share the page's analysis.
 * `sanity_flags`: reasons to distrust a model's numbers (scores that barely vary, AUC at
   chance level).
+* `pairwise_tests`: whether two models scored on the same images really differ (McNemar on
+  accuracy, DeLong on AUC), beside the intervals that `evaluation.binary_metrics` gives each.
 * The disagreement explorer: `explorer_frame` (the images the models disagree on or all get
   wrong), `SetImages` (the pictures behind a frame's `path` column, read from a zip held in
   memory or from folders on this machine; nothing is written), `thumbnails` and
@@ -31,7 +33,7 @@ from typing import Callable, Iterable, NamedTuple
 import numpy as np
 import pandas as pd
 
-from detector import data, evaluation, images
+from detector import data, evaluation, images, significance
 
 SPLIT = "labelled"  # the `split` value of live-scored rows
 COLUMNS = ["split", "path", "source", "label", "p_fake"]
@@ -313,6 +315,22 @@ def sanity_flags(frame: pd.DataFrame, min_std: float = MIN_SCORE_STD,
 DISAGREE, ALL_WRONG = "disagree", "all wrong"
 
 
+def aligned(data: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The images (by `path`) that every frame of `data` ({model: predictions frame}) scored,
+    one row each, indexed by path: label, source (when any is named), then one P(fake) column
+    per model (named after it). Paired comparisons need the same images for every model."""
+    wide = None
+    for m, d in data.items():
+        part = d.drop_duplicates("path").set_index("path")
+        if wide is None:
+            named = "source" in part.columns and part["source"].fillna("").astype(str).str.strip().ne("").any()
+            wide = part[["label", "source"] if named else ["label"]].copy()
+        wide = wide.join(pd.to_numeric(part["p_fake"], errors="coerce").rename(m), how="inner")
+    if wide is None:
+        wide = pd.DataFrame(columns=["label"], index=pd.Index([], name="path"))
+    return wide
+
+
 def explorer_frame(data: dict[str, pd.DataFrame], thresholds: dict[str, float]) -> pd.DataFrame:
     """The images that the models of `data` ({model: predictions frame}) disagree on, or all
     get wrong, at `thresholds` ({model: threshold}; P(fake) >= threshold is a fake call).
@@ -323,15 +341,7 @@ def explorer_frame(data: dict[str, pd.DataFrame], thresholds: dict[str, float]) 
     come first, then by how far apart the scores are. `attrs`: n_images (in every frame),
     n_disagree, n_all_wrong."""
     models = list(data)
-    wide = None
-    for m, d in data.items():
-        part = d.drop_duplicates("path").set_index("path")
-        if wide is None:
-            named = "source" in part.columns and part["source"].fillna("").astype(str).str.strip().ne("").any()
-            wide = part[["label", "source"] if named else ["label"]].copy()
-        wide = wide.join(pd.to_numeric(part["p_fake"], errors="coerce").rename(m), how="inner")
-    if wide is None:
-        wide = pd.DataFrame(columns=["label"], index=pd.Index([], name="path"))
+    wide = aligned(data)
     scores = wide[models].to_numpy(float).reshape(len(wide), len(models))
     calls = scores >= np.array([float(thresholds[m]) for m in models])
     truth = evaluation._as_labels(wide["label"].to_numpy()).astype(bool)
@@ -458,3 +468,44 @@ def explain_image(rgb: np.ndarray, model_names: Iterable, display_side: int = 51
         views.append({"model": det.name, "p_fake": p_fake, "threshold": det.threshold, "heatmap": heatmap,
                       "overlay": shown if heatmap is None else explain.overlay(shown, heatmap)})
     return {"image": shown, "views": views}
+
+
+# --- are the differences real? ------------------------------------------------------------------
+
+SIGNIFICANCE = 0.05  # a pairwise difference with p below this is called real
+
+
+def pairwise_tests(data: dict[str, pd.DataFrame], thresholds: dict[str, float],
+                   source: str | None = None) -> pd.DataFrame:
+    """Every pair of models of `data` tested on the images all of them scored (optionally of
+    one `source` only): exact McNemar on accuracy at each model's threshold, DeLong's paired
+    test on AUC (`significance.paired_comparison`). One row per pair: model_a, model_b, n,
+    accuracy_a, accuracy_b, only_a / only_b (images only that model gets right), accuracy_p,
+    auc_a, auc_b, auc_diff with its 95% interval (auc_diff_lo, auc_diff_hi), auc_p, and
+    `finding`: which model is better and on what, or that the images cannot tell them apart."""
+    models = list(data)
+    wide = aligned(data)
+    if source is not None and "source" in wide.columns:
+        wide = wide[wide["source"].astype(str) == source]
+    y = evaluation._as_labels(wide["label"].to_numpy())
+    rows = []
+    for i, a in enumerate(models):
+        for b in models[i + 1:]:
+            r = significance.paired_comparison(y, wide[a].to_numpy(float), thresholds[a],
+                                               wide[b].to_numpy(float), thresholds[b])
+            lo, hi = r.pop("auc_diff_ci")
+            rows.append({"model_a": a, "model_b": b, **r, "auc_diff_lo": lo, "auc_diff_hi": hi,
+                         "finding": _finding(a, b, r)})
+    columns = ["model_a", "model_b", "n", "accuracy_a", "accuracy_b", "only_a", "only_b", "accuracy_p",
+               "auc_a", "auc_b", "auc_diff", "auc_diff_lo", "auc_diff_hi", "auc_p", "finding"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _finding(a: str, b: str, r: dict) -> str:
+    """One line a person reads: which differences hold at the 5% level."""
+    said = []
+    if r["accuracy_p"] < SIGNIFICANCE:
+        said.append(f"{a if r['only_a'] > r['only_b'] else b} more accurate")
+    if np.isfinite(r["auc_p"]) and r["auc_p"] < SIGNIFICANCE:
+        said.append(f"{a if r['auc_diff'] > 0 else b} ranks better (AUC)")
+    return "; ".join(said) if said else "no real difference on these images"

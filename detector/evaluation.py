@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from detector import significance
+
 __all__ = [
     "LABELS",
     "confusion_counts",
@@ -151,26 +153,30 @@ def binary_metrics(y_true, scores, threshold: float = 0.5) -> Dict[str, Any]:
     precision/recall/f1 are for the fake class (what a detector is judged
     on). auc/ap/eer are nan rather than an exception when only one class is
     present, so evaluating a single-source folder never crashes the caller.
+    accuracy_ci / auc_ci are 95% intervals (Wilson; DeLong), see `detector.significance`.
     """
     y, s = _prepare(y_true, scores)
     threshold = float(threshold)
     conf = confusion_counts(y, s, threshold)
     out: Dict[str, Any] = {"n": int(y.size), "threshold": threshold}
     if y.size == 0:
-        out.update(accuracy=_NAN, precision=_NAN, recall=_NAN, f1=_NAN,
-                   auc=_NAN, ap=_NAN, eer=_NAN, confusion=conf)
+        out.update(accuracy=_NAN, accuracy_ci=(_NAN, _NAN), precision=_NAN, recall=_NAN, f1=_NAN,
+                   auc=_NAN, auc_ci=(_NAN, _NAN), ap=_NAN, eer=_NAN, confusion=conf)
         return out
     pred = _predict(s, threshold)
     out["accuracy"] = float(skm.accuracy_score(y, pred))
+    out["accuracy_ci"] = significance.accuracy_interval(int((pred == y).sum()), y.size)
     out["precision"] = float(skm.precision_score(y, pred, pos_label=1, labels=[0, 1], zero_division=0))
     out["recall"] = float(skm.recall_score(y, pred, pos_label=1, labels=[0, 1], zero_division=0))
     out["f1"] = float(skm.f1_score(y, pred, pos_label=1, labels=[0, 1], zero_division=0))
     if _both_classes(y):
         out["auc"] = float(skm.roc_auc_score(y, s))
+        out["auc_ci"] = significance.auc_interval(y, s)
         out["ap"] = float(skm.average_precision_score(y, s))
         out["eer"] = eer(y, s)
     else:
         out["auc"] = out["ap"] = out["eer"] = _NAN
+        out["auc_ci"] = (_NAN, _NAN)
     out["confusion"] = conf
     return out
 
@@ -197,8 +203,8 @@ def per_source_metrics(y_true, scores, sources, threshold: float = 0.5) -> Dict[
 
     Deepfake detectors often generalise unevenly across generators; an
     overall number hides that. Missing/empty source names are grouped as
-    "unknown". Keys: n, n_real, n_fake, accuracy, precision, recall, f1, auc,
-    eer (auc/eer nan for single-class sources).
+    "unknown". Keys: n, n_real, n_fake, accuracy, accuracy_ci, precision, recall, f1,
+    auc, auc_ci, eer (auc/eer nan for single-class sources).
     """
     y, s = _prepare(y_true, scores)
     src = pd.Series(list(sources) if not hasattr(sources, "__len__") else sources, dtype=object)
@@ -218,10 +224,12 @@ def per_source_metrics(y_true, scores, sources, threshold: float = 0.5) -> Dict[
             "n_real": int((y[mask] == 0).sum()),
             "n_fake": int((y[mask] == 1).sum()),
             "accuracy": bm["accuracy"],
+            "accuracy_ci": bm["accuracy_ci"],
             "precision": bm["precision"],
             "recall": bm["recall"],
             "f1": bm["f1"],
             "auc": bm["auc"],
+            "auc_ci": bm["auc_ci"],
             "eer": bm["eer"],
         }
     return result

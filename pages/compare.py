@@ -170,8 +170,10 @@ def analyse(data: dict, where: str, ms: dict, ms_help: str, found: comparison.Se
     for m, d in data.items():
         met = evaluation.binary_metrics(d["label"], d["p_fake"], thr[m])
         c = cards[m]
-        rows.append({"model": m, "n": met["n"], "accuracy": met["accuracy"], "precision": met["precision"],
-                     "recall": met["recall"], "f1": met["f1"], "auc": met["auc"], "ap": met["ap"], "eer": met["eer"],
+        rows.append({"model": m, "n": met["n"], "accuracy": met["accuracy"],
+                     "accuracy 95% CI": ui.interval(met["accuracy_ci"]), "precision": met["precision"],
+                     "recall": met["recall"], "f1": met["f1"], "auc": met["auc"],
+                     "auc 95% CI": ui.interval(met["auc_ci"]), "ap": met["ap"], "eer": met["eer"],
                      "ece": evaluation.expected_calibration_error(ui.labels01(d), d["p_fake"]),
                      "unfamiliar": comparison.unfamiliar_share(d),
                      **met["confusion"], "threshold": thr[m], "ms_per_image": ms.get(m), "params": c.get("params"),
@@ -188,6 +190,8 @@ def analyse(data: dict, where: str, ms: dict, ms_help: str, found: comparison.Se
               for k in ("accuracy", "precision", "recall", "f1", "auc", "ap", "eer", "threshold")}
     st.dataframe(metrics, hide_index=True, key=f"{key}_metrics", column_config={
         **number, "params": st.column_config.NumberColumn("params", format="localized"),
+        "accuracy 95% CI": st.column_config.TextColumn("accuracy 95% CI", help=ui.INTERVAL_HELP),
+        "auc 95% CI": st.column_config.TextColumn("AUC 95% CI", help=ui.INTERVAL_HELP),
         "eer": st.column_config.NumberColumn("EER", format="%.3f", help="Equal error rate: lower is better"),
         "ece": st.column_config.NumberColumn("ECE", format="%.3f",
                                              help="Expected calibration error (15 bins): lower is better"),
@@ -222,6 +226,9 @@ def analyse(data: dict, where: str, ms: dict, ms_help: str, found: comparison.Se
                        ignore_index=True)
     slug = where.replace(" ", "_")
     ui.csv_download(export.assign(split=where), f"compare_{slug}.csv", "Metrics CSV", key=f"{key}_csv")
+
+    if len(models) > 1:
+        differences(data, thr, key)
 
     # --- confusion matrices -----------------------------------------------------------------
     st.subheader("Confusion matrices")
@@ -299,6 +306,31 @@ def analyse(data: dict, where: str, ms: dict, ms_help: str, found: comparison.Se
 
     # --- disagreements ----------------------------------------------------------------------------
     explorer(data, thr, found, key)
+
+
+def differences(data: dict, thr: dict, key: str) -> None:
+    """Pairwise tests: does a gap between two models' numbers hold, or is it the draw of images?"""
+    st.subheader("Are the differences real?")
+    sources = sorted(set().union(*(set(d["source"].dropna().astype(str)) for d in data.values()
+                                   if "source" in d.columns)) - {""})
+    on = st.radio("Images", ["all", *sources], horizontal=True, key=f"{key}_pairs_on",
+                  help="Test on all images both models scored, or on one source only.")
+    pairs = comparison.pairwise_tests(data, thr, None if on == "all" else on)
+    st.caption(f"Each pair on the {int(pairs['n'].iloc[0]) if len(pairs) else 0} images every model scored. "
+               "Accuracy at each model's slider threshold, exact McNemar test on the images only one of the two "
+               "gets right; AUC: DeLong's paired test. A p below 0.05 is a difference these images show; "
+               "above it, the gap may be the luck of the draw.")
+    number = {k: st.column_config.NumberColumn(k, format="%.3f")
+              for k in ("accuracy_a", "accuracy_b", "auc_a", "auc_b", "auc_diff", "auc_diff_lo", "auc_diff_hi")}
+    st.dataframe(pairs, hide_index=True, key=f"{key}_pairs_{on}", column_config={
+        **number,
+        "only_a": st.column_config.NumberColumn("only A right", help="images model A gets right and B wrong"),
+        "only_b": st.column_config.NumberColumn("only B right", help="images model B gets right and A wrong"),
+        "accuracy_p": st.column_config.NumberColumn("accuracy p", format="%.2g", help="exact McNemar test"),
+        "auc_diff_lo": st.column_config.NumberColumn("AUC diff low", format="%.3f", help="95% interval, DeLong"),
+        "auc_diff_hi": st.column_config.NumberColumn("AUC diff high", format="%.3f", help="95% interval, DeLong"),
+        "auc_p": st.column_config.NumberColumn("AUC p", format="%.2g", help="DeLong's paired test"),
+        "finding": st.column_config.TextColumn("finding", width="large")})
 
 
 def explorer(data: dict, thr: dict, found: comparison.SetImages, key: str) -> None:

@@ -293,8 +293,10 @@ with runs_tab:
         with right:
             st.dataframe(rep, hide_index=True, key=f"{key}_report", column_config={
                 k: st.column_config.NumberColumn(k, format="%.3f") for k in ("precision", "recall", "f1-score")})
-            st.caption(f"AUC {ui.fmt(met['auc'])} · AP {ui.fmt(met['ap'])} · EER {ui.fmt(met['eer'])} · "
-                       f"F1 (fake) {ui.fmt(met['f1'])}")
+            st.caption(f"accuracy {ui.fmt(met['accuracy'])} ({ui.interval(met['accuracy_ci'])}) · "
+                       f"AUC {ui.fmt(met['auc'])} ({ui.interval(met['auc_ci'])}) · AP {ui.fmt(met['ap'])} · "
+                       f"EER {ui.fmt(met['eer'])} · F1 (fake) {ui.fmt(met['f1'])} · in brackets: 95% confidence "
+                       "intervals (Wilson, DeLong)")
             per = ui.per_source_frame(df, thr)
             if per is not None:
                 st.dataframe(per, hide_index=True, key=f"{key}_sources", column_config={

@@ -224,7 +224,30 @@ def per_source_frame(df: pd.DataFrame, threshold: float) -> pd.DataFrame | None:
     if not (src.str.strip() != "").any():
         return None
     per = evaluation.per_source_metrics(labels01(df), df["p_fake"].to_numpy(), src.to_numpy(), threshold)
-    return pd.DataFrame([{"source": k, **v} for k, v in per.items()])
+    return pd.DataFrame([with_intervals({"source": k, **v}) for k, v in per.items()])
+
+
+def interval(ci) -> str:
+    """A 95% interval as text ("0.851-0.934"), "n/a" when there is none (one class)."""
+    lo, hi = ci if ci is not None else (None, None)
+    return "n/a" if fmt(lo) == "n/a" or fmt(hi) == "n/a" else f"{fmt(lo)}–{fmt(hi)}"
+
+
+def with_intervals(row: dict) -> dict:
+    """A metrics row with its `accuracy_ci` / `auc_ci` pairs as text columns right after the
+    numbers they belong to (tables sort and export them as they read)."""
+    out = {}
+    for k, v in row.items():
+        if k.endswith("_ci"):
+            continue
+        out[k] = v
+        if f"{k}_ci" in row:
+            out[f"{k} 95% CI"] = interval(row[f"{k}_ci"])
+    return out
+
+
+INTERVAL_HELP = ("95% confidence interval on these images: Wilson for accuracy, DeLong for AUC. "
+                 "Models whose intervals overlap may not differ; the pairwise tests below say.")
 
 
 # --- scoring and forensics (detect page) ---------------------------------------------------

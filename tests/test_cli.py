@@ -19,8 +19,8 @@ from conftest import REPO_ROOT, jpeg_bytes, smooth_image
 from detector import evaluation, images, inference
 from detector.__main__ import main
 
-EVALUATE_KEYS = {"model", "n", "threshold", "accuracy", "precision", "recall", "f1", "auc", "ap",
-                 "eer", "confusion", "per_source", "seconds"}
+EVALUATE_KEYS = {"model", "n", "threshold", "accuracy", "accuracy_ci", "precision", "recall", "f1", "auc",
+                 "auc_ci", "ap", "eer", "confusion", "per_source", "seconds"}
 
 
 def _gradient(h: int, w: int, seed: int = 5) -> np.ndarray:
@@ -154,6 +154,11 @@ def test_evaluate_json_prints_one_object(tiny_dataset, tiny_run, models_dir):
     assert set(result["confusion"]) == {"tn", "fp", "fn", "tp"}
     assert sum(result["confusion"].values()) == result["n"]
     assert set(result["per_source"]) == {"alpha", "beta"}
+    for v in [result, *result["per_source"].values()]:  # 95% intervals around each number
+        lo, hi = v["accuracy_ci"]
+        assert lo <= v["accuracy"] <= hi and hi - lo > 0.05  # 16-32 images: wide
+        if v["auc"] is not None:
+            assert v["auc_ci"][0] <= v["auc"] <= v["auc_ci"][1]
     card = json.loads((tiny_run / "card.json").read_text())
     assert result["threshold"] == pytest.approx(card["threshold"])
     assert result["accuracy"] == pytest.approx(card["metrics"]["test"]["accuracy"], abs=1 / 32 + 1e-9)
@@ -165,6 +170,8 @@ def test_evaluate_text_output(tiny_dataset, tiny_run, capfd):
     assert main(["evaluate", str(tiny_dataset / "val"), "--model", str(tiny_run)]) == 0
     out = capfd.readouterr().out
     assert "32 images" in out and "accuracy" in out and "confusion tn=" in out
+    accuracy = next(line for line in out.splitlines() if line.strip().startswith("accuracy"))
+    assert accuracy.count("[") == 1 and "95% confidence intervals" in out
 
 
 # --- models -------------------------------------------------------------------------------

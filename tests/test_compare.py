@@ -337,6 +337,12 @@ def test_compare_page_saved_predictions_reliability_bench_and_robustness(compare
     assert "unfamiliar" not in metrics.columns  # neither tiny copy has a novelty reference
     assert pd.isna(metrics.loc["tiny", "ms_per_image"])
     assert metrics["ece"].between(0, 1).all()
+    for m in metrics.index:  # "lo–hi" around the number
+        lo, hi = map(float, metrics.loc[m, "accuracy 95% CI"].split("–"))
+        assert lo <= metrics.loc[m, "accuracy"] <= hi
+    pairs = next(d.value for d in at.dataframe if "finding" in d.value.columns)  # the same model twice
+    assert len(pairs) == 1 and pairs["finding"].iloc[0] == "no real difference on these images"
+    assert pairs["accuracy_p"].iloc[0] == 1.0
     charts = _charts(at)
     reliability = next(s for s in charts if _title(s).startswith("Reliability"))
     names = [t["name"] for t in reliability["data"]]
