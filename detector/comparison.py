@@ -12,7 +12,7 @@
 * `sanity_flags`: reasons to distrust a model's numbers (scores that barely vary, AUC at
   chance level).
 * `pairwise_tests`: whether two models scored on the same images really differ (McNemar on
-  accuracy, DeLong on AUC), beside the intervals that `evaluation.binary_metrics` gives each.
+  accuracy, DeLong on AUC); `intervals_frame`: each model's 95% intervals, for a forest plot.
 * The disagreement explorer: `explorer_frame` (the images the models disagree on or all get
   wrong), `SetImages` (the pictures behind a frame's `path` column, read from a zip held in
   memory or from folders on this machine; nothing is written), `thumbnails` and
@@ -259,7 +259,8 @@ def score_labelled(items: Iterable[Item], model_names: Iterable, progress: Calla
 
 def robustness_frame(table: pd.DataFrame) -> pd.DataFrame:
     """A robustness.csv table ready to plot: `level` as a label ("none", "95", "0.75", "0"),
-    rows in `robustness.PERTURBATIONS` order (mildest first; unknown levels after)."""
+    rows in `robustness.PERTURBATIONS` order (mildest first; unknown levels after), with the
+    95% (Wilson) interval of each accuracy as accuracy_lo / accuracy_hi."""
     from detector import robustness
 
     def label(v) -> str:
@@ -274,6 +275,10 @@ def robustness_frame(table: pd.DataFrame) -> pd.DataFrame:
     out["order"] = [known.get((k, v), len(known)) for k, v in zip(out["perturbation"], out["level"])]
     for col in ("accuracy", "auc", "unfamiliar", "accuracy_familiar"):  # older tables lack the last two
         out[col] = pd.to_numeric(out[col], errors="coerce") if col in out else np.nan
+    n = pd.to_numeric(out["n"], errors="coerce") if "n" in out else pd.Series(np.nan, index=out.index)
+    ci = [significance.accuracy_interval(round(a * k), k) if np.isfinite(a) and np.isfinite(k) else (np.nan, np.nan)
+          for a, k in zip(out["accuracy"], n)]  # error bars: how far accuracy on n images can move by chance
+    out["accuracy_lo"], out["accuracy_hi"] = [c[0] for c in ci], [c[1] for c in ci]
     return out.sort_values(["perturbation", "order"], kind="stable").reset_index(drop=True)
 
 
@@ -496,16 +501,32 @@ def pairwise_tests(data: dict[str, pd.DataFrame], thresholds: dict[str, float],
             lo, hi = r.pop("auc_diff_ci")
             rows.append({"model_a": a, "model_b": b, **r, "auc_diff_lo": lo, "auc_diff_hi": hi,
                          "finding": _finding(a, b, r)})
-    columns = ["model_a", "model_b", "n", "accuracy_a", "accuracy_b", "only_a", "only_b", "accuracy_p",
-               "auc_a", "auc_b", "auc_diff", "auc_diff_lo", "auc_diff_hi", "auc_p", "finding"]
+    columns = ["model_a", "model_b", "finding", "n", "accuracy_a", "accuracy_b", "only_a", "only_b", "accuracy_p",
+               "auc_a", "auc_b", "auc_diff", "auc_diff_lo", "auc_diff_hi", "auc_p"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def intervals_frame(data: dict[str, pd.DataFrame], thresholds: dict[str, float],
+                    source: str | None = None) -> pd.DataFrame:
+    """Each model's accuracy (at its threshold) and AUC with 95% intervals, on all of its images
+    or one `source`: rows model, metric ("accuracy" / "auc"), value, lo, hi, n. What a forest
+    plot draws: models whose bars overlap may not differ."""
+    rows = []
+    for m, d in data.items():
+        if source is not None:
+            d = d[d["source"].astype(str) == source] if "source" in d.columns else d.iloc[:0]
+        met = evaluation.binary_metrics(d["label"], d["p_fake"], thresholds[m])
+        for metric in ("accuracy", "auc"):
+            lo, hi = met[f"{metric}_ci"]
+            rows.append({"model": m, "metric": metric, "value": met[metric], "lo": lo, "hi": hi, "n": met["n"]})
+    return pd.DataFrame(rows, columns=["model", "metric", "value", "lo", "hi", "n"])
 
 
 def _finding(a: str, b: str, r: dict) -> str:
     """One line a person reads: which differences hold at the 5% level."""
-    said = []
+    said: dict[str, list[str]] = {}
     if r["accuracy_p"] < SIGNIFICANCE:
-        said.append(f"{a if r['only_a'] > r['only_b'] else b} more accurate")
+        said.setdefault(a if r["only_a"] > r["only_b"] else b, []).append("more accurate")
     if np.isfinite(r["auc_p"]) and r["auc_p"] < SIGNIFICANCE:
-        said.append(f"{a if r['auc_diff'] > 0 else b} ranks better (AUC)")
-    return "; ".join(said) if said else "no real difference on these images"
+        said.setdefault(a if r["auc_diff"] > 0 else b, []).append("higher AUC")
+    return "; ".join(f"{m}: {', '.join(c)}" for m, c in said.items()) or "no real difference on these images"

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
+from plotly.subplots import make_subplots
 
 from detector import comparison, evaluation, images
 from pages import ui
@@ -315,15 +316,34 @@ def differences(data: dict, thr: dict, key: str) -> None:
                                    if "source" in d.columns)) - {""})
     on = st.radio("Images", ["all", *sources], horizontal=True, key=f"{key}_pairs_on",
                   help="Test on all images both models scored, or on one source only.")
-    pairs = comparison.pairwise_tests(data, thr, None if on == "all" else on)
+    chosen_source = None if on == "all" else on
+    spans = comparison.intervals_frame(data, thr, chosen_source)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy at the slider threshold", "AUC"),
+                        horizontal_spacing=0.06, shared_yaxes=True)
+    for col, metric in enumerate(("accuracy", "auc"), start=1):
+        part = spans[spans["metric"] == metric]
+        fig.add_trace(go.Scatter(
+            x=part["value"].tolist(), y=part["model"].tolist(), mode="markers", showlegend=False,
+            marker=dict(size=10, color=[colour[m] for m in part["model"]]),
+            error_x=dict(type="data", symmetric=False, array=(part["hi"] - part["value"]).tolist(),
+                         arrayminus=(part["value"] - part["lo"]).tolist(), thickness=2, width=6),
+            customdata=part[["lo", "hi", "n"]].to_numpy(),
+            hovertemplate="%{y}: %{x:.3f} [%{customdata[0]:.3f}, %{customdata[1]:.3f}] on %{customdata[2]} images"
+                          "<extra></extra>"), row=1, col=col)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(title=f"95% confidence intervals ({on} images)", height=90 + 45 * len(data),
+                      margin=dict(l=10, r=10, t=60, b=10))
+    st.plotly_chart(fig, key=f"{key}_intervals_{on}")
+    pairs = comparison.pairwise_tests(data, thr, chosen_source)
     st.caption(f"Each pair on the {int(pairs['n'].iloc[0]) if len(pairs) else 0} images every model scored. "
                "Accuracy at each model's slider threshold, exact McNemar test on the images only one of the two "
                "gets right; AUC: DeLong's paired test. A p below 0.05 is a difference these images show; "
                "above it, the gap may be the luck of the draw.")
-    number = {k: st.column_config.NumberColumn(k, format="%.3f")
-              for k in ("accuracy_a", "accuracy_b", "auc_a", "auc_b", "auc_diff", "auc_diff_lo", "auc_diff_hi")}
+    number = {k: st.column_config.NumberColumn(k.replace("_a", " A").replace("_b", " B"), format="%.3f")
+              for k in ("accuracy_a", "accuracy_b", "auc_a", "auc_b")}
     st.dataframe(pairs, hide_index=True, key=f"{key}_pairs_{on}", column_config={
-        **number,
+        **number, "model_a": "model A", "model_b": "model B",
+        "auc_diff": st.column_config.NumberColumn("AUC A - B", format="%.3f"),
         "only_a": st.column_config.NumberColumn("only A right", help="images model A gets right and B wrong"),
         "only_b": st.column_config.NumberColumn("only B right", help="images model B gets right and A wrong"),
         "accuracy_p": st.column_config.NumberColumn("accuracy p", format="%.2g", help="exact McNemar test"),
@@ -409,7 +429,7 @@ def robustness_section() -> None:
     st.caption("Test images degraded the way the web degrades them (and past it), scored at each card's "
                "threshold: accuracy (solid), AUC (dashed) and, for models with a novelty reference, the share "
                "of images called unlike the training faces (dotted). The first level of each chart is the "
-               "untouched image.")
+               "untouched image; the bars on accuracy are 95% confidence intervals (Wilson) on these images.")
     cols = st.columns(len(ROBUSTNESS_AXES))
     for col, (kind, axis) in zip(cols, ROBUSTNESS_AXES.items()):
         fig = go.Figure()
@@ -422,7 +442,10 @@ def robustness_section() -> None:
                     continue
                 # one legend entry per model (its accuracy line; the caption says what the dashes are),
                 # which shows or hides all of that model's lines
-                fig.add_trace(go.Scatter(x=part["level"], y=part[metric], mode="lines+markers",
+                bars = None if metric != "accuracy" else dict(  # its 95% interval on these n images
+                    type="data", symmetric=False, array=(part["accuracy_hi"] - part["accuracy"]).tolist(),
+                    arrayminus=(part["accuracy"] - part["accuracy_lo"]).tolist(), thickness=1, width=3)
+                fig.add_trace(go.Scatter(x=part["level"], y=part[metric], mode="lines+markers", error_y=bars,
                                          name=m if metric == "accuracy" else f"{m} {'AUC' if metric == 'auc' else metric}",
                                          showlegend=metric == "accuracy",
                                          line=dict(color=colour[m], dash=dash), legendgroup=m,

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO_ROOT, fake_image, jpeg_bytes, smooth_image
-from detector import comparison, images
+from detector import comparison, images, significance
 
 APP = str(REPO_ROOT / "streamlit_app.py")
 
@@ -186,6 +186,9 @@ def test_robustness_frame_orders_levels():
     assert by == {"downscale": ["1", "0.5"], "gaussian_blur": ["0", "2"], "jpeg_quality": ["none", "95", "30"]}
     assert out["auc"].dtype.kind == "f" and out["auc"].isna().sum() == 1
     assert out["unfamiliar"].isna().all()  # a table written before novelty existed still draws
+    none = out[(out["perturbation"] == "jpeg_quality") & (out["level"] == "none")].iloc[0]
+    assert (none["accuracy_lo"], none["accuracy_hi"]) == pytest.approx(significance.accuracy_interval(9, 10))
+    assert (out["accuracy_lo"] <= out["accuracy"]).all() and (out["accuracy"] <= out["accuracy_hi"]).all()
 
 
 # --- the disagreement explorer: table, images, Grad-CAM ------------------------------------------
@@ -355,6 +358,9 @@ def test_compare_page_saved_predictions_reliability_bench_and_robustness(compare
         assert [t["name"] for t in spec["data"] if t.get("showlegend", True)] == ["tiny_bench"]  # one per model
     jpeg = next(s for s in robust if _title(s) == "JPEG quality")
     assert jpeg["data"][0]["x"] == ["none", "95", "80", "60", "45", "30"]
+    bars = jpeg["data"][0]["error_y"]  # accuracy 0.9 on 32 images: Wilson 95% interval as error bars
+    lo, hi = significance.accuracy_interval(round(0.9 * 32), 32)
+    assert (bars["arrayminus"][0], bars["array"][0]) == pytest.approx((0.9 - lo, hi - 0.9), abs=1e-6)
     assert any("python -m detector robustness --model tiny`" in i.value for i in at.info)
     assert not any("tiny_bench`" in i.value for i in at.info)
 

@@ -163,8 +163,27 @@ def test_pairwise_tests_use_the_images_every_model_scored():
     assert (pairs["n"] == 190).all()
     first = pairs.iloc[0]
     assert first["accuracy_p"] < 0.05 and first["auc_p"] < 0.05 and first["auc_diff_lo"] > 0
-    assert first["finding"] == "good more accurate; good ranks better (AUC)"
+    assert first["finding"] == "good: more accurate, higher AUC"
     assert pairs.iloc[1]["finding"] == "no real difference on these images"
-    assert pairs.iloc[2]["finding"].startswith("also_good more accurate")
+    assert pairs.iloc[2]["finding"].startswith("also_good: more accurate")
+    split = {"only_a": 9, "only_b": 1, "accuracy_p": 0.02, "auc_diff": -0.05, "auc_p": 0.01}  # each wins one
+    assert comparison._finding("a", "b", split) == "a: more accurate; b: higher AUC"
     gan = comparison.pairwise_tests(data, thr, source="gan")
     assert (gan["n"] == 110).all()  # 120 gan images, 10 of them not scored by "bad"
+
+
+def test_intervals_frame_gives_each_models_numbers_with_their_intervals():
+    y = np.r_[np.zeros(50, int), np.ones(50, int)]
+    p = np.r_[np.linspace(0.0, 0.6, 50), np.linspace(0.4, 1.0, 50)]
+    frame = pd.DataFrame({"path": [f"{i}.jpg" for i in range(100)], "label": np.where(y == 1, "fake", "real"),
+                          "source": np.where(np.arange(100) % 4 == 0, "rare", "common"), "p_fake": p})
+    spans = comparison.intervals_frame({"m": frame}, {"m": 0.5})
+    acc = spans[(spans["model"] == "m") & (spans["metric"] == "accuracy")].iloc[0]
+    correct = int(((p >= 0.5) == (y == 1)).sum())
+    assert acc["value"] == pytest.approx(correct / 100) and acc["n"] == 100
+    assert (acc["lo"], acc["hi"]) == pytest.approx(_wilson(correct, 100), abs=1e-9)
+    auc = spans[spans["metric"] == "auc"].iloc[0]
+    assert auc["value"] == pytest.approx(roc_auc_score(y, p)) and auc["lo"] < auc["value"] < auc["hi"]
+    rare = comparison.intervals_frame({"m": frame}, {"m": 0.5}, source="rare")
+    assert (rare["n"] == 25).all()
+    assert (rare["hi"] - rare["lo"]).iloc[0] > (acc["hi"] - acc["lo"])  # a quarter of the images: wider
