@@ -1,4 +1,4 @@
-"""Command line: `python -m detector {predict,evaluate,models,audit,bench,robustness} ...` (see --help)."""
+"""Command line: `python -m detector {predict,evaluate,compare,models,audit,bench,robustness,...} ...` (see --help)."""
 from __future__ import annotations
 
 import argparse
@@ -127,6 +127,63 @@ def cmd_evaluate(args) -> int:
               f"auc={auc}{share}")
     print("  (95% confidence intervals in brackets: Wilson for accuracy, DeLong for AUC)")
     print(f"  {result['seconds']} s")
+    return 0
+
+
+def compare_saved(models: list[str], split: str = "test", source: str | None = None) -> dict:
+    """Two or more models on their stored predictions of one split (no TensorFlow): each one's
+    accuracy and AUC with 95% intervals at its card's threshold, and every pair tested on the
+    images both scored (`comparison.pairwise_tests`). Raises ValueError with a reason to show."""
+    import pandas as pd
+
+    from detector import comparison, evaluation, store
+
+    if len(models) < 2:
+        raise ValueError("give at least two models to compare")
+    data, thresholds = {}, {}
+    for given in models:
+        card = store.read_card(given)
+        name = card["name"] if card["name"] not in data else given  # two folders of the same name
+        preds = store.read_predictions(given)
+        part = preds[preds["split"] == split] if preds is not None and "split" in preds else pd.DataFrame()
+        if part.empty:
+            raise ValueError(f"{given}: no stored {split} predictions (predictions.csv)")
+        data[name], thresholds[name] = part, float(card.get("threshold", 0.5))
+    spans = comparison.intervals_frame(data, thresholds, source)
+    if (spans["n"] == 0).all():
+        raise ValueError(f"no {split} images of source {source!r}")
+    per_model = {m: {"threshold": thresholds[m], "n": int(g["n"].iloc[0]),
+                     **{row.metric: row.value for row in g.itertuples()},
+                     **{f"{row.metric}_ci": [row.lo, row.hi] for row in g.itertuples()}}
+                 for m, g in spans.groupby("model", sort=False)}
+    pairs = comparison.pairwise_tests(data, thresholds, source)
+    return evaluation.to_jsonable({"split": split, "source": source, "models": per_model,
+                                   "pairs": pairs.to_dict(orient="records")})
+
+
+def cmd_compare(args) -> int:
+    from detector import store
+
+    try:
+        result = compare_saved(args.models, args.split, args.source)
+    except (store.ModelNotFoundError, ValueError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    where = f"{result['split']} split" + (f", source {result['source']}" if result["source"] else "")
+    print(f"Stored predictions, {where}; 95% intervals in brackets (Wilson, DeLong)")
+    for m, v in result["models"].items():
+        auc = "n/a" if v["auc"] is None else f"{v['auc']:.4f}{_interval(v['auc_ci'])}"
+        print(f"  {m}: n={v['n']} threshold={v['threshold']:.3f} accuracy={v['accuracy']:.4f}"
+              f"{_interval(v['accuracy_ci'])} auc={auc}")
+    print("Pairs (images both scored; exact McNemar on accuracy, DeLong on AUC):")
+    for r in result["pairs"]:
+        auc_p = "n/a" if r["auc_p"] is None else f"{r['auc_p']:.2g}"
+        print(f"  {r['model_a']} vs {r['model_b']} (n={r['n']}): only A right {r['only_a']}, only B right "
+              f"{r['only_b']}, accuracy p={r['accuracy_p']:.2g}; AUC A-B "
+              f"{'n/a' if r['auc_diff'] is None else format(r['auc_diff'], '+.4f')}, p={auc_p} -> {r['finding']}")
     return 0
 
 
@@ -273,6 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--threshold", type=float)
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.set_defaults(func=cmd_evaluate)
+
+    co = sub.add_parser("compare", help="two or more models on their stored predictions: 95%% intervals and "
+                                        "whether each pair really differs (McNemar, DeLong)")
+    co.add_argument("models", nargs="+", help="shipped model names or model folders")
+    co.add_argument("--split", default="test", help="stored split to compare on (default: test)")
+    co.add_argument("--source", help="only the images of this source (e.g. ffhq_stylegan)")
+    co.add_argument("--json", action="store_true", help="print one JSON object")
+    co.set_defaults(func=cmd_compare)
 
     mo = sub.add_parser("models", help="list the shipped models and their test numbers")
     mo.add_argument("--json", action="store_true")

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -299,3 +300,58 @@ def test_jet_colour_map_matches_matplotlib():
 
     v = np.linspace(0, 1, 257)
     np.testing.assert_allclose(jet(v), colormaps["jet"](v)[:, :3], atol=0.02)
+
+
+# --- compare (stored predictions, no TensorFlow) ------------------------------------------------
+
+def _stored_pair(tiny_run, root: Path) -> tuple[Path, Path]:
+    """Two copies of the tiny run whose test predictions are set by hand: on 19 images A is
+    right 18 times, B 11 times; 8 images only A gets right, 1 only B (exact McNemar p = 20/512)."""
+    label = ["fake"] * 18 + ["real"]
+    scores = {"a": [0.9] * 18 + [0.9], "b": [0.9] * 10 + [0.1] * 8 + [0.1]}
+    out = []
+    for name, p in scores.items():
+        folder = root / name
+        shutil.copytree(tiny_run, folder, ignore=shutil.ignore_patterns("checkpoints", "logs"))
+        card = json.loads((folder / "card.json").read_text())
+        (folder / "card.json").write_text(json.dumps({**card, "threshold": 0.5}))
+        pd.DataFrame({"split": "test", "path": [f"test/{i}.jpg" for i in range(19)],
+                      "source": ["gan"] * 10 + ["swap"] * 9, "label": label, "p_fake": p}
+                     ).to_csv(folder / "predictions.csv", index=False)
+        out.append(folder)
+    return out[0], out[1]
+
+
+def test_compare_tests_two_models_on_their_stored_predictions(tiny_run, tmp_path, capfd):
+    a, b = _stored_pair(tiny_run, tmp_path)
+    assert main(["compare", str(a), str(b), "--json"]) == 0
+    result = json.loads(capfd.readouterr().out)
+    assert result["split"] == "test" and set(result["models"]) == {"a", "b"}
+    assert result["models"]["a"]["accuracy"] == pytest.approx(18 / 19)
+    lo, hi = result["models"]["b"]["accuracy_ci"]
+    assert lo < 11 / 19 < hi
+    pair = result["pairs"][0]
+    assert (pair["model_a"], pair["model_b"], pair["n"]) == ("a", "b", 19)
+    assert (pair["only_a"], pair["only_b"]) == (8, 1)
+    assert pair["accuracy_p"] == pytest.approx(20 / 512)
+    assert pair["finding"].startswith("a: more accurate")
+    # one source only: the 10 "gan" images, all fakes both models call fake: nothing to tell apart
+    assert main(["compare", str(a), str(b), "--source", "gan", "--json"]) == 0
+    gan = json.loads(capfd.readouterr().out)
+    assert gan["pairs"][0]["n"] == 10 and gan["pairs"][0]["accuracy_p"] == 1.0
+    assert gan["models"]["a"]["auc"] is None  # one class: no AUC, no interval
+    assert main(["compare", str(a), str(b)]) == 0
+    text = capfd.readouterr().out
+    assert "only A right 8, only B right 1" in text and "a: more accurate" in text
+
+
+def test_compare_refuses_what_it_cannot_compare(tiny_run, tmp_path, capfd):
+    a, b = _stored_pair(tiny_run, tmp_path)
+    assert main(["compare", str(a)]) == 1
+    assert "at least two models" in capfd.readouterr().err
+    assert main(["compare", str(a), str(b), "--split", "val"]) == 1
+    assert "no stored val predictions" in capfd.readouterr().err
+    assert main(["compare", str(a), str(b), "--source", "diffusion"]) == 1
+    assert "no test images of source 'diffusion'" in capfd.readouterr().err
+    assert main(["compare", str(a), "no_such_model"]) == 1
+    assert "unknown model" in capfd.readouterr().err
