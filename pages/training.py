@@ -295,7 +295,7 @@ with runs_tab:
                 k: st.column_config.NumberColumn(k, format="%.3f") for k in ("precision", "recall", "f1-score")})
             st.caption(f"accuracy {ui.fmt(met['accuracy'])} ({ui.interval(met['accuracy_ci'])}) · "
                        f"AUC {ui.fmt(met['auc'])} ({ui.interval(met['auc_ci'])}) · AP {ui.fmt(met['ap'])} · "
-                       f"EER {ui.fmt(met['eer'])} · F1 (fake) {ui.fmt(met['f1'])} · in brackets: 95% confidence "
+                       f"EER {ui.fmt(met['eer'])} · F1 (fake) {ui.fmt(met['f1'])} · in parentheses: 95% confidence "
                        "intervals (Wilson, DeLong)")
             per = ui.per_source_frame(df, thr)
             if per is not None:
