@@ -133,7 +133,8 @@ def draw(results: list, final: bool):
                        "face unlike the training faces: treat their verdicts with caution.")
         acc = report.label_accuracy(table)
         if acc:
-            rate = f" ({acc['accuracy']:.0%})" if acc["decided"] else ""
+            lo, hi = acc["accuracy_ci"]
+            rate = f" ({acc['accuracy']:.0%}; 95% interval {lo:.0%}-{hi:.0%})" if acc["decided"] else ""
             st.caption(f"Labelled images: {acc['labelled']}. Correct: {acc['correct']} of {acc['decided']} "
                        f"REAL/FAKE verdicts{rate}; {acc['uncertain']} uncertain, {acc['errors']} could not be "
                        "analysed.")

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT, fake_image, jpeg_bytes, smooth_image
-from detector import inputs, report
+from detector import inputs, report, significance
 
 APP = str(REPO_ROOT / "streamlit_app.py")
 VERDICTS = {"REAL", "FAKE", "UNCERTAIN"}
@@ -195,8 +195,10 @@ def test_results_frame_labels_correctness_and_thumbnails(monkeypatch):
     assert df["thumbnail"].iloc[0].startswith("data:image/jpeg;base64,") and pd.isna(df["thumbnail"].iloc[4])
     thumb = Image.open(io.BytesIO(base64.b64decode(df["thumbnail"].iloc[0].split(",", 1)[1])))
     assert max(thumb.size) == report.TABLE_THUMB_SIDE
-    assert report.label_accuracy(df) == {"labelled": 4, "decided": 2, "correct": 1, "uncertain": 1, "errors": 1,
-                                         "accuracy": 0.5}
+    acc = report.label_accuracy(df)
+    lo, hi = acc.pop("accuracy_ci")  # 1 of 2: the interval spans most of [0, 1]
+    assert acc == {"labelled": 4, "decided": 2, "correct": 1, "uncertain": 1, "errors": 1, "accuracy": 0.5}
+    assert lo < 0.15 and hi > 0.85
     # without labels (or with none known) the table keeps its plain columns
     assert list(report.results_frame(scores, 0.5, labels=[""] * 4).columns) == report.TABLE_COLUMNS
     assert report.label_accuracy(report.results_frame(scores, 0.5)) is None
@@ -265,6 +267,9 @@ def test_detect_page_folder_gallery(app, labelled_folder):
     decided = [g for g in got if g is not None]
     caption = next(c.value for c in app.caption if c.value.startswith("Labelled images: 2."))
     assert f"Correct: {sum(decided)} of {len(decided)} REAL/FAKE verdicts" in caption
+    if decided:  # two images: the caption says how little that measures
+        lo, hi = significance.accuracy_interval(sum(decided), len(decided))
+        assert f"95% interval {lo:.0%}-{hi:.0%}" in caption
 
     app.checkbox(key="det_folder_all").check().run()
     assert not app.exception, app.exception
