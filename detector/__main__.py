@@ -187,6 +187,36 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_learning_curve(args) -> int:
+    from detector import learning_curve, store
+
+    say = (lambda line: print(line, file=sys.stderr, flush=True)) if not args.json else None
+    try:
+        result = learning_curve.run(args.data or str(store.SHARED_DATA), args.source, args.model, args.img_size,
+                                    args.sizes, args.draws, args.seed, progress=say)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    table, law = result["table"], result["law"]
+    if args.json:
+        from detector import evaluation
+
+        print(json.dumps(evaluation.to_jsonable({**result, "table": table.to_dict(orient="records")})))
+        return 0
+    means = table.groupby("size").mean(numeric_only=True).drop(columns="draw")
+    print(f"Probes on {args.source} ({result['n_train']} training images), mean AUC per subset size "
+          f"({args.draws} draws below the full set):")
+    print(means.round(3).to_string())
+    if law is None:
+        print("Val AUC reaches 1.0: nothing to extrapolate, the data are not the limit.")
+        return 0
+    print(f"Power law through val: 1 - AUC = {law['a']:.3g} * n^{law['b']:.2f}"
+          + ("" if law["b"] < 0 else " (not climbing: more images of this kind may not help)"))
+    for target, n in result["images_for"].items():
+        print(f"  AUC {target}: ~{n:,.0f} training images" if np.isfinite(n) else f"  AUC {target}: never")
+    return 0
+
+
 def cmd_models(args) -> int:
     from detector import store
 
@@ -338,6 +368,18 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--source", help="only the images of this source (e.g. ffhq_stylegan)")
     co.add_argument("--json", action="store_true", help="print one JSON object")
     co.set_defaults(func=cmd_compare)
+
+    lc = sub.add_parser("learning-curve", help="would more data of a source help? the probes' AUC vs training "
+                                               "images, and a power law through it")
+    lc.add_argument("--source", required=True, help="the source to study (MANIFEST.csv source), e.g. ffhq_stylegan")
+    lc.add_argument("--data", help="split root (default: ../shared/data next to the repo)")
+    lc.add_argument("--model", default="efficientnet_lite0", help="zoo model whose frozen trunk the probes read")
+    lc.add_argument("--img-size", type=int, default=256)
+    lc.add_argument("--sizes", type=int, nargs="+", help="training subset sizes (default: 1/8 .. all)")
+    lc.add_argument("--draws", type=int, default=3, help="random subsets per size below the full set")
+    lc.add_argument("--seed", type=int, default=0)
+    lc.add_argument("--json", action="store_true", help="print one JSON object")
+    lc.set_defaults(func=cmd_learning_curve)
 
     mo = sub.add_parser("models", help="list the shipped models and their test numbers")
     mo.add_argument("--json", action="store_true")

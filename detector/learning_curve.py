@@ -1,0 +1,122 @@
+"""Would more data help? A learning curve of the position-aware probes, and where it leads.
+
+When a source stays short of its target whatever the learner, the question is whether the
+data are the limit. The probes (`detector.probes`: logistic regressions on frozen trunk maps)
+fit in seconds, so they can be refitted on growing, class-balanced subsets of the training
+images: if AUC still rises at the full set, more images of that source would help, and a
+power law through the curve (1 - AUC ~ a * n^b, the usual shape of learning curves) says
+roughly how many. Only the probes are refitted (no fine-tuning): it is a cheap lower bound on
+what the source's data can teach, not the shipped model's curve.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from detector import probes
+
+TARGETS = (0.98, 0.99, 0.995)  # val AUCs the extrapolation is given for
+
+
+def balanced_subset(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of `size` images, half of each class (as many as there are, when one runs short)."""
+    labels = np.asarray(labels).astype(int)
+    half = size // 2
+    picks = [rng.choice(np.flatnonzero(labels == c), min(half, int((labels == c).sum())), replace=False)
+             for c in (0, 1)]
+    return np.sort(np.concatenate(picks))
+
+
+def curve(maps: dict[str, list[np.ndarray]], labels: dict[str, np.ndarray], sizes: list[int],
+          draws: int = 3, seed: int = 0, progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """The probes refitted on class-balanced subsets of the "train" maps (one array per probe,
+    as `probes.maps_of` gives them) and scored on every other split of `maps`: their blend is
+    the mean of the probe logits, each divided by its spread on "val" (as the shipped blend,
+    without the branch). `draws` random subsets per size below the full set (one at it).
+    Rows: size, draw, then auc_<split> for each scored split."""
+    from sklearn.metrics import roc_auc_score
+
+    y_train = np.asarray(labels["train"]).astype(int)
+    scored = [s for s in maps if s != "train"]
+    if "val" not in scored:
+        raise ValueError("a learning curve needs val maps (the probes' spreads are taken there)")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for size in sorted(set(int(s) for s in sizes)):
+        if size < 4 or size > len(y_train):
+            raise ValueError(f"subset size {size} outside 4..{len(y_train)} training images")
+        for draw in range(draws if size < len(y_train) else 1):
+            idx = balanced_subset(y_train, size, rng)
+            logits = {s: [] for s in scored}
+            for flat_train, *flat_scored in zip(maps["train"], *(maps[s] for s in scored)):
+                coef, intercept = probes.standardised_logistic(flat_train[idx], y_train[idx])
+                z = {s: f.reshape(len(f), -1) @ coef[0] + intercept[0] for s, f in zip(scored, flat_scored)}
+                spread = z["val"].std() + 1e-6
+                for s in scored:
+                    logits[s].append(z[s] / spread)
+            row = {"size": len(idx), "draw": draw}
+            for s in scored:
+                y = np.asarray(labels[s]).astype(int)
+                row[f"auc_{s}"] = float(roc_auc_score(y, np.mean(logits[s], 0))) if len(set(y)) == 2 else float("nan")
+            rows.append(row)
+            if progress is not None:
+                progress(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+    return pd.DataFrame(rows)
+
+
+def power_law(table: pd.DataFrame, split: str = "val") -> dict:
+    """Fit log(1 - AUC) = log(a) + b log(n) through the mean AUC per size of `split`:
+    {"a", "b"} (b < 0 while the curve still climbs). Needs two sizes or more."""
+    means = table.groupby("size")[f"auc_{split}"].mean()
+    means = means[(means < 1) & means.notna()]
+    if len(means) < 2:
+        raise ValueError("a power law needs the mean AUC of at least two subset sizes below 1.0")
+    b, log_a = np.polyfit(np.log(means.index.to_numpy(float)), np.log(1 - means.to_numpy()), 1)
+    return {"a": float(np.exp(log_a)), "b": float(b)}
+
+
+def images_for(auc: float, law: dict) -> float:
+    """Training images at which the power law reaches `auc` (inf when it never climbs)."""
+    if law["b"] >= 0:
+        return float("inf")
+    return float((((1 - auc) / law["a"]) ** (1 / law["b"])))
+
+
+def run(data_root: str, source: str, model: str = "efficientnet_lite0", size: int = 256,
+        sizes: list[int] | None = None, draws: int = 3, seed: int = 0,
+        progress: Callable[[str], None] | None = None) -> dict:
+    """The probes' learning curve on one `source` of a split root (train/ val/ and, when present,
+    test/ scored too; test only reported), on the frozen ImageNet trunk of `model` at `size` px
+    with that zoo model's probe layers and both probe views. Returns {"table", "law" (through
+    val; None when val AUC reaches 1.0 at all but one size), "images_for" {AUC target: images},
+    "source", "n_train"}."""
+    from detector import data, zoo
+
+    spec = zoo.get_spec(model)
+    if not spec.probe_layers:
+        raise ValueError(f"{model} names no probe layers; choose a zoo model that does (e.g. efficientnet_lite0)")
+    frame = data.scan(data_root)
+    frame = frame[frame["source"] == source]
+    splits = [s for s in ("train", "val", "test") if (frame["split"] == s).any()]
+    if "train" not in splits or "val" not in splits:
+        raise ValueError(f"no train and val images of source {source!r} under {data_root}")
+    trunk = spec.build(size, pretrained=True)
+    net = probes.trunk_maps(trunk, list(spec.probe_layers), probes.VIEWS)
+    maps, labels = {}, {}
+    for s in splits:
+        part = frame[frame["split"] == s]
+        maps[s] = probes.maps_of(net, data.load_pixels(part["path"].tolist(), size, progress=False))
+        labels[s] = part["label"].to_numpy().astype(int)
+        if progress is not None:
+            progress(f"{s}: maps of {len(part)} images")
+    n = len(labels["train"])
+    sizes = sizes or sorted({max(4, n // 8), max(4, n // 4), max(4, n // 2), max(4, 3 * n // 4), n})
+    table = curve(maps, labels, sizes, draws, seed, progress)
+    try:
+        law = power_law(table, "val")
+    except ValueError:  # val AUC already 1.0: nothing to extrapolate, the data are not the limit
+        law = None
+    return {"source": source, "n_train": n, "table": table, "law": law,
+            "images_for": {t: images_for(t, law) for t in TARGETS} if law else {}}
