@@ -190,7 +190,8 @@ def cmd_compare(args) -> int:
 def cmd_learning_curve(args) -> int:
     from detector import learning_curve, store
 
-    say = (lambda line: print(line, file=sys.stderr, flush=True)) if not args.json else None
+    say = (lambda done, total, line: print(f"[{done}/{total}] {line}", file=sys.stderr, flush=True)) \
+        if not args.json else None
     try:
         result = learning_curve.run(args.data or str(store.SHARED_DATA), args.source, args.model, args.img_size,
                                     args.sizes, args.draws, args.seed, progress=say)

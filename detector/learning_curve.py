@@ -29,13 +29,23 @@ def balanced_subset(labels: np.ndarray, size: int, rng: np.random.Generator) -> 
     return np.sort(np.concatenate(picks))
 
 
+Progress = Callable[[int, int, str], None]  # (steps done, steps in all, what was just done)
+
+
+def n_fits(n_train: int, sizes: list[int], draws: int) -> int:
+    """How many subsets `curve` fits: `draws` per size below the full set, one at it."""
+    return sum(draws if s < n_train else 1 for s in set(int(s) for s in sizes))
+
+
 def curve(maps: dict[str, list[np.ndarray]], labels: dict[str, np.ndarray], sizes: list[int],
-          draws: int = 3, seed: int = 0, progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+          draws: int = 3, seed: int = 0, progress: Progress | None = None, offset: int = 0,
+          total: int | None = None) -> pd.DataFrame:
     """The probes refitted on class-balanced subsets of the "train" maps (one array per probe,
     as `probes.maps_of` gives them) and scored on every other split of `maps`: their blend is
     the mean of the probe logits, each divided by its spread on "val" (as the shipped blend,
     without the branch). `draws` random subsets per size below the full set (one at it).
-    Rows: size, draw, then auc_<split> for each scored split."""
+    Rows: size, draw, then auc_<split> for each scored split. `progress` hears of each fit as
+    step `offset` + i of `total` (default: the fits alone)."""
     from sklearn.metrics import roc_auc_score
 
     y_train = np.asarray(labels["train"]).astype(int)
@@ -62,7 +72,8 @@ def curve(maps: dict[str, list[np.ndarray]], labels: dict[str, np.ndarray], size
                 row[f"auc_{s}"] = float(roc_auc_score(y, np.mean(logits[s], 0))) if len(set(y)) == 2 else float("nan")
             rows.append(row)
             if progress is not None:
-                progress(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+                progress(offset + len(rows), total or n_fits(len(y_train), sizes, draws),
+                         ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
     return pd.DataFrame(rows)
 
 
@@ -84,9 +95,22 @@ def images_for(auc: float, law: dict) -> float:
     return float((((1 - auc) / law["a"]) ** (1 / law["b"])))
 
 
+def default_sizes(n_train: int) -> list[int]:
+    """1/8, 1/4, 1/2, 3/4 and all of the training images (at least 4 each)."""
+    return sorted({max(4, n_train * k // 8) for k in (1, 2, 4, 6)} | {n_train})
+
+
+def sources(data_root: str) -> list[str]:
+    """The sources a split root's MANIFEST.csv names for its training images (sorted)."""
+    from detector import data
+
+    frame = data.scan(data_root)
+    return sorted(set(frame.loc[frame["split"] == "train", "source"]) - {""})
+
+
 def run(data_root: str, source: str, model: str = "efficientnet_lite0", size: int = 256,
         sizes: list[int] | None = None, draws: int = 3, seed: int = 0,
-        progress: Callable[[str], None] | None = None) -> dict:
+        progress: Progress | None = None) -> dict:
     """The probes' learning curve on one `source` of a split root (train/ val/ and, when present,
     test/ scored too; test only reported), on the frozen ImageNet trunk of `model` at `size` px
     with that zoo model's probe layers and both probe views. Returns {"table", "law" (through
@@ -102,18 +126,19 @@ def run(data_root: str, source: str, model: str = "efficientnet_lite0", size: in
     splits = [s for s in ("train", "val", "test") if (frame["split"] == s).any()]
     if "train" not in splits or "val" not in splits:
         raise ValueError(f"no train and val images of source {source!r} under {data_root}")
+    n = int((frame["split"] == "train").sum())
+    sizes = sizes or default_sizes(n)
+    total = len(splits) + n_fits(n, sizes, draws)
     trunk = spec.build(size, pretrained=True)
     net = probes.trunk_maps(trunk, list(spec.probe_layers), probes.VIEWS)
     maps, labels = {}, {}
-    for s in splits:
+    for i, s in enumerate(splits, start=1):
         part = frame[frame["split"] == s]
         maps[s] = probes.maps_of(net, data.load_pixels(part["path"].tolist(), size, progress=False))
         labels[s] = part["label"].to_numpy().astype(int)
         if progress is not None:
-            progress(f"{s}: maps of {len(part)} images")
-    n = len(labels["train"])
-    sizes = sizes or sorted({max(4, n // 8), max(4, n // 4), max(4, n // 2), max(4, 3 * n // 4), n})
-    table = curve(maps, labels, sizes, draws, seed, progress)
+            progress(i, total, f"{s}: maps of {len(part)} images")
+    table = curve(maps, labels, sizes, draws, seed, progress, offset=len(splits), total=total)
     try:
         law = power_law(table, "val")
     except ValueError:  # val AUC already 1.0: nothing to extrapolate, the data are not the limit

@@ -24,6 +24,11 @@ def test_power_law_recovers_a_known_curve_and_says_how_many_images():
         learning_curve.power_law(table[table["size"] == 100])
 
 
+def test_default_sizes_run_from_an_eighth_to_all():
+    assert learning_curve.default_sizes(1200) == [150, 300, 600, 900, 1200]
+    assert learning_curve.default_sizes(16) == [4, 8, 12, 16]
+
+
 def test_balanced_subset_takes_half_of_each_class():
     labels = np.r_[np.zeros(30, int), np.ones(10, int)]
     idx = learning_curve.balanced_subset(labels, 12, np.random.default_rng(0))
@@ -47,9 +52,10 @@ def test_curve_refits_on_growing_subsets_and_more_images_score_higher():
     maps = {"train": train, "val": val, "test": test}
     labels = {"train": y_train, "val": y_val, "test": y_test}
     seen = []
-    table = learning_curve.curve(maps, labels, [20, 100, 400], draws=2, progress=seen.append)
+    table = learning_curve.curve(maps, labels, [20, 100, 400], draws=2, progress=lambda *a: seen.append(a))
     assert list(table["size"]) == [20, 20, 100, 100, 400]  # one draw of the full set
-    assert len(seen) == 5 and seen[0].startswith("size 20, draw 0, auc_val ")
+    assert [s[:2] for s in seen] == [(i, 5) for i in range(1, 6)] and seen[0][2].startswith("size 20, draw 0, auc_val ")
+    assert learning_curve.n_fits(400, [20, 100, 400], 2) == 5
     means = table.groupby("size")[["auc_val", "auc_test"]].mean()
     assert means.loc[400, "auc_val"] > means.loc[100, "auc_val"] > means.loc[20, "auc_val"]
     assert means.loc[400, "auc_test"] > means.loc[20, "auc_test"] + 0.1
@@ -82,3 +88,32 @@ def test_learning_curve_command_on_a_tiny_split_root(tiny_dataset, capfd):
     assert "no train and val images of source 'nowhere'" in capfd.readouterr().err
     assert main(["learning-curve", "--data", str(tiny_dataset), "--source", "alpha", "--model", "custom_cnn"]) == 1
     assert "names no probe layers" in capfd.readouterr().err
+
+
+def test_training_page_draws_a_learning_curve(tiny_dataset, monkeypatch):
+    """AppTest: the "Would more data help?" tab lists the folder's sources, runs the curve with a
+    progress bar and draws it (every draw and the means of val and test), with its table."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)
+    at = AppTest.from_file(str(repo / "pages" / "training.py"), default_timeout=240)
+    at.run()
+    assert not at.exception, at.exception
+    at.text_input(key="lc_folder").set_value(str(tiny_dataset)).run()
+    assert at.selectbox(key="lc_source").options == ["alpha", "beta"]
+    at.selectbox(key="lc_source").set_value("beta").run()
+    at.button(key="lc_run").click().run()
+    assert not at.exception, at.exception
+    spec = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                if "Learning curve: beta" in json.loads(c.proto.spec)["layout"]["title"]["text"])
+    names = [t["name"] for t in spec["data"]]
+    assert {"val, each draw", "val, mean", "test, each draw", "test, mean"} <= set(names)
+    means = next(d.value for d in at.dataframe if "auc_val" in d.value.columns)
+    assert list(means["size"]) == learning_curve.default_sizes(16)
+    assert means[["auc_val", "auc_test"]].stack().between(0, 1).all()
+    # a folder without sources says so and offers nothing to run
+    at.text_input(key="lc_folder").set_value(str(tiny_dataset / "train" / "real")).run()
+    assert at.button(key="lc_run").disabled and any("No sources here" in i.value for i in at.info)
