@@ -24,20 +24,17 @@ def audit_section() -> None:
                "is a shortcut a model will learn), unreadable files, and exact and near duplicates "
                "within and across splits (a test image repeating a training image is leakage). "
                "Same as `python -m detector audit DIR --json`.")
-    default = str(store.SHARED_DATA) if store.SHARED_DATA.is_dir() else ""
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-    where = c1.text_input("Labelled folder", value=default, key="aud_folder",
-                          help="A split root (train/ val/ test/ holding real/ fake/) or one real/ fake/ folder. "
-                               "A MANIFEST.csv with a source column adds per-source counts.")
+    base = ui.folder_input("Labelled folder", "aud_folder", container=c1,
+                           help="A split root (train/ val/ test/ holding real/ fake/) or one real/ fake/ folder. "
+                                "A MANIFEST.csv with a source column adds per-source counts.")
     saved = c2.file_uploader("or an audit JSON", type="json", key="aud_json")
     if saved is not None:
         try:
             st.session_state["aud_report"] = json.loads(saved.getvalue())
         except ValueError as exc:
             st.error(f"That file is not an audit JSON: {exc}")
-    if st.button("Run audit", key="aud_run", icon=":material/fact_check:", disabled=not where.strip()):
-        base = Path(where.strip()).expanduser()
-        base = base if base.is_absolute() else store.REPO_ROOT / base
+    if st.button("Run audit", key="aud_run", icon=":material/fact_check:", disabled=base is None):
         bar = st.progress(0.0, text="Reading every file...")
         try:
             st.session_state["aud_report"] = audit.audit(
@@ -142,13 +139,10 @@ def learning_section() -> None:
                "of that source would help; the dashed power law says roughly how many. A cheap lower bound on what "
                "the data can teach (no fine-tuning): about 1.5 min for 1,200 images on 2 cores. Same as "
                "`python -m detector learning-curve --source NAME`.")
-    default = str(store.SHARED_DATA) if store.SHARED_DATA.is_dir() else ""
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-    where = c1.text_input("Split root", value=default, key="lc_folder",
-                          help="A folder with train/ and val/ (test/ is scored too when present) and a MANIFEST.csv "
-                               "whose source column names each image's source.")
-    base = Path(where.strip()).expanduser() if where.strip() else None
-    base = base if base is None or base.is_absolute() else store.REPO_ROOT / base
+    base = ui.folder_input("Split root", "lc_folder", container=c1,
+                           help="A folder with train/ and val/ (test/ is scored too when present) and a MANIFEST.csv "
+                                "whose source column names each image's source.")
     names = _sources(str(base)) if base is not None else []
     source = c2.selectbox("Source", names, key="lc_source", disabled=not names)
     if base is not None and not names:
@@ -198,9 +192,7 @@ with runs_tab:
                                 "or history.csv). Relative paths start at the repository root.")
 
     runs: dict[str, Path] = {n: Path(ui.model_dir(n)) for n in ui.model_names()}
-    if folder.strip():
-        base = Path(folder.strip()).expanduser()
-        base = base if base.is_absolute() else store.REPO_ROOT / base
+    if (base := ui.repo_path(folder)) is not None:
         found = ui.run_folders(base)
         if not found:
             st.warning(f"No run folders in `{base}`.")

@@ -227,6 +227,21 @@ def per_source_frame(df: pd.DataFrame, threshold: float) -> pd.DataFrame | None:
     return pd.DataFrame([with_intervals({"source": k, **v}) for k, v in per.items()])
 
 
+def folder_input(label: str, key: str, help: str, container=st) -> Path | None:
+    """A folder on this machine typed by the user (the shared data when present, by default),
+    relative paths taken from the repository: None while the box is empty."""
+    default = str(store.SHARED_DATA) if store.SHARED_DATA.is_dir() else ""
+    return repo_path(container.text_input(label, value=default, key=key, help=help))
+
+
+def repo_path(text: str) -> Path | None:
+    """A path typed in a box: `~` expanded, relative ones from the repository root; None if blank."""
+    if not text.strip():
+        return None
+    path = Path(text.strip()).expanduser()
+    return path if path.is_absolute() else store.REPO_ROOT / path
+
+
 def interval(ci) -> str:
     """A 95% interval as text ("0.851-0.934"), "n/a" when there is none (one class)."""
     lo, hi = ci if ci is not None else (None, None)

@@ -118,3 +118,14 @@ def models_root(request, tmp_path_factory) -> Path:
     shutil.copytree(tiny_run, root / "tiny", ignore=shutil.ignore_patterns("logs", "checkpoints"))
     (root / "DEFAULT").write_text("tiny\n")
     return root
+
+
+def open_page(relpath: str, monkeypatch, timeout: int = 120):
+    """AppTest of one page file run once from the repository root (no exception allowed)."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.chdir(REPO_ROOT)
+    at = AppTest.from_file(str(REPO_ROOT / relpath), default_timeout=timeout)
+    at.run()
+    assert not at.exception, at.exception
+    return at

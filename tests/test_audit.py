@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import open_page
 from detector import audit, images
 from detector.__main__ import main
 
@@ -259,14 +260,8 @@ def test_audit_reports_progress_to_a_callable(tmp_path):
 
 def test_training_page_audits_a_folder(tmp_path, monkeypatch):
     """AppTest: the Data audit tab audits a typed folder and shows leakage and the shortcut."""
-    from streamlit.testing.v1 import AppTest
-
     root = make_root(tmp_path / "planted_app")
-    repo = Path(__file__).resolve().parents[1]
-    monkeypatch.chdir(repo)
-    at = AppTest.from_file(str(repo / "pages" / "training.py"), default_timeout=120)
-    at.run()
-    assert not at.exception, at.exception
+    at = open_page("pages/training.py", monkeypatch)
     at.text_input(key="aud_folder").set_value(str(root)).run()
     at.button(key="aud_run").click().run()
     assert not at.exception, at.exception

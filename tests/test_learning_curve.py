@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import open_page
 from detector import learning_curve
 from detector.__main__ import main
 
@@ -93,15 +94,7 @@ def test_learning_curve_command_on_a_tiny_split_root(tiny_dataset, capfd):
 def test_training_page_draws_a_learning_curve(tiny_dataset, monkeypatch):
     """AppTest: the "Would more data help?" tab lists the folder's sources, runs the curve with a
     progress bar and draws it (every draw and the means of val and test), with its table."""
-    from pathlib import Path
-
-    from streamlit.testing.v1 import AppTest
-
-    repo = Path(__file__).resolve().parents[1]
-    monkeypatch.chdir(repo)
-    at = AppTest.from_file(str(repo / "pages" / "training.py"), default_timeout=240)
-    at.run()
-    assert not at.exception, at.exception
+    at = open_page("pages/training.py", monkeypatch, timeout=240)
     at.text_input(key="lc_folder").set_value(str(tiny_dataset)).run()
     assert at.selectbox(key="lc_source").options == ["alpha", "beta"]
     at.selectbox(key="lc_source").set_value("beta").run()
