@@ -482,16 +482,16 @@ SIGNIFICANCE = 0.05  # a pairwise difference with p below this is called real
 
 def pairwise_tests(data: dict[str, pd.DataFrame], thresholds: dict[str, float],
                    source: str | None = None) -> pd.DataFrame:
-    """Every pair of models of `data` tested on the images all of them scored (optionally of
-    one `source` only): exact McNemar on accuracy at each model's threshold, DeLong's paired
+    """Every pair of models of `data` tested on the images all of them scored (a score each; optionally
+    of one `source` only): exact McNemar on accuracy at each model's threshold, DeLong's paired
     test on AUC (`significance.paired_comparison`). One row per pair: model_a, model_b, n,
     accuracy_a, accuracy_b, only_a / only_b (images only that model gets right), accuracy_p,
     auc_a, auc_b, auc_diff with its 95% interval (auc_diff_lo, auc_diff_hi), auc_p, and
     `finding`: which model is better and on what, or that the images cannot tell them apart."""
     models = list(data)
-    wide = aligned(data)
-    if source is not None and "source" in wide.columns:
-        wide = wide[wide["source"].astype(str) == source]
+    wide = aligned(data).dropna(subset=models)  # an image a model could not score says nothing
+    if source is not None:
+        wide = wide[wide["source"].astype(str) == source] if "source" in wide.columns else wide.iloc[:0]
     y = evaluation._as_labels(wide["label"].to_numpy())
     rows = []
     for i, a in enumerate(models):

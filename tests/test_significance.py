@@ -154,13 +154,14 @@ def test_pairwise_tests_use_the_images_every_model_scored():
     frame = lambda p: pd.DataFrame({"path": paths, "label": label, "source": source, "p_fake": p})  # noqa: E731
     good = frame(np.clip(0.5 + 0.4 * (2 * y - 1) + 0.1 * rng.normal(size=200), 0, 1))
     bad = frame(rng.uniform(size=200)).iloc[10:]  # scored 190 images only
+    bad.loc[bad.index[0], "p_fake"] = np.nan  # and could not score one of them: 189 left
     also_good = frame(good["p_fake"].to_numpy())
     data = {"good": good, "bad": bad, "also_good": also_good}
     thr = {"good": 0.5, "bad": 0.5, "also_good": 0.5}
     pairs = comparison.pairwise_tests(data, thr)
     assert list(zip(pairs["model_a"], pairs["model_b"])) == [("good", "bad"), ("good", "also_good"),
                                                              ("bad", "also_good")]
-    assert (pairs["n"] == 190).all()
+    assert (pairs["n"] == 189).all()
     first = pairs.iloc[0]
     assert first["accuracy_p"] < 0.05 and first["auc_p"] < 0.05 and first["auc_diff_lo"] > 0
     assert first["finding"] == "good: more accurate, higher AUC"
@@ -169,7 +170,9 @@ def test_pairwise_tests_use_the_images_every_model_scored():
     split = {"only_a": 9, "only_b": 1, "accuracy_p": 0.02, "auc_diff": -0.05, "auc_p": 0.01}  # each wins one
     assert comparison._finding("a", "b", split) == "a: more accurate; b: higher AUC"
     gan = comparison.pairwise_tests(data, thr, source="gan")
-    assert (gan["n"] == 110).all()  # 120 gan images, 10 of them not scored by "bad"
+    assert (gan["n"] == 109).all()  # 120 gan images, 11 of them not scored by "bad"
+    unnamed = {m: d.drop(columns="source") for m, d in data.items()}
+    assert (comparison.pairwise_tests(unnamed, thr, source="gan")["n"] == 0).all()  # no sources: no gan images
 
 
 def test_intervals_frame_gives_each_models_numbers_with_their_intervals():
