@@ -351,6 +351,7 @@ def differences(data: dict, thr: dict, key: str) -> None:
         "auc_diff_hi": st.column_config.NumberColumn("AUC diff high", format="%.3f", help="95% interval, DeLong"),
         "auc_p": st.column_config.NumberColumn("AUC p", format="%.2g", help="DeLong's paired test"),
         "finding": st.column_config.TextColumn("finding", width="large")})
+    ui.csv_download(pairs.assign(images=on), f"pairwise_tests_{on}.csv", "Pairwise tests CSV", key=f"{key}_pairs_csv")
 
 
 def explorer(data: dict, thr: dict, found: comparison.SetImages, key: str) -> None:

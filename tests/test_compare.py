@@ -346,6 +346,7 @@ def test_compare_page_saved_predictions_reliability_bench_and_robustness(compare
     pairs = next(d.value for d in at.dataframe if "finding" in d.value.columns)  # the same model twice
     assert len(pairs) == 1 and pairs["finding"].iloc[0] == "no real difference on these images"
     assert pairs["accuracy_p"].iloc[0] == 1.0
+    assert any(b.label == "Pairwise tests CSV" for b in at.get("download_button"))
     charts = _charts(at)
     reliability = next(s for s in charts if _title(s).startswith("Reliability"))
     names = [t["name"] for t in reliability["data"]]
