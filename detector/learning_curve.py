@@ -59,17 +59,13 @@ def curve(maps: dict[str, list[np.ndarray]], labels: dict[str, np.ndarray], size
             raise ValueError(f"subset size {size} outside 4..{len(y_train)} training images")
         for draw in range(draws if size < len(y_train) else 1):
             idx = balanced_subset(y_train, size, rng)
-            logits = {s: [] for s in scored}
-            for flat_train, *flat_scored in zip(maps["train"], *(maps[s] for s in scored)):
-                coef, intercept = probes.standardised_logistic(flat_train[idx], y_train[idx])
-                z = {s: f.reshape(len(f), -1) @ coef[0] + intercept[0] for s, f in zip(scored, flat_scored)}
-                spread = z["val"].std() + 1e-6
-                for s in scored:
-                    logits[s].append(z[s] / spread)
+            kernels, biases = probes.fit_linear([m[idx] for m in maps["train"]], y_train[idx])
+            logits = {s: probes.linear_logits(maps[s], kernels, biases) for s in scored}
+            weights = probes.spread_weights(logits["val"])
             row = {"size": len(idx), "draw": draw}
             for s in scored:
                 y = np.asarray(labels[s]).astype(int)
-                row[f"auc_{s}"] = float(roc_auc_score(y, np.mean(logits[s], 0))) if len(set(y)) == 2 else float("nan")
+                row[f"auc_{s}"] = float(roc_auc_score(y, logits[s] @ weights)) if len(set(y)) == 2 else float("nan")
             rows.append(row)
             if progress is not None:
                 progress(offset + len(rows), total or n_fits(len(y_train), sizes, draws),

@@ -40,6 +40,28 @@ def standardised_logistic(features: np.ndarray, labels: np.ndarray, c: float = C
     return coef, fitted.intercept_ - (coef * mean).sum(1)
 
 
+def fit_linear(maps: list[np.ndarray], labels: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
+    """One `standardised_logistic` per flattened map: kernels ((d, 1) float32, a Dense layer's
+    shape) and biases."""
+    kernels, biases = [], []
+    for flat in maps:
+        coef, intercept = standardised_logistic(flat, np.asarray(labels))
+        kernels.append(coef.T.astype("float32"))
+        biases.append(float(intercept[0]))
+    return kernels, biases
+
+
+def linear_logits(maps: list[np.ndarray], kernels: list[np.ndarray], biases: list[float]) -> np.ndarray:
+    """(N, probes) logits of flattened maps (one array per probe) under `fit_linear`'s units."""
+    return np.stack([m.reshape(len(m), -1) @ k[:, 0] + b for m, k, b in zip(maps, kernels, biases)], 1)
+
+
+def spread_weights(val_logits: np.ndarray) -> np.ndarray:
+    """Blend weights of (N, K) logits: each divided by its spread on val, then averaged."""
+    spread = val_logits.std(0) + 1e-6
+    return 1.0 / (len(spread) * spread)
+
+
 def logit(p) -> np.ndarray:
     """log(P / (1 - P)) clipped as `detector.layers.Logit` clips in float32, so a score
     computed here for fitting equals the one the model computes when serving."""
@@ -75,8 +97,7 @@ class ProbeSet:
 
     def logits(self, maps: list[np.ndarray]) -> np.ndarray:
         """(N, probes) probe logits of flattened maps (one array per probe)."""
-        return np.stack([m.reshape(len(m), -1) @ k[:, 0] + b
-                         for m, k, b in zip(maps, self.kernels, self.biases)], 1)
+        return linear_logits(maps, self.kernels, self.biases)
 
     def blended_logit(self, branch_logit: np.ndarray, maps: list[np.ndarray]) -> np.ndarray:
         return np.column_stack([branch_logit, self.logits(maps)]) @ np.asarray(self.blend)
@@ -145,15 +166,10 @@ def fit(model, layers: list[str], train_pixels: np.ndarray, train_labels: np.nda
     from sklearn.metrics import roc_auc_score
 
     net = trunk_maps(model, layers, views)
-    kernels, biases = [], []
-    for flat in maps_of(net, train_pixels):
-        coef, intercept = standardised_logistic(flat, np.asarray(train_labels))
-        kernels.append(coef.T.astype("float32"))
-        biases.append(float(intercept[0]))
+    kernels, biases = fit_linear(maps_of(net, train_pixels), train_labels)
     probes = ProbeSet(list(layers), kernels, biases, blend=[], views=list(views))
     val_logits = np.column_stack([val_branch_logit, probes.logits(maps_of(net, val_pixels))])
-    spread = val_logits.std(0) + 1e-6
-    probes.blend = [float(w) for w in 1.0 / (len(spread) * spread)]
+    probes.blend = [float(w) for w in spread_weights(val_logits)]
     blended = probes.val_logit = val_logits @ np.asarray(probes.blend)
     auc = (lambda s: float(roc_auc_score(val_labels, s))) if len(set(val_labels)) == 2 else (lambda s: None)
     probes.summary = {"layers": list(layers), "views": list(views), "training_images": int(len(train_pixels)),
