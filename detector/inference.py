@@ -20,6 +20,21 @@ import numpy as np
 from detector import evaluation, faces, fastpath, images, novelty, store
 
 FAKE, REAL, UNCERTAIN = "FAKE", "REAL", "UNCERTAIN"
+NO_FACE, CANNOT_JUDGE = "NO FACE", "CANNOT JUDGE"
+"""The verdicts of a region the model cannot vouch for (`cannot_judge`): it is still scored,
+and the score is kept for whoever asks, but it gets no REAL/FAKE and is counted in neither."""
+NOT_JUDGED = (NO_FACE, CANNOT_JUDGE)
+
+MIN_FACE_SIDE = 64
+"""Smallest region (the square cut around a face, in the image's own pixels) that gets a
+REAL/FAKE verdict. The models read blending seams and skin texture; a smaller cut is blown up
+several times to the model's input size, and those traces are gone: its score is noise."""
+
+NO_FACE_REASON = "no face found: the whole image was scored, and the models only know faces"
+SMALL_FACE_REASON = ("the face is {side} px, below the {min_side} px the model needs: "
+                     "too few pixels to show the traces of a fake")
+UNFAMILIAR_REASON = ("the face is unlike the faces the model was trained on (novelty {novelty:.2f}, "
+                     "above {limit:g}): its score cannot be trusted")
 
 
 def verdict_for(p_fake: float, threshold: float, band: float = 0.0) -> str:
@@ -27,6 +42,42 @@ def verdict_for(p_fake: float, threshold: float, band: float = 0.0) -> str:
     if band > 0 and abs(p_fake - threshold) < band:
         return UNCERTAIN
     return FAKE if p_fake >= threshold else REAL
+
+
+def cannot_judge(kind: str, box: tuple[int, int, int, int], novelty_value: float | None = None
+                 ) -> tuple[str, str] | None:
+    """The one rule for regions that get no REAL/FAKE verdict, used by the Detect page, its
+    CSV and HTML report and `python -m detector predict` alike: (NO_FACE or CANNOT_JUDGE,
+    the reason in words), or None when the region can be judged. In this order:
+
+    * no face was found (`faces` scored the whole image, kind "no_face"): NO_FACE;
+    * the region's short side is under `MIN_FACE_SIDE` pixels: CANNOT_JUDGE;
+    * the model's novelty check calls the face unfamiliar (`novelty.unfamiliar`): CANNOT_JUDGE.
+
+    A model without a novelty reference skips the last check (novelty None)."""
+    if kind == "no_face":
+        return NO_FACE, NO_FACE_REASON
+    side = int(min(box[2], box[3]))
+    if side < MIN_FACE_SIDE:
+        return CANNOT_JUDGE, SMALL_FACE_REASON.format(side=side, min_side=MIN_FACE_SIDE)
+    if novelty_value is not None and bool(novelty.unfamiliar(novelty_value)):
+        return CANNOT_JUDGE, UNFAMILIAR_REASON.format(novelty=float(novelty_value), limit=novelty.LIMIT)
+    return None
+
+
+def judged_verdict(p_fake: float, threshold: float, band: float, kind: str, box: tuple[int, int, int, int],
+                   novelty_value: float | None = None) -> str:
+    """The verdict shown for a region: NO_FACE / CANNOT_JUDGE by `cannot_judge`, else
+    `verdict_for` its score."""
+    refused = cannot_judge(kind, box, novelty_value)
+    return refused[0] if refused else verdict_for(p_fake, threshold, band)
+
+
+def most_fake(items: list, judgeable) -> object:
+    """The item an image's verdict rests on: its most fake judgeable face, or its most fake
+    region when none can be judged (then the image's verdict is NO_FACE / CANNOT_JUDGE)."""
+    pool = [f for f in items if judgeable(f)] or items
+    return max(pool, key=lambda f: f.p_fake)
 
 
 @dataclass
@@ -37,6 +88,7 @@ class FaceResult:
     heatmap: np.ndarray | None = field(default=None, repr=False)
     route: dict[str, float] | None = None  # experts model: router weight per source expert
     novelty: float | None = None  # distance from the training faces / the familiar limit (> 1: unfamiliar)
+    reason: str = ""  # why the verdict is NO_FACE / CANNOT_JUDGE (`cannot_judge`), "" when judged
 
 
 @dataclass
@@ -63,8 +115,8 @@ class ImageResult:
 
     @property
     def worst(self) -> FaceResult:
-        """The image's verdict is its most fake face."""
-        return max(self.faces, key=lambda f: f.p_fake)
+        """The image's verdict is its most fake face that can be judged (`most_fake`)."""
+        return most_fake(self.faces, lambda f: f.reason == "")
 
     @property
     def p_fake(self) -> float:
@@ -94,12 +146,12 @@ class Detector:
         self.temperature = float(self.card.get("temperature", 1.0))
         self.bias = float(self.card.get("bias", 0.0))
         self.gradcam_layer = self.card.get("gradcam_layer")
-        from detector import experts
+        from detector import layers
 
         # One forward pass gives everything shown per face: P(fake), the router's weights of
         # an experts model, and the features that say how familiar the face is.
         outputs = {"p": self.model.output}
-        routed = experts.router_output(self.model)
+        routed = layers.router_output(self.model)
         self.sources = routed[1] if routed else None  # router order; None for a single network
         if routed:
             outputs["route"] = routed[0]
@@ -177,8 +229,11 @@ class Detector:
         routes = ([None] * len(crops) if scored.route is None else
                   [{s: round(float(w), 4) for s, w in zip(self.sources, g)} for g in scored.route])
         novelties = [None] * len(crops) if scored.novelty is None else [round(float(v), 3) for v in scored.novelty]
-        results = [FaceResult(r, float(p), verdict_for(float(p), threshold, band), h, route, nov)
-                   for r, p, h, route, nov in zip(regions, scored.p_fake, maps, routes, novelties)]
+        results = []
+        for r, p, h, route, nov in zip(regions, scored.p_fake, maps, routes, novelties):
+            refused = cannot_judge(r.kind, r.box, nov)
+            verdict = refused[0] if refused else verdict_for(float(p), threshold, band)
+            results.append(FaceResult(r, float(p), verdict, h, route, nov, refused[1] if refused else ""))
         return ImageResult(results, self.name, threshold, time.perf_counter() - t0)
 
     def analyze_source(self, source, **kwargs) -> ImageResult:

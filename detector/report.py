@@ -23,15 +23,35 @@ from detector import faces as faces_mod
 from detector import images
 from detector import novelty as novelty_mod
 from detector import significance
-from detector.inference import FAKE, REAL, UNCERTAIN, verdict_for
+from detector.inference import (CANNOT_JUDGE, FAKE, NO_FACE, NOT_JUDGED, REAL, UNCERTAIN, cannot_judge, most_fake,
+                                verdict_for)
 
-VERDICT_COLOURS = {FAKE: (220, 38, 38), REAL: (22, 163, 74), UNCERTAIN: (234, 160, 8)}
+VERDICT_COLOURS = {FAKE: (220, 38, 38), REAL: (22, 163, 74), UNCERTAIN: (234, 160, 8),
+                   NO_FACE: (100, 116, 139), CANNOT_JUDGE: (100, 116, 139)}
 PREVIEW_SIDE = 900   # longest side of the stored preview (drawn on, shown, embedded)
 CROP_SIDE = 224      # stored face thumbnails
 TABLE_THUMB_SIDE = 64  # the results table's thumbnail column
 NO_FACE_NOTE = "No face found: the whole image was judged"
 FACE_CROP_NOTE = "The image is already a face crop: it was judged whole"
 TABLE_COLUMNS = ["file", "faces", "p_fake", "verdict", "model", "ms", "error"]
+
+# What each column of the results table (page, CSV, HTML report) means, for readers of any of them.
+COLUMN_HELP = {
+    "file": "the image (a zip member as zip/inner/path)",
+    "label": "known from a real/ or fake/ folder in its path, or the sample gallery's LABELS.csv",
+    "faces": "faces found (0: no face, the whole image was scored)",
+    "p_fake": "the model's calibrated probability that the image's most fake judged face is fake; "
+              "for NO FACE / CANNOT JUDGE it is a score the model cannot vouch for",
+    "verdict": "FAKE / REAL / UNCERTAIN (near the threshold); NO FACE or CANNOT JUDGE when the model "
+               "cannot judge the image (see reason)",
+    "reason": "why the image got NO FACE / CANNOT JUDGE",
+    "correct": "whether the verdict matches the label (empty when unlabelled or not decided)",
+    "unfamiliar": "a face in the image is unlike the faces the model was trained on",
+    "model": "the model (ensemble: the mean of the models' P(fake))",
+    "expert": "source-experts model: the expert that judged the image's most fake face, with the router's weight",
+    "ms": "milliseconds to find the faces and score them",
+    "error": "why the file could not be analysed",
+}
 
 # What each known source's images look like, for people reading which expert judged a face.
 SOURCE_KINDS = {
@@ -150,6 +170,20 @@ class FaceScore:
     novelty: float | None = None                # the first model's novelty (detector.novelty)
 
     @property
+    def refused(self) -> tuple[str, str] | None:
+        """(NO_FACE / CANNOT_JUDGE, why) when this region gets no REAL/FAKE verdict
+        (`inference.cannot_judge`, the one rule), else None."""
+        return cannot_judge(self.kind, self.box, self.novelty)
+
+    @property
+    def reason(self) -> str:
+        return self.refused[1] if self.refused else ""
+
+    def verdict(self, threshold: float, band: float = 0.0) -> str:
+        refused = self.refused
+        return refused[0] if refused else verdict_for(self.p_fake, threshold, band)
+
+    @property
     def unfamiliar(self) -> bool:
         return self.novelty is not None and bool(novelty_mod.unfamiliar(self.novelty))
 
@@ -180,12 +214,23 @@ class ImageScore:
 
     @property
     def worst(self) -> FaceScore:
-        return max(self.faces, key=lambda f: f.p_fake)
+        """The face the image's verdict rests on: its most fake judgeable face (`inference.most_fake`)."""
+        return most_fake(self.faces, lambda f: f.refused is None)
 
     @property
     def p_fake(self) -> float:
-        """The image's P(fake): its most fake face."""
+        """The image's P(fake): its most fake judgeable face (any face when none can be judged)."""
         return self.worst.p_fake
+
+    @property
+    def judged(self) -> bool:
+        """Whether the image gets a REAL/FAKE/UNCERTAIN verdict (some face can be judged)."""
+        return self.worst.refused is None
+
+    @property
+    def reason(self) -> str:
+        """Why the image gets NO FACE / CANNOT JUDGE, "" when it is judged."""
+        return self.worst.reason
 
     @property
     def no_face(self) -> bool:
@@ -210,10 +255,10 @@ class ImageScore:
         return self.models[0] if len(self.models) == 1 else "ensemble(" + "+".join(self.models) + ")"
 
     def verdicts(self, threshold: float, band: float = 0.0) -> list[str]:
-        return [verdict_for(f.p_fake, threshold, band) for f in self.faces]
+        return [f.verdict(threshold, band) for f in self.faces]
 
     def verdict(self, threshold: float, band: float = 0.0) -> str:
-        return verdict_for(self.p_fake, threshold, band)
+        return self.worst.verdict(threshold, band)
 
 
 def thumbnail(rgb: np.ndarray, side: int) -> np.ndarray:
@@ -272,7 +317,7 @@ def annotate(score: ImageScore, threshold: float, band: float = 0.0) -> np.ndarr
         x0, y0 = round(x * s), round(y * s)
         x1, y1 = min(img.width - 1, round((x + w) * s) - 1), min(img.height - 1, round((y + h) * s) - 1)
         draw.rectangle([x0, y0, x1, y1], outline=colour, width=width)
-        label = f"{i + 1}: {verdict} {face.p_fake:.2f}"
+        label = f"{i + 1}: {verdict}" if verdict in NOT_JUDGED else f"{i + 1}: {verdict} {face.p_fake:.2f}"
         tb = draw.textbbox((0, 0), label, font=font)
         tw, th = tb[2] - tb[0], tb[3] - tb[1]
         ty = y0 - th - 2 * width if y0 - th - 2 * width >= 0 else y0 + width
@@ -293,7 +338,9 @@ def correct(verdict: str, label: str) -> bool | None:
 def results_frame(scores: list[ImageScore | dict], threshold: float, band: float = 0.0, *,
                   labels: list[str] | None = None, thumbnails: bool = False) -> pd.DataFrame:
     """One row per image: file, faces, p_fake, verdict, model, ms, error. An entry that is a
-    dict ({"file": ..., "error": ...}) is a file that could not be read.
+    dict ({"file": ..., "error": ...}) is a file that could not be read. When an image gets
+    NO FACE / CANNOT JUDGE (`inference.cannot_judge`), `reason` (after `verdict`) says why;
+    its p_fake is still given (the score on demand), but it is no verdict.
 
     `labels` (aligned with `scores`, "" when unknown) adds `label` after `file` and `correct`
     (True / False, empty when unknown or undecided) after `verdict`, when any is known.
@@ -307,14 +354,16 @@ def results_frame(scores: list[ImageScore | dict], threshold: float, band: float
         if isinstance(s, dict):
             rows.append({"file": s.get("file", ""), "faces": None, "p_fake": np.nan, "verdict": "ERROR",
                          "model": s.get("model", ""), "ms": np.nan, "error": s.get("error", ""),
-                         "thumbnail": None, "expert": "", "unfamiliar": None})
+                         "thumbnail": None, "expert": "", "unfamiliar": None, "reason": ""})
             continue
         rows.append({"file": s.name, "faces": 0 if s.no_face else len(s.faces), "p_fake": round(s.p_fake, 4),
-                     "verdict": s.verdict(threshold, band), "model": s.model_label,
+                     "verdict": s.verdict(threshold, band), "reason": s.reason, "model": s.model_label,
                      "ms": round(s.seconds * 1000, 1), "error": "",
                      "thumbnail": s.thumbnail_uri if thumbnails else None, "expert": _top_expert(s.worst.route),
                      "unfamiliar": None if s.worst.novelty is None else any(f.unfamiliar for f in s.faces)})
     columns = list(TABLE_COLUMNS)
+    if any(row["reason"] for row in rows):
+        columns.insert(columns.index("verdict") + 1, "reason")
     if any(row["expert"] for row in rows):
         columns.insert(columns.index("model") + 1, "expert")
     if any(row["unfamiliar"] is not None for row in rows):
@@ -339,6 +388,26 @@ def results_frame(scores: list[ImageScore | dict], threshold: float, band: float
     return df
 
 
+def readable_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """The results table as people read it (the page and the HTML report; the CSV keeps the
+    raw one): `correct` as "right" / "wrong" / "", `unfamiliar` as "yes" / "", `ms` as a whole
+    number, no P(fake) beside NO FACE / CANNOT JUDGE (it is no verdict: the image's details
+    and the CSV still give it), and nothing written for what is unknown (no None, NaN, False)."""
+    out = table.copy()
+    if "correct" in out:
+        out["correct"] = [("right" if bool(v) else "wrong") if not pd.isna(v) else "" for v in out["correct"]]
+    if "unfamiliar" in out:
+        out["unfamiliar"] = ["yes" if (not pd.isna(v) and bool(v)) else "" for v in out["unfamiliar"]]
+    if "ms" in out:
+        out["ms"] = out["ms"].round().astype("Int64")
+    if "p_fake" in out:
+        out.loc[out["verdict"].isin(NOT_JUDGED), "p_fake"] = np.nan
+    for col in ("reason", "error", "expert", "label"):
+        if col in out:
+            out[col] = out[col].fillna("")
+    return out
+
+
 def _top_expert(route: dict[str, float] | None) -> str:
     top = top_route(route)
     return "" if top is None else f"{top[0]} ({top[1]:.0%})"
@@ -346,7 +415,8 @@ def _top_expert(route: dict[str, float] | None) -> str:
 
 def label_accuracy(table: pd.DataFrame) -> dict | None:
     """How the verdicts of a results table (with `label` and `correct`) did on its labelled
-    rows: labelled, decided (REAL/FAKE), correct, uncertain, errors, accuracy (correct /
+    rows: labelled, decided (REAL/FAKE), correct, uncertain, not_judged (NO FACE / CANNOT
+    JUDGE), errors, accuracy (correct /
     decided, nan when none was decided) and its 95% interval accuracy_ci (Wilson: on a
     handful of images the rate alone says little). None when no row is labelled."""
     if "label" not in table.columns:
@@ -358,7 +428,9 @@ def label_accuracy(table: pd.DataFrame) -> dict | None:
     decided = int(right.notna().sum())
     n_right = int(right.fillna(False).sum())
     return {"labelled": len(rows), "decided": decided, "correct": n_right,
-            "uncertain": int((rows["verdict"] == UNCERTAIN).sum()), "errors": int((rows["verdict"] == "ERROR").sum()),
+            "uncertain": int((rows["verdict"] == UNCERTAIN).sum()),
+            "not_judged": int(rows["verdict"].isin(NOT_JUDGED).sum()),
+            "errors": int((rows["verdict"] == "ERROR").sum()),
             "accuracy": n_right / decided if decided else float("nan"),
             "accuracy_ci": significance.accuracy_interval(n_right, decided)}
 
@@ -384,32 +456,62 @@ def _img_tag(rgb: np.ndarray, alt: str, width: int | None = None) -> str:
     return f'<img src="{uri}" alt="{html.escape(alt)}"{w}>'
 
 
+def _html_table(table: pd.DataFrame) -> str:
+    """The results table as HTML: each header explains itself on hover (`COLUMN_HELP`), blanks
+    for what is unknown, P(fake) to 3 decimals, and a wrong verdict's row highlighted."""
+    esc = html.escape
+    shown = readable_frame(table)
+    head = "".join(f"<th title='{esc(COLUMN_HELP.get(c, ''))}'>{esc(c)}</th>" for c in shown.columns)
+    rows = []
+    for _, row in shown.iterrows():
+        cells = []
+        for c in shown.columns:
+            v = row[c]
+            text = "" if v is None or (not isinstance(v, str) and pd.isna(v)) else (
+                f"{v:.3f}" if c == "p_fake" else str(v))
+            cells.append(f"<td>{esc(text)}</td>")
+        wrong = " class='wrong'" if "correct" in shown and row["correct"] == "wrong" else ""
+        rows.append(f"<tr{wrong}>{''.join(cells)}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
 def html_report(scores: list[ImageScore | dict], threshold: float, band: float = 0.0, *,
                 title: str = "Deepfake Lab report", heatmap_alpha: float = 0.45,
-                labels: list[str] | None = None) -> str:
+                labels: list[str] | None = None, coverage: str = "") -> str:
     """A single HTML file (images embedded as base64 JPEG, no external links or scripts)
-    with the summary table and, per image, the annotated picture and every face."""
+    with the summary table (what each column means under it) and, per image, its verdict
+    with `coverage` (one line on what the model's verdicts cover, `coverage_text`) beside it,
+    the annotated picture and every face. NO FACE / CANNOT JUDGE say why, and give the score
+    only as a score the model cannot vouch for."""
     from detector import explain
 
     esc = html.escape
     colours = {k: "#%02x%02x%02x" % v for k, v in VERDICT_COLOURS.items()}
     table = results_frame(scores, threshold, band, labels=labels)
-    table = table.astype(object).where(table.notna(), "")  # blank, not "<NA>", for unread files
+    labels = labels if labels is not None and any(labels) else None
+    cover = f"<p class='cov'>{esc(coverage)}</p>" if coverage else ""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{esc(title)}</title><style>",
         "body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}section{margin:2em 0}"
-        ".v{color:#fff;padding:2px 6px;border-radius:4px;font-weight:600}.faces{display:flex;gap:1em;"
-        "flex-wrap:wrap}figure{margin:0;max-width:340px}.note{color:#555}.warn{color:#b45309}",
+        ".v{color:#fff;padding:4px 10px;border-radius:6px;font-weight:700;font-size:1.3em}.faces{display:flex;"
+        "gap:1em;flex-wrap:wrap}figure{margin:0;max-width:420px}.note{color:#555}.warn{color:#b45309}"
+        "tr.wrong td{background:#fee2e2}.cov{color:#555;font-size:.9em}dt{font-weight:600}",
         "</style></head><body>",
         f"<h1>{esc(title)}</h1>",
         f"<p>Created {datetime.now(timezone.utc).isoformat(timespec='seconds')}. Threshold "
         f"{threshold:.3f}, uncertainty band &plusmn;{band:.3f}. A verdict is a statistical aid, "
-        "not proof: the models can be wrong, especially on images unlike their training data.</p>",
-        table.to_html(index=False, escape=True),
+        "not proof: the models can be wrong, especially on images unlike their training data. "
+        "An image with no face, a face too small to judge, or a face unlike the training faces gets "
+        "NO FACE / CANNOT JUDGE instead of a verdict.</p>",
+        cover,
+        _html_table(table),
+        "<details><summary>What the columns mean</summary><dl>"
+        + "".join(f"<dt>{esc(c)}</dt><dd>{esc(COLUMN_HELP[c])}</dd>" for c in table.columns if c in COLUMN_HELP)
+        + "</dl></details>",
     ]
-    for s in scores:
+    for k, s in enumerate(scores):
         if isinstance(s, dict):
             parts.append(f"<section><h2>{esc(str(s.get('file', '')))}</h2><p>Could not be read: "
                          f"{esc(str(s.get('error', '')))}</p></section>")
@@ -417,20 +519,34 @@ def html_report(scores: list[ImageScore | dict], threshold: float, band: float =
         verdict = s.verdict(threshold, band)
         parts.append(f"<section><h2>{esc(s.name)} <span class='v' style='background:{colours[verdict]}'>"
                      f"{verdict}</span></h2>")
-        parts.append(f"<p>P(fake) {s.p_fake:.3f} &middot; model {esc(s.model_label)} &middot; "
-                     f"{s.seconds * 1000:.0f} ms &middot; {s.size[0]}&times;{s.size[1]} px</p>")
-        if s.note:
+        label = labels[k] if labels else ""
+        right = correct(verdict, label)
+        known = (f" &middot; label {esc(label)}" + ("" if right is None else (": right" if right else ": <b>wrong</b>"))
+                 if label else "")
+        score = (f"P(fake) {s.p_fake:.3f}" if s.judged else
+                 f"{esc(s.reason[0].upper() + s.reason[1:])}; score {s.p_fake:.3f}, not a verdict")
+        parts.append(f"<p>{score} &middot; model {esc(s.model_label)} &middot; "
+                     f"{s.seconds * 1000:.0f} ms &middot; {s.size[0]}&times;{s.size[1]} px{known}</p>")
+        parts.append(cover)
+        if s.note and s.judged:
             parts.append(f"<p class='note'>{esc(s.note)}</p>")
         parts.append(_img_tag(annotate(s, threshold, band), s.name, width=min(640, s.preview.shape[1])))
         parts.append("<div class='faces'>")
         for i, (f, v) in enumerate(zip(s.faces, s.verdicts(threshold, band)), start=1):
-            parts.append(f"<figure>{_img_tag(f.crop, f'face {i}', 160)}")
+            name = f"Face {i}" if f.kind == "face" else "Whole image"
+            parts.append(f"<figure>{_img_tag(f.crop, name, 200)}")
             if f.heatmap is not None:
-                parts.append(_img_tag(explain.overlay(f.crop, f.heatmap, heatmap_alpha), f"Grad-CAM {i}", 160))
+                parts.append(_img_tag(explain.overlay(f.crop, f.heatmap, heatmap_alpha), f"Grad-CAM {i}", 200))
             expert = f"<br>{esc(f.expert)}" if f.expert else ""
-            warning = f"<br><span class='warn'>&#9888; {esc(familiarity_text(f.novelty))}</span>" if f.unfamiliar else ""
-            parts.append(f"<figcaption>Face {i}: <b style='color:{colours[v]}'>{v}</b> "
-                         f"P(fake) {f.p_fake:.3f}{expert}{warning}</figcaption></figure>")
+            if f.refused:
+                detail = f" {esc(f.reason)} (score {f.p_fake:.3f}, not a verdict)"
+                warning = ""
+            else:
+                detail = f" P(fake) {f.p_fake:.3f}"
+                warning = (f"<br><span class='warn'>&#9888; {esc(familiarity_text(f.novelty))}</span>"
+                           if f.unfamiliar else "")
+            parts.append(f"<figcaption>{name}: <b style='color:{colours[v]}'>{v}</b>"
+                         f"{detail}{expert}{warning}</figcaption></figure>")
         parts.append("</div></section>")
     parts.append("</body></html>")
     return "\n".join(parts)

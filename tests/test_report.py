@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from detector import faces, report
-from detector.inference import FaceResult, ImageResult
+from detector import faces, inference, novelty, report
+from detector.inference import CANNOT_JUDGE, MIN_FACE_SIDE, NO_FACE, FaceResult, ImageResult
 
 
 class StubDetector:
@@ -120,9 +120,11 @@ def test_a_face_unlike_the_training_faces_is_flagged_in_table_faces_and_report(t
     # any unfamiliar face flags its image, even when the verdict comes from another face
     assert df["unfamiliar"].tolist()[:2] == [True, False] and pd.isna(df.loc[2, "unfamiliar"])
     assert list(report.faces_frame(s, 0.5)["novelty"]) == [2.5, 0.4]
+    # the unfamiliar face gets no verdict (CANNOT JUDGE, with the reason), the image's verdict is its other face's
+    assert s.verdicts(0.5) == [CANNOT_JUDGE, "FAKE"] and s.verdict(0.5) == "FAKE"
     page = report.html_report([s], 0.5)
-    assert page.count("unlike the faces the model was trained on (novelty 2.5") == 1
-    assert "unlike the faces" not in report.html_report([familiar], 0.5)
+    assert page.count("the face is unlike the faces the model was trained on (novelty 2.50") == 1
+    assert "the face is unlike the faces" not in report.html_report([familiar], 0.5)
     assert report.familiarity_text(None) == report.familiarity_text(1.0) == ""
     plain = report.score_image(two_faces, [StubDetector("m", [0.1, 0.95])])
     assert "unfamiliar" not in report.results_frame([plain], 0.5) and "novelty" not in report.faces_frame(plain, 0.5)
@@ -148,3 +150,92 @@ def test_probes_summary_names_each_probed_source_with_its_val_gain():
     assert "ffhq_stylegan" in line and "block3_project_bn, block8_project_bn (whole and mosaic views)" in line
     assert "0.931 -> 0.945" in line
     assert report.probes_summary({"training": {}}) == "" and report.probes_summary({}) == ""
+
+
+# --- NO FACE / CANNOT JUDGE -------------------------------------------------------------------
+
+def test_cannot_judge_rule_and_its_thresholds():
+    big = (0, 0, MIN_FACE_SIDE, MIN_FACE_SIDE + 40)
+    assert inference.cannot_judge("face", big) is None and inference.cannot_judge("face_crop", big) is None
+    verdict, why = inference.cannot_judge("no_face", (0, 0, 900, 600))
+    assert verdict == NO_FACE and "no face" in why
+    # the short side decides, one pixel under the limit is refused
+    small = (5, 5, MIN_FACE_SIDE - 1, MIN_FACE_SIDE + 40)
+    verdict, why = inference.cannot_judge("face", small)
+    assert verdict == CANNOT_JUDGE and f"{MIN_FACE_SIDE - 1} px" in why
+    assert inference.cannot_judge("face_crop", (0, 0, MIN_FACE_SIDE + 40, MIN_FACE_SIDE - 1))[0] == CANNOT_JUDGE
+    # novelty: at the limit still judged, above it refused; no reference (None) never refuses
+    assert inference.cannot_judge("face", big, novelty.LIMIT) is None
+    verdict, why = inference.cannot_judge("face", big, novelty.LIMIT + 0.01)
+    assert verdict == CANNOT_JUDGE and "unlike the faces" in why
+    assert inference.cannot_judge("face", big, None) is None
+    # no face comes first, then the size
+    assert inference.cannot_judge("no_face", (0, 0, 10, 10), 9.0)[0] == NO_FACE
+    assert "px" in inference.cannot_judge("face", small, 9.0)[1]
+    assert inference.judged_verdict(0.99, 0.5, 0.0, "no_face", big) == NO_FACE
+    assert inference.judged_verdict(0.99, 0.5, 0.0, "face", big) == "FAKE"
+
+
+def test_an_image_without_a_face_gets_no_face_not_a_verdict(monkeypatch):
+    rgb = np.full((300, 450, 3), 120, np.uint8)
+    monkeypatch.setattr(report.faces_mod, "find_faces", lambda img: [faces.whole_image_region(img, "no_face")])
+    cat = report.score_image(rgb, [StubDetector("m", [0.92])], name="cat.jpg")
+    assert cat.verdict(0.5) == NO_FACE and not cat.judged and "no face" in cat.reason
+    assert cat.p_fake == pytest.approx(0.92)  # the score is kept, on demand
+    df = report.results_frame([cat], 0.5, labels=["fake"])
+    assert df.loc[0, "verdict"] == NO_FACE and "no face" in df.loc[0, "reason"] and df.loc[0, "p_fake"] == 0.92
+    assert pd.isna(df.loc[0, "correct"])  # never right or wrong
+    acc = report.label_accuracy(df)
+    assert acc["decided"] == 0 and acc["not_judged"] == 1
+    assert pd.isna(report.readable_frame(df).loc[0, "p_fake"])  # no score beside it in the table people read
+    page = report.html_report([cat], 0.5)
+    assert f">{NO_FACE}</span>" in page and "score 0.920, not a verdict" in page
+    assert ">FAKE<" not in page and "P(fake) 0.920" not in page
+    img = report.annotate(cat, 0.5)
+    assert tuple(img[cat.preview.shape[0] // 2, 0]) == report.VERDICT_COLOURS[NO_FACE]
+
+
+def test_a_face_too_small_is_not_judged_and_the_image_rests_on_its_other_faces(monkeypatch):
+    rgb = np.full((600, 800, 3), 90, np.uint8)
+    side = MIN_FACE_SIDE - 4
+
+    def find(img):
+        return [faces.FaceRegion((10, 10, side, side), (12, 12, side - 4, side - 4), 0.99, "face",
+                                 img[10:10 + side, 10:10 + side].copy()),
+                faces.FaceRegion((300, 100, 200, 200), (320, 120, 160, 160), 0.99, "face",
+                                 img[100:300, 300:500].copy())]
+
+    monkeypatch.setattr(report.faces_mod, "find_faces", find)
+    s = report.score_image(rgb, [StubDetector("m", [0.97, 0.2])])
+    assert s.verdicts(0.5) == [CANNOT_JUDGE, "REAL"]
+    assert s.verdict(0.5) == "REAL" and s.p_fake == pytest.approx(0.2) and s.reason == ""
+    # all faces too small: the image cannot be judged, and is counted in neither REAL nor FAKE
+    monkeypatch.setattr(report.faces_mod, "find_faces", lambda img: find(img)[:1])
+    only_small = report.score_image(rgb, [StubDetector("m", [0.97])])
+    df = report.results_frame([s, only_small], 0.5)
+    assert list(df["verdict"]) == ["REAL", CANNOT_JUDGE]
+    assert df.loc[0, "reason"] == "" and f"{side} px" in df.loc[1, "reason"]
+
+
+def test_readable_table_marks_wrong_rows_and_the_report_carries_the_coverage_line(two_faces):
+    fake = report.score_image(two_faces, [StubDetector("m", [0.1, 0.95])], name="a.jpg")
+    real = report.score_image(two_faces, [StubDetector("m", [0.1, 0.2])], name="b.jpg")
+    bad = {"file": "bad.png", "error": "not an image file", "model": "m"}
+    labels = ["real", "real", ""]
+    df = report.results_frame([fake, real, bad], 0.5, labels=labels)
+    shown = report.readable_frame(df)
+    assert list(shown["correct"]) == ["wrong", "right", ""]
+    assert shown["ms"].dtype == "Int64"
+    line = report.coverage_text({"coverage": {"trained_on": ["face swaps"]}})
+    page = report.html_report([fake, real, bad], 0.5, labels=labels, coverage=line)
+    assert page.count("<tr class='wrong'>") == 1 and re.search(r"<tr class='wrong'><td>a\.jpg</td>", page)
+    assert page.count(html_escape(line)) == 3  # once on top, once beside each verdict
+    assert "None" not in page and "False" not in page and "True" not in page and "nan" not in page.lower()
+    assert "label real: <b>wrong</b>" in page and "label real: right" in page
+    assert "What the columns mean" in page
+
+
+def html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
