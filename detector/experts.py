@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from detector import data, probes, store, training, zoo
+from detector import batching, data, probes, store, training, zoo
 
 
 def _same_settings(card: dict, cfg: training.TrainConfig) -> bool:
@@ -124,16 +124,6 @@ def assemble(experts: list, sources: list[str], calibrations: list[tuple[float, 
     return keras.Model(trunk_model.input, out, name=name)
 
 
-def router_output(model):
-    """(the router's softmax output, the sources in router order) of an assembled experts
-    model, None for any other: serving takes it from the same forward pass as P(fake), so
-    showing which expert judged a face costs nothing."""
-    names = {layer.name for layer in model.layers}
-    if "router" not in names or "mixture" not in names:
-        return None
-    return model.get_layer("router").output, list(model.get_layer("mixture").sources)
-
-
 def expert_calibration(card: dict) -> tuple[float, float]:
     """(temperature, bias) for an expert inside `SourceMixture`: its own Platt fit, shifted so
     that its own val-chosen threshold lands on 0.5. Every expert then says "fake" exactly
@@ -148,14 +138,14 @@ def fit_router(model, pixels: np.ndarray, labels: np.ndarray, n_sources: int) ->
     the very features it will see when serving."""
     import keras
 
-    features = training.predict_outputs(keras.Model(model.input, model.get_layer("router_features").output), pixels)
+    features = batching.predict_outputs(keras.Model(model.input, model.get_layer("router_features").output), pixels)
     model.get_layer("router").set_weights(list(router_weights(features, labels, n_sources)))
 
 
 def router_accuracy(model, pixels: np.ndarray, labels: np.ndarray) -> float:
     import keras
 
-    gate = training.predict_outputs(keras.Model(model.input, model.get_layer("router").output), pixels)
+    gate = batching.predict_outputs(keras.Model(model.input, model.get_layer("router").output), pixels)
     return float(np.mean(np.argmax(gate, 1) == labels))
 
 
@@ -167,7 +157,7 @@ def fit_probes(cfg: training.TrainConfig, trunk_model, expert, layers: list[str]
 
     picks = {s: (frames[s]["source"] == source).to_numpy() for s in ("train", "val")}
     labels = {s: frames[s]["label"].to_numpy()[picks[s]] for s in picks}
-    branch_logit = probes.logit(training.predict_pixels(expert, pixels["val"][picks["val"]]))
+    branch_logit = probes.logit(batching.predict_pixels(expert, pixels["val"][picks["val"]]))
     probe_set = probes.fit(trunk_model, layers, pixels["train"][picks["train"]], labels["train"],
                            pixels["val"][picks["val"]], labels["val"], branch_logit)
     p = evaluation.sigmoid(probe_set.val_logit)

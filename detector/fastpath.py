@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-TFLITE_FILE = "model.tflite"
+from detector.runfolder import TFLITE as TFLITE_FILE
 
 
 def export(model, size: int, path: str | Path, feature_layers=None) -> Path:

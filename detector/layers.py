@@ -105,3 +105,14 @@ class Logit(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+def router_output(model):
+    """(the router's softmax output, the sources in router order) of an assembled experts
+    model (`detector.experts`: layers named "router" and "mixture"), None for any other:
+    serving takes it from the same forward pass as P(fake), so showing which expert judged a
+    face costs nothing. Here, beside `SourceMixture`, so serving need not import training."""
+    names = {layer.name for layer in model.layers}
+    if "router" not in names or "mixture" not in names:
+        return None
+    return model.get_layer("router").output, list(model.get_layer("mixture").sources)

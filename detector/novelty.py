@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-NOVELTY_FILE = "novelty.npz"
+from detector.runfolder import NOVELTY as NOVELTY_FILE
+
 QUANTILE = 0.99  # of validation distances: the limit of "familiar"
 LIMIT = 1.0  # a novelty above this is unfamiliar (every distance is divided by the val limit)
 
@@ -123,12 +124,12 @@ CHECK_MIN = 0.9  # a usable reference calls at least this share of the check ima
 def check_images(val_pixels: np.ndarray, n: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
     """Inputs no face detector should vouch for, made from val images: blurred until the face
     is a smear (sigma = size / 64 px, 4 px at 256) and pure noise."""
-    from detector import robustness
+    from detector import degrade
 
     rng = np.random.default_rng(seed)
     picks = val_pixels[rng.choice(len(val_pixels), min(n, len(val_pixels)), replace=False)]
     sigma = picks.shape[1] / 64
-    return {"blurred": np.stack([robustness.perturb(p, "gaussian_blur", sigma) for p in picks]),
+    return {"blurred": np.stack([degrade.perturb(p, "gaussian_blur", sigma) for p in picks]),
             "noise": rng.integers(0, 256, (n, *val_pixels.shape[1:]), dtype=np.uint8)}
 
 
@@ -174,7 +175,7 @@ def fit_folder(name_or_path, data_root: str | Path, require_check: bool = True) 
     in its predictions.csv (dropped when the reference is not kept). Returns the summary."""
     import pandas as pd
 
-    from detector import data, store, training, zoo
+    from detector import data, runfolder, store, zoo
 
     card = store.read_card(name_or_path)
     model = store.load_keras_model(card["dir"])
@@ -188,5 +189,5 @@ def fit_folder(name_or_path, data_root: str | Path, require_check: bool = True) 
     if preds is not None:
         by_image = {(s, rel): v for s, v_s in values.items() for rel, v in zip(frames[s]["rel"], v_s)}
         preds["novelty"] = [by_image.get((s, p), np.nan) for s, p in zip(preds["split"], preds["path"])]
-        training.write_predictions(preds if values else preds.drop(columns="novelty"), Path(card["dir"]))
+        runfolder.write_predictions(preds if values else preds.drop(columns="novelty"), Path(card["dir"]))
     return summary

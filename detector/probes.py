@@ -148,10 +148,10 @@ def trunk_maps(model, layers: list[str], views=("whole",), name: str = "fit"):
 
 def maps_of(net, pixels: np.ndarray) -> list[np.ndarray]:
     """Flattened maps of uint8 images, in order (one array per output of `trunk_maps`),
-    through the same input path as training (`training.predict_outputs`)."""
-    from detector import training
+    through the same input path as training (`batching.predict_outputs`)."""
+    from detector import batching
 
-    out = training.predict_outputs(net, pixels)
+    out = batching.predict_outputs(net, pixels)
     return list(out) if isinstance(out, (list, tuple)) else [out]
 
 

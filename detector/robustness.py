@@ -24,46 +24,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageFilter
 
-from detector import data, evaluation, images, novelty, store
+from detector import data, evaluation, images, novelty, runfolder, store
+from detector.degrade import PERTURBATIONS, is_identity, perturb
 
-PERTURBATIONS: dict[str, tuple] = {
-    "jpeg_quality": ("none", 95, 80, 60, 45, 30, 15),
-    "downscale": (1.0, 0.75, 0.5, 0.25, 0.125),
-    "gaussian_blur": (0, 0.5, 1, 2, 4, 8),
-}
 COLUMNS = ["perturbation", "level", "n", "accuracy", "auc", "unfamiliar", "accuracy_familiar"]
-CSV_NAME = "robustness.csv"
+CSV_NAME = runfolder.ROBUSTNESS
 DEFAULT_N = 400
 
 
 def default_data_dir() -> Path:
     return store.SHARED_DATA
-
-
-def is_identity(kind: str, level) -> bool:
-    if kind == "jpeg_quality":
-        return level in (None, "none")
-    if kind == "downscale":
-        return float(level) == 1.0
-    if kind == "gaussian_blur":
-        return float(level) == 0.0
-    raise ValueError(f"unknown perturbation {kind!r}; known: {', '.join(PERTURBATIONS)}")
-
-
-def perturb(rgb: np.ndarray, kind: str, level) -> np.ndarray:
-    """One decoded RGB image degraded by `kind` at `level` (same size as the input)."""
-    if is_identity(kind, level):
-        return rgb
-    if kind == "jpeg_quality":
-        return images.decode_image(images.encode_jpeg(rgb, int(level)))
-    height, width = rgb.shape[:2]
-    if kind == "downscale":
-        small = images.resize_to(rgb, (max(1, round(width * float(level))), max(1, round(height * float(level)))))
-        return images.resize_to(small, (width, height))
-    blurred = Image.fromarray(rgb).filter(ImageFilter.GaussianBlur(radius=float(level)))  # radius = sigma
-    return np.asarray(blurred)
 
 
 def sample_frame(frame: pd.DataFrame, n: int | None, seed: int = 42) -> pd.DataFrame:

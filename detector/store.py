@@ -7,18 +7,18 @@ pages draw from them alone); only `load_keras_model` imports Keras. Models load 
 from __future__ import annotations
 
 import functools
-import json
 import os
 from pathlib import Path
 
 import pandas as pd
 
+from detector import runfolder
+from detector.runfolder import CARD, FOLDS, HISTORY, MODEL_FILE, PREDICTIONS  # the contract's names, re-exported
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = Path(os.environ.get("DEEPFAKE_LAB_MODELS", REPO_ROOT / "models"))  # env: tests, other dirs
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"  # the labelled data beside the repo, when present
 DEFAULT_FILE = "DEFAULT"  # models/DEFAULT holds the default model's folder name
-CARD, HISTORY, PREDICTIONS, FOLDS, MODEL_FILE = (
-    "card.json", "history.csv", "predictions.csv", "folds.csv", "model.keras")
 
 
 class ModelNotFoundError(LookupError):
@@ -64,7 +64,7 @@ def resolve(name_or_path: str | Path | None = None, root: Path = MODELS_DIR) -> 
 
 def read_card(name_or_path: str | Path | None = None) -> dict:
     folder = resolve(name_or_path)
-    card = json.loads((folder / CARD).read_text())
+    card = runfolder.read_card(folder)
     # The folder name is the handle `--model NAME` resolves, so it is the name shown
     # everywhere, even when a run folder was copied or renamed after training.
     card["name"] = folder.name
@@ -76,13 +76,8 @@ def update_card(name_or_path, **fields) -> dict:
     """Merge `fields` into a model's card.json on disk (the stored card, without the
     `name`/`dir` that read_card adds) and return the stored card. The one way derived
     results (calibration, fast path, bench) are recorded beside a trained model."""
-    from detector.evaluation import to_jsonable
-
-    path = resolve(name_or_path) / CARD
-    raw = json.loads(path.read_text())
-    raw.update(fields)
-    path.write_text(json.dumps(to_jsonable(raw), indent=2))
-    return raw
+    folder = resolve(name_or_path)
+    return runfolder.write_card(folder, {**runfolder.read_card(folder), **fields})
 
 
 def list_cards(root: Path = MODELS_DIR) -> list[dict]:
@@ -91,8 +86,7 @@ def list_cards(root: Path = MODELS_DIR) -> list[dict]:
 
 
 def _read_csv(name_or_path, filename: str) -> pd.DataFrame | None:
-    path = resolve(name_or_path) / filename
-    return pd.read_csv(path) if path.is_file() else None
+    return runfolder.read_csv(resolve(name_or_path), filename)
 
 
 def read_history(name_or_path=None) -> pd.DataFrame | None:

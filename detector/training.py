@@ -1,5 +1,5 @@
 """The fit loop behind `train.py`: one recipe for every model of the zoo, writing the run
-folder the dashboard reads (ARCHITECTURE section 3):
+folder the dashboard reads (`detector.runfolder`, docs/architecture.md):
 
     model.keras, card.json, history.csv, predictions.csv (+ folds.csv with k-fold)
 
@@ -11,7 +11,6 @@ saved model is still the whole network.
 """
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import sys
@@ -23,7 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from detector import data, evaluation, novelty, store, zoo
+from detector import data, evaluation, novelty, runfolder, store, zoo
+from detector.batching import predict_pixels
+from detector.runfolder import write_predictions
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def _callbacks(out: Path, phase: str, offset: list[int], patience: int, append: 
         keras.callbacks.ModelCheckpoint(str(out / "checkpoints" / f"best_{phase}.weights.h5"),
                                         monitor=monitor, mode="max", save_best_only=True,
                                         save_weights_only=True),
-        _history_logger(out / "history.csv", phase, offset, append),
+        _history_logger(out / runfolder.HISTORY, phase, offset, append),
     ]
 
 
@@ -368,17 +369,6 @@ def _run_phases(model, trainer, phases, train_data, val_data, val_labels, cfg: T
     return {"phases": done, **averaged}
 
 
-def predict_outputs(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """The model's outputs on uint8 pixels, through the same input path as training."""
-    return model.predict(data.make_dataset(x, np.zeros(len(x)), batch_size=batch_size)
-                         .map(lambda im, _y: im), verbose=0)
-
-
-def predict_pixels(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Raw P(fake) of the whole model on uint8 pixels (what serving computes)."""
-    return predict_outputs(model, x, batch_size).reshape(-1).astype("float64")
-
-
 # --- the run folder ---------------------------------------------------------------------
 
 def kept_epoch(history: pd.DataFrame) -> dict:
@@ -479,7 +469,7 @@ def run_kfold(cfg: TrainConfig, spec, frame: pd.DataFrame, x: np.ndarray, out: P
         preds.append(_relative(frame.iloc[ho]).assign(split="cv", fold=k, p_raw=p, p_fake=p))
         del model
         keras.backend.clear_session()
-    pd.DataFrame(rows).to_csv(out / "folds.csv", index=False)
+    pd.DataFrame(rows).to_csv(out / runfolder.FOLDS, index=False)
     return pd.concat(preds, ignore_index=True)
 
 
@@ -505,26 +495,11 @@ def calibrate(preds: pd.DataFrame) -> tuple[dict, pd.DataFrame, dict]:
     return calib, preds, evaluation.to_jsonable(metrics)
 
 
-def write_predictions(preds: pd.DataFrame, out: Path) -> None:
-    """predictions.csv: split, path, source, label (real/fake), p_fake, p_raw (+ novelty when
-    the model has a novelty reference, + fold)."""
-    preds = preds.copy()
-    if pd.api.types.is_numeric_dtype(preds["label"]):
-        preds["label"] = preds["label"].map(dict(enumerate(data.CLASS_NAMES)))
-    cols = ["split", "path", "source", "label", "p_fake", "p_raw"]
-    if "novelty" in preds:
-        cols.append("novelty")
-    if "fold" in preds:
-        preds["fold"] = preds["fold"].astype("Int64")
-        cols.append("fold")
-    preds[cols].to_csv(out / "predictions.csv", index=False, float_format="%.6f")
-
-
 def recalibrate(folder: str | Path) -> dict:
     """Refit calibration and threshold of a finished run from its stored val predictions
     (no retraining, no images needed) and rewrite its card and predictions.csv."""
     folder = Path(folder)
-    preds = pd.read_csv(folder / "predictions.csv", keep_default_na=False)
+    preds = pd.read_csv(folder / runfolder.PREDICTIONS, keep_default_na=False)
     preds["label"] = preds["label"].map({n: i for i, n in enumerate(data.CLASS_NAMES)})
     scored = preds[preds["split"].isin(["val", "test"])]
     calib, scored, metrics = calibrate(scored)
@@ -540,9 +515,9 @@ def load_run_weights(model, run: str | Path) -> None:
     from detector import layers  # noqa: F401  (custom layers)
 
     path = Path(run)
-    path = path / store.MODEL_FILE if path.is_dir() else path
+    path = path / runfolder.MODEL_FILE if path.is_dir() else path
     if not path.is_file():
-        raise FileNotFoundError(f"--init-from: no {store.MODEL_FILE} at {path}")
+        raise FileNotFoundError(f"--init-from: no {runfolder.MODEL_FILE} at {path}")
     source = keras.saving.load_model(path, compile=False, safe_mode=True)
     mine, theirs = model.get_weights(), source.get_weights()
     if [w.shape for w in mine] != [w.shape for w in theirs]:
@@ -589,7 +564,7 @@ def train(cfg: TrainConfig) -> dict:
     cfg.img_size = size
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "history.csv").unlink(missing_ok=True)
+    (out / runfolder.HISTORY).unlink(missing_ok=True)
     keras.utils.set_random_seed(cfg.seed)
 
     root = Path(cfg.data).expanduser().resolve()
@@ -612,7 +587,8 @@ def train(cfg: TrainConfig) -> dict:
     fitted = fit(model, spec, cfg, out, _xyw(frames["train"], pixels["train"], cfg, training=True),
                  _xyw(frames["val"], pixels["val"], cfg))
     fit_seconds = time.time() - t_fit
-    history = pd.read_csv(out / "history.csv") if (out / "history.csv").exists() else pd.DataFrame()
+    history = runfolder.read_csv(out, runfolder.HISTORY)
+    history = history if history is not None else pd.DataFrame()
     training = {
         **settings(cfg),
         **fitted,
@@ -645,7 +621,7 @@ def write_run(model, cfg: TrainConfig, architecture: str, description: str, grad
     preds = pd.concat([scored, cv_preds] if cv_preds is not None else [scored], ignore_index=True)
     write_predictions(preds, out)
 
-    model_path = out / "model.keras"
+    model_path = out / runfolder.MODEL_FILE
     save_for_serving(model, model_path)
     card = {
         "name": out.name,
@@ -670,5 +646,4 @@ def write_run(model, cfg: TrainConfig, architecture: str, description: str, grad
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
     }
-    (out / "card.json").write_text(json.dumps(evaluation.to_jsonable(card), indent=2))
-    return card
+    return runfolder.write_card(out, card)

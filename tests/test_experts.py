@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from detector import experts, training
+from detector import batching, experts, training
 from detector.training import TrainConfig
 
 
@@ -48,13 +48,13 @@ def test_assembled_model_is_the_router_weighted_mix_of_the_calibrated_experts(ex
         folder = summary["experts"][s]["folder"]
         expert = keras.saving.load_model(f"{folder}/model.keras", safe_mode=True, compile=False)
         expert_card = json.loads(open(f"{folder}/card.json").read())
-        p = np.clip(training.predict_pixels(expert, x), 1e-7, 1 - 1e-7)
+        p = np.clip(batching.predict_pixels(expert, x), 1e-7, 1 - 1e-7)
         calibrated.append(_sigmoid(np.log(p / (1 - p)) / expert_card["temperature"] + expert_card["bias"]))
     router = keras.Model(model.input, model.get_layer("router").output)
-    weights = training.predict_outputs(router, x)
+    weights = batching.predict_outputs(router, x)
     np.testing.assert_allclose(weights.sum(1), 1, atol=1e-5)
     expected = (weights * np.stack(calibrated, 1)).sum(1)
-    np.testing.assert_allclose(training.predict_pixels(model, x), expected, atol=2e-5)
+    np.testing.assert_allclose(batching.predict_pixels(model, x), expected, atol=2e-5)
 
     # the run folder is a normal one: calibrated and thresholded on the whole val split
     out = root / "routed"
@@ -248,7 +248,7 @@ def test_detector_tells_which_expert_judged_each_face(experts_run, tiny_dataset)
     x = data.load_pixels([str(p) for p in files], 32)
     scored = det.score(x)
     scores, gates = scored.p_fake, scored.route
-    raw = training.predict_pixels(store.load_keras_model(root / "routed"), x)
+    raw = batching.predict_pixels(store.load_keras_model(root / "routed"), x)
     np.testing.assert_allclose(scores, evaluation.apply_temperature(raw, det.temperature, det.bias), atol=1e-5)
     assert gates.shape == (6, 2)
     np.testing.assert_allclose(gates.sum(1), 1, atol=1e-5)
@@ -266,10 +266,10 @@ def test_detector_tells_which_expert_judged_each_face(experts_run, tiny_dataset)
 
 
 def test_a_single_network_has_no_router(tiny_run):
-    from detector import inference, store
+    from detector import inference, layers, store
 
     det = inference.Detector(tiny_run, use_fast_path=False)
-    assert det.sources is None and experts.router_output(store.load_keras_model(tiny_run)) is None
+    assert det.sources is None and layers.router_output(store.load_keras_model(tiny_run)) is None
     result = det.analyze(np.full((40, 40, 3), 128, np.uint8))
     assert all(f.route is None for f in result.faces)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from detector import experts, probes, training
+from detector import batching, experts, probes, training
 from tests.test_experts import _cfg, _sigmoid
 
 
@@ -71,8 +71,8 @@ def test_a_probe_sees_where_a_texture_is_and_the_blend_runs_inside_keras(tmp_pat
     blended.save(path)
     reloaded = keras.saving.load_model(path, safe_mode=True, compile=False)
     maps = probes.maps_of(probes.trunk_maps(model, ["maps"]), x_val)
-    expected = _sigmoid(fitted.blended_logit(probes.logit(training.predict_pixels(model, x_val)), maps))
-    np.testing.assert_allclose(training.predict_pixels(reloaded, x_val), expected, atol=1e-5)
+    expected = _sigmoid(fitted.blended_logit(probes.logit(batching.predict_pixels(model, x_val)), maps))
+    np.testing.assert_allclose(batching.predict_pixels(reloaded, x_val), expected, atol=1e-5)
 
 
 def test_experts_with_probes_blend_one_branch_and_calibrate_it_on_val(tiny_dataset, tmp_path_factory):
@@ -96,10 +96,10 @@ def test_experts_with_probes_blend_one_branch_and_calibrate_it_on_val(tiny_datas
     # the mixture's beta input is the probes' blend: sigmoid(blend . [branch logit, probe logits])
     x = data.load_pixels(sorted(str(p) for p in (tiny_dataset / "test").rglob("*.jpg"))[:12], 32)
     beta = keras.saving.load_model(f"{card['training']['experts']['beta']['folder']}/model.keras", compile=False)
-    logits = np.column_stack([probes.logit(training.predict_pixels(beta, x))] + [
-        training.predict_outputs(keras.Model(model.input, model.get_layer(f"probes_beta_{n}").output), x)[:, 0]
+    logits = np.column_stack([probes.logit(batching.predict_pixels(beta, x))] + [
+        batching.predict_outputs(keras.Model(model.input, model.get_layer(f"probes_beta_{n}").output), x)[:, 0]
         for n in names])
-    blended = training.predict_outputs(keras.Model(model.input, model.get_layer("probes_beta").output), x)[:, 0]
+    blended = batching.predict_outputs(keras.Model(model.input, model.get_layer("probes_beta").output), x)[:, 0]
     np.testing.assert_allclose(blended, _sigmoid(logits @ np.asarray(summary["beta"]["blend"])), atol=1e-5)
     assert {"temperature", "bias", "threshold"} <= set(summary["beta"])
 
