@@ -168,6 +168,7 @@ class FaceScore:
     heatmap: np.ndarray | None = field(default=None, repr=False)  # Grad-CAM of the first model
     route: dict[str, float] | None = None       # the first model's router weights (experts model)
     novelty: float | None = None                # the first model's novelty (detector.novelty)
+    stability: dict[str, float] | None = None   # P(fake) after each detector.stability perturbation
 
     @property
     def refused(self) -> tuple[str, str] | None:
@@ -206,6 +207,8 @@ class ImageScore:
     size: tuple[int, int]                        # original (width, height)
     preview: np.ndarray = field(repr=False)      # RGB, longest side <= PREVIEW_SIDE
     digest: str = ""
+    sha256: str = ""                             # of the file's bytes as received (detector.evidence.attach)
+    provenance: object = None                    # detector.provenance.Provenance (evidence.attach)
 
     @property
     def scale(self) -> float:
@@ -271,14 +274,19 @@ def thumbnail(rgb: np.ndarray, side: int) -> np.ndarray:
 
 
 def score_image(rgb: np.ndarray, detectors: list, *, gradcam: bool = False, name: str = "",
-                digest: str = "") -> ImageScore:
+                digest: str = "", stable: bool = False) -> ImageScore:
     """Find the faces once, score them with every detector (inference.Detector), and keep
-    what the page needs to show them. Grad-CAM is computed for the first detector only."""
+    what the page needs to show them. Grad-CAM is computed for the first detector only.
+    `stable` also re-scores each face under detector.stability's perturbations."""
     if not detectors:
         raise ValueError("score_image needs at least one detector")
     t0 = time.perf_counter()
     regions = faces_mod.find_faces(rgb)
     results = [d.analyze(rgb, regions=regions, gradcam=gradcam and i == 0) for i, d in enumerate(detectors)]
+    perturbed = [None] * len(regions)
+    if stable:
+        from detector import stability
+        perturbed = stability.rescore(rgb, regions, detectors)
     seconds = time.perf_counter() - t0
     out = []
     for j, region in enumerate(regions):
@@ -290,7 +298,7 @@ def score_image(rgb: np.ndarray, detectors: list, *, gradcam: bool = False, name
             scores={r.model: float(r.faces[j].p_fake) for r in results},
             crop=thumbnail(region.crop, CROP_SIDE),
             heatmap=None if first.heatmap is None else np.asarray(first.heatmap, np.float32),
-            route=first.route, novelty=first.novelty))
+            route=first.route, novelty=first.novelty, stability=perturbed[j]))
     return ImageScore(name=name, faces=out, models=[r.model for r in results], seconds=seconds,
                       size=(int(rgb.shape[1]), int(rgb.shape[0])), preview=thumbnail(rgb, PREVIEW_SIDE),
                       digest=digest)
@@ -377,6 +385,14 @@ def results_frame(scores: list[ImageScore | dict], threshold: float, band: float
             row["correct"] = correct(row["verdict"], label)
         columns.insert(columns.index("file") + 1, "label")
         columns.insert(columns.index("verdict") + 1, "correct")
+    from detector import evidence
+    if evidence.has_evidence(scores):  # sha256, provenance, reconciled, reconciled_text (+ unstable)
+        for row, s in zip(rows, scores):
+            row.update({"sha256": s.get("sha256", ""), "provenance": "", "reconciled": "", "reconciled_text": "",
+                        "unstable": None} if isinstance(s, dict) else evidence.columns(s, threshold, band))
+        columns += ["sha256", "provenance", "reconciled", "reconciled_text"]
+        if any(row["unstable"] is not None for row in rows):
+            columns.insert(columns.index("verdict") + 1, "unstable")
     if thumbnails:
         columns.insert(0, "thumbnail")
     df = pd.DataFrame(rows, columns=columns)
@@ -385,6 +401,8 @@ def results_frame(scores: list[ImageScore | dict], threshold: float, band: float
         df["correct"] = df["correct"].astype("boolean")
     if "unfamiliar" in df:
         df["unfamiliar"] = df["unfamiliar"].astype("boolean")
+    if "unstable" in df:
+        df["unstable"] = df["unstable"].astype("boolean")
     return df
 
 
@@ -477,13 +495,16 @@ def _html_table(table: pd.DataFrame) -> str:
 
 def html_report(scores: list[ImageScore | dict], threshold: float, band: float = 0.0, *,
                 title: str = "Deepfake Lab report", heatmap_alpha: float = 0.45,
-                labels: list[str] | None = None, coverage: str = "") -> str:
+                labels: list[str] | None = None, coverage: str = "", custody: dict | None = None) -> str:
     """A single HTML file (images embedded as base64 JPEG, no external links or scripts)
     with the summary table (what each column means under it) and, per image, its verdict
     with `coverage` (one line on what the model's verdicts cover, `coverage_text`) beside it,
     the annotated picture and every face. NO FACE / CANNOT JUDGE say why, and give the score
-    only as a score the model cannot vouch for."""
-    from detector import explain
+    only as a score the model cannot vouch for. Each image gets its evidence panel
+    (detector.evidence) when its provenance was read; `custody` (detector.custody.block) is
+    shown under the title; the report ends with the SHA-256 of its own content above it."""
+    from detector import custody as custody_mod
+    from detector import evidence, explain
 
     esc = html.escape
     colours = {k: "#%02x%02x%02x" % v for k, v in VERDICT_COLOURS.items()}
@@ -506,9 +527,12 @@ def html_report(scores: list[ImageScore | dict], threshold: float, band: float =
         "An image with no face, a face too small to judge, or a face unlike the training faces gets "
         "NO FACE / CANNOT JUDGE instead of a verdict.</p>",
         cover,
+        ("<p class='note'>Chain of custody: " + "<br>".join(esc(x) for x in custody_mod.lines(custody)) + "</p>"
+         if custody else ""),
         _html_table(table),
         "<details><summary>What the columns mean</summary><dl>"
-        + "".join(f"<dt>{esc(c)}</dt><dd>{esc(COLUMN_HELP[c])}</dd>" for c in table.columns if c in COLUMN_HELP)
+        + "".join(f"<dt>{esc(c)}</dt><dd>{esc({**COLUMN_HELP, **evidence.COLUMN_HELP}[c])}</dd>"
+                  for c in table.columns if c in COLUMN_HELP or c in evidence.COLUMN_HELP)
         + "</dl></details>",
     ]
     for k, s in enumerate(scores):
@@ -547,6 +571,9 @@ def html_report(scores: list[ImageScore | dict], threshold: float, band: float =
                            if f.unfamiliar else "")
             parts.append(f"<figcaption>{name}: <b style='color:{colours[v]}'>{v}</b>"
                          f"{detail}{expert}{warning}</figcaption></figure>")
-        parts.append("</div></section>")
+        parts.append("</div>")
+        if getattr(s, "provenance", None) is not None or any(f.stability for f in s.faces):
+            parts.append(evidence.panel_html(s, threshold, band))
+        parts.append("</section>")
     parts.append("</body></html>")
-    return "\n".join(parts)
+    return custody_mod.seal_html("\n".join(parts))

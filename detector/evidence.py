@@ -1,0 +1,111 @@
+"""One evidence panel per image: the model verdict beside what the file itself says.
+
+The Detect page, the HTML report, the PDF report and the results table all draw from here,
+so they say the same thing:
+
+* `attach(score, data)` puts the file's SHA-256 (of the bytes as received) and its
+  provenance findings (`detector.provenance.read`) on a `report.ImageScore`;
+* `panel(score, threshold, band)` is the panel as plain data: verdict, P(fake), every
+  provenance finding, the C2PA outcome and trust list, the reconciled line
+  (`provenance.reconcile`, the one set of rules) and each face's stability;
+* `columns(...)` is the table/CSV view of it (sha256, provenance, reconciled,
+  reconciled_text, and `unstable` when the stability check ran);
+* `panel_html(...)` is the HTML report's rendering.
+"""
+from __future__ import annotations
+
+import html
+
+from detector import custody, provenance, stability
+
+RECONCILED_LABELS = {
+    provenance.DECLARED_AI: "declared AI-generated",
+    provenance.DECLARED_CAPTURE: "declared camera capture",
+    provenance.CONFLICT: "conflict: review",
+    provenance.NO_CLAIM: "no claim either way",
+}
+COLUMN_HELP = {
+    "sha256": "SHA-256 of the file's bytes as received (a zip member: of the member)",
+    "provenance": "what the file's own metadata says: C2PA Content Credentials, XMP DigitalSourceType, "
+                  "generator chunks / EXIF (unreadable: why, when a block could not be read)",
+    "reconciled": "declared_ai, declared_capture, conflict or none (docs/evidence.md)",
+    "reconciled_text": "the model verdict and the provenance on one line",
+    "unstable": "the verdict crosses the threshold after a JPEG q70 re-save, a 0.5x down-and-up scale or a "
+                "small crop shift",
+}
+
+
+def attach(score, data: bytes, trust_anchors: str | None = None):
+    """`score` (report.ImageScore) with `sha256` and `provenance` read from `data`; returns it."""
+    score.sha256 = custody.sha256(data)
+    score.provenance = provenance.read(data, trust_anchors=trust_anchors)
+    return score
+
+
+def face_stability(score, threshold: float) -> list[str]:
+    """Per face, "UNSTABLE: 0.62 -> jpeg70 0.41, ..." / "stable: ..." ("" when not checked)."""
+    return [stability.text(f.p_fake, getattr(f, "stability", None), threshold) for f in score.faces]
+
+
+def unstable(score, threshold: float) -> bool | None:
+    """Whether any face's verdict is unstable; None when the check did not run."""
+    checked = [f for f in score.faces if getattr(f, "stability", None)]
+    if not checked:
+        return None
+    return any(stability.unstable(f.p_fake, f.stability, threshold) for f in checked)
+
+
+def panel(score, threshold: float, band: float = 0.0) -> dict:
+    """The evidence panel of one image as plain data (see the module docstring)."""
+    prov = getattr(score, "provenance", None)
+    verdict = score.verdict(threshold, band)
+    code, text = provenance.reconcile(prov, verdict)
+    return {"verdict": verdict, "p_fake": score.p_fake, "model": score.model_label,
+            "sha256": getattr(score, "sha256", ""),
+            "c2pa": prov.c2pa if prov else provenance.NONE,
+            "c2pa_text": provenance.C2PA_TEXT[prov.c2pa if prov else provenance.NONE],
+            "trust_list": prov.trust_list if prov else "",
+            "findings": [(f.source, f.text, f.declares) for f in prov.findings] if prov else [],
+            "reconciled": code, "reconciled_label": RECONCILED_LABELS[code], "reconciled_text": text,
+            "stability": face_stability(score, threshold), "unstable": unstable(score, threshold)}
+
+
+def columns(score, threshold: float, band: float = 0.0) -> dict:
+    """The results table's evidence columns of one image."""
+    p = panel(score, threshold, band)
+    prov = getattr(score, "provenance", None)
+    return {"sha256": p["sha256"], "provenance": prov.summary() if prov else "",
+            "reconciled": p["reconciled"], "reconciled_text": p["reconciled_text"], "unstable": p["unstable"]}
+
+
+def has_evidence(scores) -> bool:
+    """Whether any image of a batch carries provenance (the table then shows its columns)."""
+    return any(getattr(s, "provenance", None) is not None for s in scores if not isinstance(s, dict))
+
+
+COLOURS = {provenance.DECLARED_AI: "#b91c1c", provenance.CONFLICT: "#b45309",
+           provenance.DECLARED_CAPTURE: "#15803d", provenance.NO_CLAIM: "#475569"}
+
+
+def panel_html(score, threshold: float, band: float = 0.0) -> str:
+    """The evidence panel of one image as an HTML fragment (no scripts, no external links)."""
+    esc = html.escape
+    p = panel(score, threshold, band)
+    items = "".join(f"<li>{esc(text)}{' <b>(declares AI)</b>' if d == 'ai' else ''}"
+                    f"{' <b>(declares capture)</b>' if d == 'capture' else ''}</li>"
+                    for _, text, d in p["findings"]) or \
+        "<li>No provenance metadata (most platforms strip it on upload: this says nothing either way).</li>"
+    stab = "".join(f"<li>Face {i}: {'<b>' + esc(t) + '</b>' if t.startswith('UNSTABLE') else esc(t)}</li>"
+                   for i, t in enumerate(p["stability"], start=1) if t)
+    return ("<div class='evidence' style='border:1px solid #ccc;padding:8px;margin:8px 0'>"
+            "<h3 style='margin:0 0 4px'>Evidence</h3>"
+            f"<p><b>Model:</b> {esc(p['verdict'])} (P(fake) {p['p_fake']:.3f}, {esc(p['model'])})</p>"
+            f"<p><b>Content Credentials:</b> {esc(p['c2pa_text'])}. <span class='note'>Trust list: "
+            f"{esc(p['trust_list'])}.</span></p>"
+            f"<ul>{items}</ul>"
+            + (f"<p><b>Stability</b> (JPEG q70, 0.5x scale, crop shift):</p><ul>{stab}</ul>" if stab else "")
+            + f"<p><b style='color:{COLOURS[p['reconciled']]}'>Reconciled: {esc(p['reconciled_label'])}</b>"
+            f" &mdash; {esc(p['reconciled_text'])}</p>"
+            + (f"<p class='note'>SHA-256 of the file as received: <code>{esc(p['sha256'])}</code></p>"
+               if p["sha256"] else "")
+            + "</div>")
