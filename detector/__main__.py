@@ -30,18 +30,21 @@ def _expert_fields(route) -> dict:
 
 
 def cmd_predict(args) -> int:
-    """One row per face (or per image when it failed): a bad file never stops the rest."""
+    """One row per face (or per image when it failed): a bad file never stops the rest.
+    Faces are numbered from 1, left to right, as on the Detect page. `verdict` is REAL / FAKE,
+    or NO FACE / CANNOT JUDGE with the `reason` (`inference.cannot_judge`, the page's rule):
+    then `p_fake` is a score the model cannot vouch for."""
     import csv
 
     from detector import images, inference, novelty
 
     det = inference.load_detector(args.model)
-    fields = ["path", "face", "kind", "x", "y", "w", "h", "p_fake", "label", "error"]
+    fields = ["path", "face", "kind", "x", "y", "w", "h", "p_fake", "verdict", "reason", "error"]
     if det.sources:  # a source-experts model: which expert judged each face
-        fields[fields.index("label") + 1:fields.index("label") + 1] = ["expert", "expert_weight"]
+        fields[fields.index("reason") + 1:fields.index("reason") + 1] = ["expert", "expert_weight"]
     if det.familiarity is not None:  # how unlike the training faces each face is (> 1: unfamiliar)
         fields.insert(fields.index("error"), "novelty")
-    rows, scored = [], 0
+    rows, scored, not_judged = [], 0, 0
     for path in _expand(args.paths):
         try:
             result = det.analyze_source(path, threshold=args.threshold)
@@ -49,10 +52,11 @@ def cmd_predict(args) -> int:
             rows.append({"path": path, "error": str(exc)})
             continue
         scored += 1
-        for i, f in enumerate(result.faces):
+        not_judged += result.verdict in inference.NOT_JUDGED
+        for i, f in enumerate(result.faces, start=1):
             x, y, w, h = f.region.box
             rows.append({"path": path, "face": i, "kind": f.region.kind, "x": x, "y": y, "w": w, "h": h,
-                         "p_fake": round(f.p_fake, 4), "label": f.verdict, "error": "",
+                         "p_fake": round(f.p_fake, 4), "verdict": f.verdict, "reason": f.reason, "error": "",
                          "novelty": f.novelty, **_expert_fields(f.route)})
     writer = csv.DictWriter(sys.stdout, fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -65,7 +69,8 @@ def cmd_predict(args) -> int:
     unfamiliar = int(novelty.unfamiliar([r["novelty"] for r in rows if r.get("novelty") is not None]).sum())
     print(f"{scored} of {len(set(r['path'] for r in rows))} images scored with {det.name} "
           f"(threshold {det.threshold if args.threshold is None else args.threshold:.3f})"
-          + (f"; {unfamiliar} face(s) unlike the training faces (novelty > 1): treat their verdicts with caution"
+          + (f"; {not_judged} image(s) NO FACE / CANNOT JUDGE (see reason)" if not_judged else "")
+          + (f"; {unfamiliar} face(s) unlike the training faces (novelty > 1): CANNOT JUDGE"
              if unfamiliar else ""), file=sys.stderr)
     return 0 if scored else 1
 

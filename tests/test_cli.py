@@ -79,16 +79,17 @@ def test_predict_reports_bad_files_and_scores_good_ones(inbox, tiny_run, tmp_pat
     assert "corrupt" in by_name["broken.jpg"][0]["error"] or "truncated" in by_name["broken.jpg"][0]["error"]
     assert "not an image" in by_name["notes.png"][0]["error"]
     (good,) = by_name["good.jpg"]
-    assert good["error"] == "" and good["kind"] == "no_face"
+    assert good["error"] == "" and good["kind"] == "no_face" and good["face"] == "1"
     assert (int(good["x"]), int(good["y"]), int(good["w"]), int(good["h"])) == (0, 0, 56, 40)
     p = float(good["p_fake"])
     assert 0.0 <= p <= 1.0
     det = inference.load_detector(str(tiny_run))
     expected = det.analyze_source(inbox / "good.jpg")
     assert p == pytest.approx(expected.p_fake, abs=1e-4)
-    assert good["label"] == expected.verdict
+    # no face: no REAL/FAKE, the reason instead (the score is still given)
+    assert good["verdict"] == expected.verdict == inference.NO_FACE and "no face" in good["reason"]
     assert ("novelty" in good) == (det.familiarity is not None)  # a column only with a reference
-    assert "1 of 3 images scored" in captured.err
+    assert "1 of 3 images scored" in captured.err and "1 image(s) NO FACE / CANNOT JUDGE" in captured.err
 
     # --csv writes the same rows
     with open(out_csv, newline="") as fh:
@@ -109,6 +110,32 @@ def test_predict_writes_each_faces_novelty_when_the_model_has_a_reference(inbox,
     assert said == (float(row["novelty"]) > 1)
 
 
+def test_predict_gives_cannot_judge_to_a_small_or_unfamiliar_face(inbox, tiny_run_novel, capfd, tmp_path, monkeypatch):
+    """A face region under MIN_FACE_SIDE px, or one the novelty check calls unfamiliar, is
+    CANNOT JUDGE with its reason; a big familiar one gets REAL/FAKE (faces stubbed: no MTCNN)."""
+    from detector import faces
+
+    def one_face(side):
+        def find(rgb):
+            return [faces.FaceRegion((0, 0, side, side), (2, 2, side - 4, side - 4), 0.99, "face",
+                                     rgb[:side, :side].copy())]
+        return find
+
+    path = tmp_path / "photo.png"
+    Image.fromarray(_gradient(200, 240)).save(path)
+    monkeypatch.setattr(faces, "find_faces", one_face(inference.MIN_FACE_SIDE - 1))
+    assert main(["predict", str(path), "--model", str(tiny_run_novel)]) == 0
+    (row,) = _rows(capfd.readouterr().out)
+    assert row["verdict"] == inference.CANNOT_JUDGE and f"{inference.MIN_FACE_SIDE - 1} px" in row["reason"]
+    monkeypatch.setattr(faces, "find_faces", one_face(inference.MIN_FACE_SIDE + 100))
+    assert main(["predict", str(path), "--model", str(tiny_run_novel)]) == 0
+    (row,) = _rows(capfd.readouterr().out)
+    if float(row["novelty"]) > 1:
+        assert row["verdict"] == inference.CANNOT_JUDGE and "unlike the faces" in row["reason"]
+    else:
+        assert row["verdict"] in (inference.REAL, inference.FAKE) and row["reason"] == ""
+
+
 def test_predict_fails_when_nothing_scored(inbox, tiny_run, tmp_path, capfd):
     rc = main(["predict", str(inbox / "broken.jpg"), str(inbox / "notes.png"),
                str(tmp_path / "missing.jpg"), "--model", str(tiny_run)])
@@ -118,11 +145,17 @@ def test_predict_fails_when_nothing_scored(inbox, tiny_run, tmp_path, capfd):
     assert "not found" in rows[2]["error"]
 
 
-def test_predict_threshold_override(inbox, tiny_run, capfd):
-    assert main(["predict", str(inbox / "good.jpg"), "--model", str(tiny_run), "--threshold", "0"]) == 0
-    assert _rows(capfd.readouterr().out)[0]["label"] == inference.FAKE
-    assert main(["predict", str(inbox / "good.jpg"), "--model", str(tiny_run), "--threshold", "1.01"]) == 0
-    assert _rows(capfd.readouterr().out)[0]["label"] == inference.REAL
+def test_predict_threshold_override(tiny_run, capfd, tmp_path, monkeypatch):
+    from detector import faces
+
+    # an image taken as one face crop (no MTCNN), big enough to be judged
+    monkeypatch.setattr(faces, "find_faces", lambda rgb: [faces.whole_image_region(rgb, "face_crop")])
+    path = tmp_path / "crop.png"
+    Image.fromarray(_gradient(inference.MIN_FACE_SIDE, inference.MIN_FACE_SIDE)).save(path)
+    assert main(["predict", str(path), "--model", str(tiny_run), "--threshold", "0"]) == 0
+    assert _rows(capfd.readouterr().out)[0]["verdict"] == inference.FAKE
+    assert main(["predict", str(path), "--model", str(tiny_run), "--threshold", "1.01"]) == 0
+    assert _rows(capfd.readouterr().out)[0]["verdict"] == inference.REAL
 
 
 # --- evaluate -----------------------------------------------------------------------------
