@@ -30,34 +30,58 @@ def _expert_fields(route) -> dict:
 
 
 def cmd_predict(args) -> int:
-    """One row per face (or per image when it failed): a bad file never stops the rest.
-    Faces are numbered from 1, left to right, as on the Detect page. `verdict` is REAL / FAKE,
-    or NO FACE / CANNOT JUDGE with the `reason` (`inference.cannot_judge`, the page's rule):
-    then `p_fake` is a score the model cannot vouch for."""
+    """One row per face (or per image when it failed): a bad file never stops the rest. Each
+    row carries the file's SHA-256, its provenance findings and the reconciled line
+    (detector.evidence), and the chain-of-custody columns (detector.custody); --pdf also
+    writes the PDF report, --stability re-scores each face under detector.stability."""
     import csv
 
-    from detector import images, inference, novelty
+    from detector import custody, evidence, images, inference, novelty, provenance, report, stability
 
     det = inference.load_detector(args.model)
-    fields = ["path", "face", "kind", "x", "y", "w", "h", "p_fake", "verdict", "reason", "error"]
+    threshold = det.threshold if args.threshold is None else args.threshold
+    fields = ["path", "face", "kind", "x", "y", "w", "h", "p_fake", "label", "error"]
     if det.sources:  # a source-experts model: which expert judged each face
-        fields[fields.index("reason") + 1:fields.index("reason") + 1] = ["expert", "expert_weight"]
+        fields[fields.index("label") + 1:fields.index("label") + 1] = ["expert", "expert_weight"]
     if det.familiarity is not None:  # how unlike the training faces each face is (> 1: unfamiliar)
         fields.insert(fields.index("error"), "novelty")
-    rows, scored, not_judged = [], 0, 0
+    if args.stability:
+        fields.insert(fields.index("error"), "unstable")
+    fields += ["sha256", "provenance", "reconciled", "reconciled_text"]
+    block = custody.block([det.card["dir"]], threshold, 0.0, trust_list=provenance.trust_list_name())
+    block["models"][0]["model"] = det.name
+    fields += list(custody.columns(block))
+    rows, scored, scores = [], 0, []
     for path in _expand(args.paths):
         try:
-            result = det.analyze_source(path, threshold=args.threshold)
-        except images.ImageDecodeError as exc:
-            rows.append({"path": path, "error": str(exc)})
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            rows.append({"path": path, "error": f"cannot read file: {exc.strerror or exc}"})
+            scores.append({"file": path, "error": rows[-1]["error"]})
             continue
+        try:
+            rgb = images.decode_image(data)
+        except images.ImageDecodeError as exc:
+            rows.append({"path": path, "error": str(exc), "sha256": custody.sha256(data)})
+            scores.append({"file": path, "error": str(exc), "sha256": rows[-1]["sha256"]})
+            continue
+        score = report.score_image(rgb, [det], gradcam=bool(args.pdf), name=path, stable=args.stability)
+        if not args.pdf:
+            score.preview = report.thumbnail(score.preview, 64)  # nothing to draw: keep memory flat
+        evidence.attach(score, data)
+        scores.append(score)
         scored += 1
-        not_judged += result.verdict in inference.NOT_JUDGED
-        for i, f in enumerate(result.faces, start=1):
-            x, y, w, h = f.region.box
-            rows.append({"path": path, "face": i, "kind": f.region.kind, "x": x, "y": y, "w": w, "h": h,
-                         "p_fake": round(f.p_fake, 4), "verdict": f.verdict, "reason": f.reason, "error": "",
-                         "novelty": f.novelty, **_expert_fields(f.route)})
+        ev = evidence.columns(score, threshold)
+        for i, f in enumerate(score.faces):
+            x, y, w, h = f.box
+            rows.append({"path": path, "face": i, "kind": f.kind, "x": x, "y": y, "w": w, "h": h,
+                         "p_fake": round(f.p_fake, 4), "label": f.verdict(threshold), "error": "",
+                         "novelty": f.novelty, **_expert_fields(f.route),
+                         "unstable": bool(stability.unstable(f.p_fake, f.stability, threshold)),
+                         **{k: v for k, v in ev.items() if k != "unstable"}})
+    for r in rows:
+        r.update(custody.columns(block))
     writer = csv.DictWriter(sys.stdout, fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
@@ -66,11 +90,15 @@ def cmd_predict(args) -> int:
             w = csv.DictWriter(fh, fields, extrasaction="ignore")
             w.writeheader()
             w.writerows(rows)
+    if args.pdf:
+        from detector import pdf_report
+
+        with open(args.pdf, "wb") as fh:
+            fh.write(pdf_report.pdf_report(scores, threshold, custody=block))
     unfamiliar = int(novelty.unfamiliar([r["novelty"] for r in rows if r.get("novelty") is not None]).sum())
     print(f"{scored} of {len(set(r['path'] for r in rows))} images scored with {det.name} "
-          f"(threshold {det.threshold if args.threshold is None else args.threshold:.3f})"
-          + (f"; {not_judged} image(s) NO FACE / CANNOT JUDGE (see reason)" if not_judged else "")
-          + (f"; {unfamiliar} face(s) unlike the training faces (novelty > 1): CANNOT JUDGE"
+          f"(threshold {threshold:.3f})"
+          + (f"; {unfamiliar} face(s) unlike the training faces (novelty > 1): treat their verdicts with caution"
              if unfamiliar else ""), file=sys.stderr)
     return 0 if scored else 1
 
@@ -357,6 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", help="shipped model name or a model folder (default: the default model)")
     pr.add_argument("--threshold", type=float, help="decision threshold (default: the model's calibrated one)")
     pr.add_argument("--csv", help="also write the rows to this CSV file")
+    pr.add_argument("--pdf", help="also write the PDF report (summary, custody, one section per image)")
+    pr.add_argument("--stability", action="store_true",
+                    help="re-score each face after a JPEG q70 re-save, a 0.5x down-and-up scale and a small crop "
+                         "shift; `unstable` says whether its verdict crossed the threshold (cost: `bench`)")
     pr.set_defaults(func=cmd_predict)
 
     ev = sub.add_parser("evaluate", help="metrics on a labelled folder (real/ fake/, or a split root)")
