@@ -20,7 +20,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from detector import evaluation, store
+from detector import evaluation, runfolder, store
 
 APP_NAME = "Deepfake Lab"
 SAMPLES_DIR = store.REPO_ROOT / "sample_images"
@@ -374,7 +374,7 @@ def labelled_folder_scores(folder: str, models: list[str], progress=None) -> dic
 
 def robustness_table(name: str) -> pd.DataFrame | None:
     """A model's robustness.csv (`python -m detector robustness`), None when absent."""
-    return table(model_dir(name), "robustness.csv")
+    return table(model_dir(name), runfolder.ROBUSTNESS)
 
 
 # --- the disagreement explorer (compare page) --------------------------------------------------

@@ -24,7 +24,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "core": ("images", "faces", "evaluation", "significance", "runfolder", "data", "degrade", "selfblend",
              "memory", "forensics", "__init__"),
     "model": ("layers", "zoo", "pretrained", "novelty", "probes", "batching", "store", "foundation"),
-    "serve": ("inference", "fastpath", "explain", "report", "provenance", "custody", "stability"),
+    "serve": ("inference", "fastpath", "explain", "report", "provenance", "custody", "stability", "evidence"),
     "pipelines": ("training", "experts", "robustness", "bench", "learning_curve", "generalization", "audit",
                   "comparison", "inputs"),
     "app": ("__main__",),
