@@ -277,3 +277,20 @@ def test_platt_fixes_a_class_that_sits_on_the_wrong_side_of_one_half():
     assert ev.expected_calibration_error(y, both) < 0.05 < ev.expected_calibration_error(y, t_only)
     assert skm.roc_auc_score(y, both) == pytest.approx(skm.roc_auc_score(y, scores))
     assert ev.fit_platt([1, 1, 1], [0.2, 0.4, 0.6]) == (1.0, 0.0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_point_metrics_counted_by_hand_equal_sklearns(seed):
+    """binary_metrics counts accuracy / precision / recall / F1 itself (speed): same numbers
+    as sklearn's, one class and an empty prediction class included."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 200) if seed < 3 else np.ones(50, int)
+    s = rng.random(y.size)
+    for t in (0.0, 0.3, 0.5, 0.9, 1.01):
+        pred = (s >= t).astype(int)
+        m = ev.binary_metrics(y, s, t)
+        assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+        for name, fn in (("precision", skm.precision_score), ("recall", skm.recall_score), ("f1", skm.f1_score)):
+            assert m[name] == pytest.approx(fn(y, pred, pos_label=1, labels=[0, 1], zero_division=0)), (name, t)
+        tn, fp, fn_, tp = skm.confusion_matrix(y, pred, labels=[0, 1]).ravel()
+        assert m["confusion"] == {"tn": tn, "fp": fp, "fn": fn_, "tp": tp}
