@@ -173,8 +173,6 @@ def fit_folder(name_or_path, data_root: str | Path, require_check: bool = True) 
     """Fit (or refit) the reference of an already trained model folder on a data root's
     train/val/test images; records the summary in its card and each val/test image's novelty
     in its predictions.csv (dropped when the reference is not kept). Returns the summary."""
-    import pandas as pd
-
     from detector import data, runfolder, store, zoo
 
     card = store.read_card(name_or_path)

@@ -12,19 +12,27 @@ from __future__ import annotations
 import html
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import datetime, timezone
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from detector import faces as faces_mod
-from detector import images
+from detector import images, significance
 from detector import novelty as novelty_mod
-from detector import significance
-from detector.inference import (CANNOT_JUDGE, FAKE, NO_FACE, NOT_JUDGED, REAL, UNCERTAIN, cannot_judge, most_fake,
-                                verdict_for)
+from detector.inference import (
+    CANNOT_JUDGE,
+    FAKE,
+    NO_FACE,
+    NOT_JUDGED,
+    REAL,
+    UNCERTAIN,
+    cannot_judge,
+    most_fake,
+    verdict_for,
+)
 
 VERDICT_COLOURS = {FAKE: (220, 38, 38), REAL: (22, 163, 74), UNCERTAIN: (234, 160, 8),
                    NO_FACE: (100, 116, 139), CANNOT_JUDGE: (100, 116, 139)}

@@ -18,7 +18,6 @@ Expect growth until the model, TensorFlow and MTCNN are loaded and the caches ar
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import re
 import socket

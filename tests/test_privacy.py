@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import sys
 import tempfile
 import threading
@@ -36,6 +35,7 @@ from PIL import Image
 from conftest import REPO_ROOT, fake_image, smooth_image
 from detector import store
 
+# isort: split
 # mtcnn imports matplotlib, which creates its own config and cache folders the first time a
 # process imports it: library set-up, not upload data. Done here, before any window opens.
 import matplotlib  # noqa: E402

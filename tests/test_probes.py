@@ -1,8 +1,6 @@
 """Position-aware probes: a linear unit per trunk map that sees where a texture sits."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SOURCES, jpeg_bytes, smooth_image, fake_image
+from conftest import SOURCES, fake_image, jpeg_bytes, smooth_image
 from detector import data, evaluation
 from detector.training import TrainConfig, train
 
