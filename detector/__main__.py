@@ -220,6 +220,46 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def _cell_text(cell: dict) -> str:
+    def pct(v):
+        return "n/a" if v is None else f"{v:.0%}"
+    auc = "n/a" if cell.get("auc") is None else f"{cell['auc']:.3f}{_interval(cell.get('auc_ci'))}"
+    return (f"AUC {auc}, accuracy {pct(cell.get('accuracy'))}, fakes caught {pct(cell.get('recall'))}, "
+            f"reals called fake {pct(cell.get('real_called_fake'))}")
+
+
+def cmd_generalization(args) -> int:
+    """The cross-source matrix (detector.generalization): trained on x tested on."""
+    from detector import evaluation, foundation, generalization, report, store
+
+    say = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
+    try:
+        result = generalization.run(args.root, args.heldout, model=args.model, recipe=args.recipe,
+                                    cap=args.max_train, say=say)
+    except (FileNotFoundError, ValueError, store.ModelNotFoundError, foundation.FoundationUnavailable) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.record and result.get("model"):
+        store.update_card(args.model, coverage=generalization.coverage(result, report.SOURCE_FAKE_KINDS))
+    if args.json:
+        print(json.dumps(evaluation.to_jsonable(result)))
+        return 0
+    print(f"{result.get('model') or 'recipe ' + result['recipe']}: trained on (rows) x tested on (columns); "
+          f"95% intervals in brackets")
+    for row in result["rows"]:
+        print(f"{generalization.row_label(row)}  (threshold {row['threshold']:.3f})")
+        for col, cell in row["cells"].items():
+            kind = "held-out" if col in result["heldout"] else "LEFT OUT" if col in row["left_out"] else "seen"
+            print(f"  {col:<16} {kind:<8} n={cell['n']:<5} {_cell_text(cell)}")
+    print(result["explain"])
+    if result.get("model"):
+        worst = generalization.heldout_summary(result)["worst_heldout_auc"]
+        if worst is not None:
+            print(f"worst held-out AUC: {worst:.3f}")
+    print(f"{result['seconds']} s")
+    return 0
+
+
 def cmd_learning_curve(args) -> int:
     from detector import learning_curve, store
 
@@ -418,6 +458,19 @@ def build_parser() -> argparse.ArgumentParser:
     lc.add_argument("--seed", type=int, default=0)
     lc.add_argument("--json", action="store_true", help="print one JSON object")
     lc.set_defaults(func=cmd_learning_curve)
+
+    ge = sub.add_parser("generalization", help="cross-source matrix: trained on x tested on (each source "
+                                               "left out in turn, and held-out generator folders)")
+    ge.add_argument("root", help="split root with train/ val/ test/ and a MANIFEST.csv naming sources")
+    ge.add_argument("--heldout", nargs="*", default=[], help="held-out folders (real/ + fake/), scored only")
+    pick = ge.add_mutually_exclusive_group()
+    pick.add_argument("--model", help="a shipped model scored as it is (one row; default: the default model)")
+    pick.add_argument("--recipe", help="a frozen-feature recipe refitted per row (leave-one-source-out): dinov2")
+    ge.add_argument("--max-train", type=int, default=600, help="recipe: training images per source and class")
+    ge.add_argument("--record", action="store_true", help="--model: write the held-out numbers into its card "
+                                                          "(the coverage line the Detect page shows)")
+    ge.add_argument("--json", action="store_true", help="print one JSON object")
+    ge.set_defaults(func=cmd_generalization)
 
     mo = sub.add_parser("models", help="list the shipped models and their test numbers")
     mo.add_argument("--json", action="store_true")

@@ -1,0 +1,110 @@
+"""The cross-source matrix (detector.generalization, `python -m detector generalization`): cells
+checked by hand, leave-one-source-out rows on a tiny split root, a shipped-model row recorded
+into its card and read back as the Detect page's coverage line."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import fake_image, jpeg_bytes, smooth_image
+from detector import generalization, report, store
+from detector.__main__ import main
+
+
+def checker_energy(paths: list[str]) -> np.ndarray:
+    """A stand-in frozen feature: mean absolute difference of neighbouring pixels (the tiny
+    fakes carry a checker pattern) and the mean brightness."""
+    from detector import images
+
+    out = []
+    for p in paths:
+        x = images.decode_image(p).astype(float)
+        out.append([np.abs(np.diff(x, axis=1)).mean(), x.mean()])
+    return np.array(out)
+
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory):
+    """A 'generator' no split holds: reals as in training, fakes much brighter, no checker."""
+    root = tmp_path_factory.mktemp("heldout") / "brightgen"
+    rng = np.random.default_rng(7)
+    for label in ("real", "fake"):
+        (root / label).mkdir(parents=True)
+        for i in range(12):
+            img = smooth_image(rng) if label == "real" else np.clip(smooth_image(rng).astype(int) + 60, 0, 255).astype(np.uint8)
+            (root / label / f"{label}_{i}.jpg").write_bytes(jpeg_bytes(img))
+    return root
+
+
+def test_cell_counts_fakes_caught_and_reals_called_fake():
+    y = [1, 1, 1, 1, 0, 0, 0, 0, 0]
+    p = [0.9, 0.8, 0.2, 0.1, 0.7, 0.1, 0.1, 0.1, 0.1]
+    cell = generalization.cell_metrics(y, p, 0.5)
+    assert (cell["n"], cell["n_real"], cell["n_fake"]) == (9, 5, 4)
+    assert cell["recall"] == pytest.approx(2 / 4)
+    assert cell["real_called_fake"] == pytest.approx(1 / 5)
+    assert cell["accuracy"] == pytest.approx(6 / 9)
+    lo, hi = cell["real_called_fake_ci"]
+    assert lo < 0.2 < hi
+    # AUC by its definition: fake-real pairs ranked right (ties count half)
+    fakes, reals = [0.9, 0.8, 0.2, 0.1], [0.7, 0.1, 0.1, 0.1, 0.1]
+    pairs = [(f > r) + 0.5 * (f == r) for f in fakes for r in reals]
+    assert cell["auc"] == pytest.approx(np.mean(pairs))
+
+
+def test_recipe_matrix_leaves_each_source_out_and_scores_heldout(tiny_dataset, heldout):
+    sets = generalization.load_sets(tiny_dataset, [str(heldout)])
+    assert sets.sources == ["alpha", "beta"] and sets.columns == ["alpha", "beta", "brightgen"]
+    rows = generalization.recipe_matrix(sets, checker_energy, cap=None)
+    assert [r["left_out"] for r in rows] == [[], ["alpha"], ["beta"]]
+    assert [r["trained_on"] for r in rows] == [["alpha", "beta"], ["beta"], ["alpha"]]
+    for r in rows:
+        assert set(r["cells"]) == {"alpha", "beta", "brightgen"}
+        # the checker feature separates the tiny sources' fakes, seen or left out
+        assert r["cells"]["alpha"]["auc"] > 0.9 and r["cells"]["beta"]["auc"] > 0.9
+    # the held-out fakes have no checker: the probe catches few of them
+    assert rows[0]["cells"]["brightgen"]["recall"] < 0.5
+    frame = generalization.long_frame({"rows": rows, "heldout": ["brightgen"]})
+    assert len(frame) == 9
+    assert set(frame["kind"]) == {"seen in training", "left out", "held-out generator"}
+    assert (frame[frame["trained_on"] == "without alpha"].set_index("tested_on").loc["alpha", "kind"]) == "left out"
+
+
+def test_training_subset_caps_each_source_and_class(tiny_dataset):
+    split = generalization.load_sets(tiny_dataset).split
+    sub = generalization.training_subset(split, ["alpha"], cap=3)
+    assert len(sub) == 6 and set(sub["source"]) == {"alpha"} and set(sub["split"]) == {"train"}
+    assert sub.groupby("label").size().tolist() == [3, 3]
+
+
+def test_command_prints_the_matrix_as_json(tiny_dataset, heldout, monkeypatch, capsys):
+    monkeypatch.setitem(generalization.RECIPES, "toy", lambda: checker_energy)
+    assert main(["generalization", str(tiny_dataset), "--heldout", str(heldout), "--recipe", "toy", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["recipe"] == "toy" and result["heldout"] == ["brightgen"]
+    assert len(result["rows"]) == 3
+    assert result["rows"][1]["cells"]["alpha"]["auc_ci"][0] <= result["rows"][1]["cells"]["alpha"]["auc"]
+    assert main(["generalization", str(tiny_dataset), "--recipe", "nope"]) == 1
+    assert main(["generalization", str(tiny_dataset / "train")]) == 1  # not a split root
+    assert "unknown recipe" in capsys.readouterr().err
+
+
+def test_model_row_is_recorded_in_its_card_and_read_as_the_coverage_line(tiny_run, tiny_dataset, heldout,
+                                                                        tmp_path, capsys):
+    folder = tmp_path / "tiny"
+    shutil.copytree(tiny_run, folder, ignore=shutil.ignore_patterns("logs", "checkpoints"))
+    assert "not measured on generators it never saw" in report.coverage_text(store.read_card(folder))
+    assert main(["generalization", str(tiny_dataset), "--heldout", str(heldout), "--model", str(folder),
+                 "--record"]) == 0
+    out = capsys.readouterr().out
+    assert "brightgen" in out and "held-out" in out and "worst held-out AUC" in out
+    card = store.read_card(folder)
+    cov = card["coverage"]
+    assert set(cov["heldout"]) == {"brightgen"} and set(cov["shared_test"]) == {"alpha", "beta"}
+    auc = cov["heldout"]["brightgen"]["auc"]
+    assert cov["worst_heldout_auc"] == auc
+    line = report.coverage_text(card)
+    assert f"AUC {auc:.2f}" in line and "never saw" in line and "may pass as real" in line
