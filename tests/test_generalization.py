@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import fake_image, jpeg_bytes, smooth_image
+from conftest import jpeg_bytes, smooth_image
 from detector import generalization, report, store
 from detector.__main__ import main
 
