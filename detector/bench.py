@@ -4,7 +4,9 @@
 
 Per model: parameters, file size, GFLOPs per image (counted from the Keras graph), forward
 throughput at batch 32, single-image latency, and end-to-end latency for one 1024 px photo
-with one face (JPEG bytes -> decode -> MTCNN -> crop -> score), with and without Grad-CAM.
+with one face (JPEG bytes -> decode -> MTCNN -> crop -> score), with and without Grad-CAM,
+and the extra cost of the stability check on that photo (its face re-scored after a JPEG
+q70 re-save, a 0.5x down-and-up scale and a crop shift: `detector.stability`).
 
 Every timing excludes a warm-up run and is the median (or p95) of `repeats` runs; the
 single-image latency takes 4x as many samples because it is cheap and its p95 needs them.
@@ -184,6 +186,12 @@ def bench_model(name_or_path=None, repeats: int = 5, seed: int = 0) -> dict:
     faces = [f.region.kind for f in result.faces]
     e2e_t = _times(lambda: det.analyze_source(photo), repeats)
     cam_t = _times(lambda: det.analyze_source(photo, gradcam=True), repeats)
+    from detector import faces as faces_mod
+    from detector import stability
+
+    rgb = images.decode_image(photo)
+    regions = faces_mod.find_faces(rgb)
+    stab_t = _times(lambda: stability.rescore(rgb, regions, [det]), repeats)
     return {
         "name": det.name,
         "params": int(det.model.count_params()),
@@ -195,6 +203,7 @@ def bench_model(name_or_path=None, repeats: int = 5, seed: int = 0) -> dict:
         "latency_ms_p95": round(1e3 * float(np.percentile(single_t, 95)), 2),
         "e2e_ms_p50": round(1e3 * float(np.median(e2e_t)), 1),
         "e2e_gradcam_ms_p50": round(1e3 * float(np.median(cam_t)), 1),
+        "stability_ms_p50": round(1e3 * float(np.median(stab_t)), 1),  # extra per image with one face
         "e2e_faces": faces,
         "gradcam": bool(det.gradcam_layer),
         "repeats": repeats,
@@ -225,16 +234,18 @@ def bench(models: list | None = None, repeats: int = 5, root: Path | None = None
 def format_table(result: dict) -> str:
     lines = [f"CPU: {result['cpu']}; batch {BATCH}; medians after a warm-up", "",
              f"{'model':<26}{'size':>5}{'params':>12}{'MB':>7}{'GFLOPs':>8}{'img/s':>8}"
-             f"{'1 img p50':>11}{'p95':>8}{'photo p50':>11}{'+Grad-CAM':>11}"]
+             f"{'1 img p50':>11}{'p95':>8}{'photo p50':>11}{'+Grad-CAM':>11}{'+stability':>12}"]
     for name, m in result["models"].items():
         star = "*" if name == result.get("default") else " "
         lines.append(f"{star}{name:<25}{m['input_size']:>5}{m['params']:>12,}{m['file_mb']:>7.1f}"
                      f"{m['gflops']:>8.2f}{m['batch_ips']:>8.1f}{m['latency_ms_p50']:>9.1f}ms"
-                     f"{m['latency_ms_p95']:>6.1f}ms{m['e2e_ms_p50']:>9.0f}ms{m['e2e_gradcam_ms_p50']:>9.0f}ms")
+                     f"{m['latency_ms_p95']:>6.1f}ms{m['e2e_ms_p50']:>9.0f}ms{m['e2e_gradcam_ms_p50']:>9.0f}ms"
+                     + (f"{m['stability_ms_p50']:>10.0f}ms" if m.get("stability_ms_p50") is not None else ""))
         if m["e2e_faces"] != ["face"]:
             lines.append(f"  note: the test photo gave regions {m['e2e_faces']}, expected one face")
         if not m["gradcam"]:
             lines.append("  note: no Grad-CAM layer on the card; the +Grad-CAM time adds nothing")
     lines += ["", "photo = one 1024x768 JPEG with one face: decode + MTCNN + crop + score (ms)",
+              "+stability = the stability check's extra cost on that photo (3 perturbed crops re-scored)",
               "* = default model"]
     return "\n".join(lines)

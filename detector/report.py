@@ -516,6 +516,10 @@ def html_report(scores: list[ImageScore | dict], threshold: float, band: float =
 
     esc = html.escape
     colours = {k: "#%02x%02x%02x" % v for k, v in VERDICT_COLOURS.items()}
+    scored = [s for s in scores if not isinstance(s, dict)]
+    if custody is None and scored:  # every export carries its custody block
+        from detector import provenance
+        custody = custody_mod.block(scored[0].models, threshold, band, trust_list=provenance.trust_list_name())
     table = results_frame(scores, threshold, band, labels=labels)
     labels = labels if labels is not None and any(labels) else None
     cover = f"<p class='cov'>{esc(coverage)}</p>" if coverage else ""

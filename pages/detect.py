@@ -7,6 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from detector import explain, forensics, images, inputs, memory, report
+from pages import evidence as evidence_ui
 from pages import ui
 
 ui.run_under_router()  # a direct link to a fresh server: let the router open this page
@@ -38,6 +39,7 @@ with st.sidebar:
     alpha = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="det_alpha", disabled=not gradcam)
     show_forensics = st.toggle("Forensic views", value=False, key="det_forensics",
                                help="Error level analysis, FFT spectrum and EXIF per image.")
+    stable = evidence_ui.stability_toggle()
     c = cards[0]
     test = (c.get("metrics") or {}).get("test") or {}
     st.caption(f"**{primary}**: {c.get('architecture', '?')}, {c.get('input_size', '?')} px input, "
@@ -121,6 +123,9 @@ COLUMNS = {
 }
 
 
+COLUMNS.update(evidence_ui.COLUMNS)
+
+
 def draw(results: list, final: bool):
     """The counts, the labelled accuracy and the table of the results so far."""
     table = report.results_frame(results, threshold, band, labels=labels[:len(results)], thumbnails=True)
@@ -154,7 +159,7 @@ for i, e in enumerate(entries):
         results.append({"file": e.name, "error": e.error, "model": label})
     else:
         try:
-            results.append(ui.score(e.name, e.data, models, gradcam))
+            results.append(evidence_ui.score(e.name, e.data, models, gradcam, stable))
         except images.ImageDecodeError as exc:
             results.append({"file": e.name, "error": str(exc), "model": label})
         except Exception as exc:  # one failing image must not stop the batch
@@ -168,6 +173,7 @@ for i, e in enumerate(entries):
     if i < len(entries) - 1 and (now - t0 > 0.03 or now - drawn > 0.5):
         draw(results, final=False)
         drawn = time.perf_counter()
+evidence_ui.hash_errors(results, entries)
 n_errors = sum(isinstance(r, dict) for r in results)
 if n_errors > MAX_ERRORS:
     errors_box.error(f"... and {n_errors - MAX_ERRORS} more file(s) could not be analysed: see the error "
@@ -177,15 +183,18 @@ bar.progress(1.0, text=f"{len(entries)} file(s) in {time.perf_counter() - t_batc
 table, event = draw(results, final=True)
 memory.release_free_memory()  # give the batch's freed buffers back: a long-lived server stays flat
 
-d1, d2, _ = st.columns([1, 1, 3])
+d1, d2, d3, _ = st.columns([1, 1, 1, 2])
 with d1:
-    ui.csv_download(table.drop(columns="thumbnail"), "deepfake_lab_results.csv", "Results CSV", key="det_csv")
+    ui.csv_download(evidence_ui.with_custody(table.drop(columns="thumbnail"), models, threshold, band),
+                    "deepfake_lab_results.csv", "Results CSV", key="det_csv")
 with d2:
     st.download_button("HTML report",
                        lambda: report.html_report(results, threshold, band, heatmap_alpha=alpha, labels=labels),
                        file_name="deepfake_lab_report.html", mime="text/html", key="det_html",
                        on_click="ignore", icon=":material/description:",
                        help="One self-contained file: the table, every image with its boxes, faces and heatmaps.")
+with d3:
+    evidence_ui.pdf_button(results, models, threshold, band, alpha, labels)
 
 # --- details per image ------------------------------------------------------------------------
 selected = list(getattr(getattr(event, "selection", None), "rows", []) or [])
@@ -232,6 +241,7 @@ for idx in shown:
                                    help=text[0].upper() + text[1:] + ".")
             if len(r.models) > 1 or len(r.faces) > 1:
                 st.dataframe(report.faces_frame(r, threshold, band), hide_index=True)
+        evidence_ui.panel(r, threshold, band)
         if show_forensics:
             with st.expander("Forensic views", expanded=True):
                 fv = ui.forensic_views(entries[idx].data)

@@ -18,7 +18,7 @@ from detector import bench, layers, store  # noqa: E402
 from detector.__main__ import main  # noqa: E402
 
 KEYS = ("params", "file_mb", "gflops", "batch_ips", "latency_ms_p50", "latency_ms_p95",
-        "e2e_ms_p50", "e2e_gradcam_ms_p50")
+        "e2e_ms_p50", "e2e_gradcam_ms_p50", "stability_ms_p50")
 
 
 @pytest.fixture(scope="module")

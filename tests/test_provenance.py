@@ -440,3 +440,29 @@ def test_pdf_report(scored):
     assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
     assert len(pdf) > 5000
     assert len(re.findall(rb"/Type\s*/Page\b(?!s)", pdf)) == 4  # the summary page + one page per file
+
+
+# --------------------------------------------------------------------------------------------
+# The Detect page: the signed sample shows its evidence panel with the reconciled line
+# --------------------------------------------------------------------------------------------
+def test_detect_page_shows_the_evidence_panel_of_the_signed_sample(monkeypatch):
+    from conftest import open_page
+
+    from detector import store
+
+    if not store.model_names():
+        pytest.skip("no shipped models")
+    at = open_page("pages/detect.py", monkeypatch, timeout=300)
+    at.multiselect(key="det_samples").set_value(["credential_capture.jpg", "astronaut.jpg"]).run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value.set_index("file")
+    row = table.loc["sample: credential_capture.jpg"]
+    assert row["reconciled"] in ("declared_capture", "conflict")
+    assert "not on the trust list" in row["provenance"]
+    assert len(row["sha256"]) == 64
+    assert table.loc["sample: astronaut.jpg", "reconciled"] == "none"
+    text = " ".join(m.value for m in at.markdown)
+    assert "Reconciled: declared camera capture" in text or "Reconciled: conflict: review" in text
+    assert "Reconciled: no claim either way" in text
+    assert any("Trust list used: c2pa library defaults" in c.value for c in at.caption)
+    assert at.toggle(key="det_stability").value is False  # off by default
