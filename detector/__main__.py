@@ -30,19 +30,22 @@ def _expert_fields(route) -> dict:
 
 
 def cmd_predict(args) -> int:
-    """One row per face (or per image when it failed): a bad file never stops the rest. Each
-    row carries the file's SHA-256, its provenance findings and the reconciled line
-    (detector.evidence), and the chain-of-custody columns (detector.custody); --pdf also
-    writes the PDF report, --stability re-scores each face under detector.stability."""
+    """One row per face (or per image when it failed): a bad file never stops the rest.
+    Faces are numbered from 1, left to right, as on the Detect page. `verdict` is REAL / FAKE,
+    or NO FACE / CANNOT JUDGE with the `reason` (`inference.cannot_judge`, the page's rule):
+    then `p_fake` is a score the model cannot vouch for. Each row also carries the file's
+    SHA-256, its provenance findings and the reconciled line (detector.evidence), and the
+    chain-of-custody columns (detector.custody); --pdf also writes the PDF report,
+    --stability re-scores each face under detector.stability (`unstable`)."""
     import csv
 
     from detector import custody, evidence, images, inference, novelty, provenance, report, stability
 
     det = inference.load_detector(args.model)
     threshold = det.threshold if args.threshold is None else args.threshold
-    fields = ["path", "face", "kind", "x", "y", "w", "h", "p_fake", "label", "error"]
+    fields = ["path", "face", "kind", "x", "y", "w", "h", "p_fake", "verdict", "reason", "error"]
     if det.sources:  # a source-experts model: which expert judged each face
-        fields[fields.index("label") + 1:fields.index("label") + 1] = ["expert", "expert_weight"]
+        fields[fields.index("reason") + 1:fields.index("reason") + 1] = ["expert", "expert_weight"]
     if det.familiarity is not None:  # how unlike the training faces each face is (> 1: unfamiliar)
         fields.insert(fields.index("error"), "novelty")
     if args.stability:
@@ -51,20 +54,19 @@ def cmd_predict(args) -> int:
     block = custody.block([det.card["dir"]], threshold, 0.0, trust_list=provenance.trust_list_name())
     block["models"][0]["model"] = det.name
     fields += list(custody.columns(block))
-    rows, scored, scores = [], 0, []
+    rows, scored, not_judged, scores = [], 0, 0, []
     for path in _expand(args.paths):
         try:
             with open(path, "rb") as fh:
                 data = fh.read()
-        except OSError as exc:
-            rows.append({"path": path, "error": f"cannot read file: {exc.strerror or exc}"})
-            scores.append({"file": path, "error": rows[-1]["error"]})
-            continue
+        except OSError:
+            data = None  # the decoder below says why, in its words
+        digest = "" if data is None else custody.sha256(data)
         try:
-            rgb = images.decode_image(data)
+            rgb = images.decode_image(path if data is None else data)
         except images.ImageDecodeError as exc:
-            rows.append({"path": path, "error": str(exc), "sha256": custody.sha256(data)})
-            scores.append({"file": path, "error": str(exc), "sha256": rows[-1]["sha256"]})
+            rows.append({"path": path, "error": str(exc), "sha256": digest})
+            scores.append({"file": path, "error": str(exc), "sha256": digest})
             continue
         score = report.score_image(rgb, [det], gradcam=bool(args.pdf), name=path, stable=args.stability)
         if not args.pdf:
@@ -72,14 +74,14 @@ def cmd_predict(args) -> int:
         evidence.attach(score, data)
         scores.append(score)
         scored += 1
-        ev = evidence.columns(score, threshold)
-        for i, f in enumerate(score.faces):
+        not_judged += score.verdict(threshold) in inference.NOT_JUDGED
+        ev = {k: v for k, v in evidence.columns(score, threshold).items() if k != "unstable"}
+        for i, f in enumerate(score.faces, start=1):
             x, y, w, h = f.box
             rows.append({"path": path, "face": i, "kind": f.kind, "x": x, "y": y, "w": w, "h": h,
-                         "p_fake": round(f.p_fake, 4), "label": f.verdict(threshold), "error": "",
-                         "novelty": f.novelty, **_expert_fields(f.route),
-                         "unstable": bool(stability.unstable(f.p_fake, f.stability, threshold)),
-                         **{k: v for k, v in ev.items() if k != "unstable"}})
+                         "p_fake": round(f.p_fake, 4), "verdict": f.verdict(threshold), "reason": f.reason,
+                         "error": "", "novelty": f.novelty, **_expert_fields(f.route),
+                         "unstable": stability.unstable(f.p_fake, f.stability, threshold), **ev})
     for r in rows:
         r.update(custody.columns(block))
     writer = csv.DictWriter(sys.stdout, fields, extrasaction="ignore", lineterminator="\n")
@@ -98,7 +100,8 @@ def cmd_predict(args) -> int:
     unfamiliar = int(novelty.unfamiliar([r["novelty"] for r in rows if r.get("novelty") is not None]).sum())
     print(f"{scored} of {len(set(r['path'] for r in rows))} images scored with {det.name} "
           f"(threshold {threshold:.3f})"
-          + (f"; {unfamiliar} face(s) unlike the training faces (novelty > 1): treat their verdicts with caution"
+          + (f"; {not_judged} image(s) NO FACE / CANNOT JUDGE (see reason)" if not_judged else "")
+          + (f"; {unfamiliar} face(s) unlike the training faces (novelty > 1): CANNOT JUDGE"
              if unfamiliar else ""), file=sys.stderr)
     return 0 if scored else 1
 
