@@ -47,7 +47,7 @@ def pdf_report(scores: list, threshold: float, band: float = 0.0, *, custody: di
 
     def text(t: str, size: float = 10, style: str = "", h: float = 5):
         pdf.set_font("helvetica", style, size)
-        pdf.multi_cell(0, h, _latin1(t), new_x="LMARGIN", new_y="NEXT", wrapmode="CHAR")
+        pdf.multi_cell(0, h, _latin1(t), new_x="LMARGIN", new_y="NEXT")
 
     # --- summary page ---------------------------------------------------------------------------
     pdf.add_page()
@@ -118,7 +118,7 @@ def pdf_report(scores: list, threshold: float, band: float = 0.0, *, custody: di
             pdf.set_font("helvetica", "", 9)
             pdf.multi_cell(0, 5, _latin1(f"{name}: {v}, P(fake) {f.p_fake:.3f}"
                                          + "".join("\n" + e for e in extra)),
-                           new_x="LMARGIN", new_y="NEXT", wrapmode="CHAR")
+                           new_x="LMARGIN", new_y="NEXT")
             pdf.set_y(max(pdf.get_y(), y + FACE_MM + 2))
         p = evidence.panel(s, threshold, band)
         text("Evidence", 12, "B", 7)
