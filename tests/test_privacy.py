@@ -36,8 +36,9 @@ from conftest import REPO_ROOT, fake_image, smooth_image
 from detector import store
 
 # isort: split
-# mtcnn imports matplotlib, which creates its own config and cache folders the first time a
-# process imports it: library set-up, not upload data. Done here, before any window opens.
+# Keras imports matplotlib when it is installed (optional, for plots; a dev dependency here),
+# which creates its own config and cache folders the first time a process imports it: library
+# set-up, not upload data. Done here, before any window opens.
 import matplotlib  # noqa: E402
 
 matplotlib.get_configdir()
