@@ -62,9 +62,9 @@ IPTC_PREFIX = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 
 # Generator names that tools write into Software / CreatorTool / Make / comments.
 GENERATOR_RE = re.compile(
-    r"stable[\s_-]?diffusion|midjourney|dall[\s·.-]?e|firefly|novelai|comfyui|automatic1111|"
-    r"invokeai|fooocus|imagen|\bflux\b|leonardo\.?ai|ideogram|dreamstudio|nightcafe|craiyon|"
-    r"bing image creator|image creator from microsoft|gpt-4o|\bsora\b|runway|made with ai|ai[\s-]generated",
+    r"stable[\s_-]?diffusion|midjourney|\bdall[\s·.-]?e\b|\bfirefly\b|novelai|comfyui|automatic1111|"
+    r"invokeai|fooocus|\bimagen\b|\bflux\b|leonardo\.?ai|ideogram|dreamstudio|nightcafe|craiyon|"
+    r"bing image creator|image creator from microsoft|gpt-4o|\bsora\b|\brunway\s?ml\b|made with ai|ai[\s-]generated",
     re.IGNORECASE)
 # AUTOMATIC1111 / Forge parameter text (PNG `parameters`, JPEG UserComment).
 A1111_RE = re.compile(r"\bSteps:\s*\d+.*\bSampler:", re.DOTALL)
@@ -317,7 +317,12 @@ def read_c2pa(data: bytes, kind: str, trust_anchors: str | None = None) -> Crede
     boxed = _has_c2pa_box(data, kind)
     if kind not in MIME:
         return None
-    import c2pa
+    try:
+        import c2pa
+    except ImportError:  # without the SDK a present block cannot be checked; an absent one is no finding
+        if boxed:
+            raise Unreadable("a C2PA block is present but c2pa-python is not installed") from None
+        return None
 
     anchors, _ = _trust_anchors(trust_anchors)
     try:

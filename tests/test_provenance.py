@@ -249,6 +249,30 @@ def test_jpeg_exif_software_and_user_comment():
     assert any(t.startswith("EXIF UserComment holds generation parameters") for t in texts)
 
 
+def test_editor_names_that_merely_resemble_generators_declare_nothing():
+    for software in ("Imagenomic Portraiture 3", "Adobe Photoshop 25.0", "Runway Lightroom Preset"):
+        exif = Image.Exif()
+        exif[0x0131] = software
+        prov = provenance.read(_jpeg(exif=exif.tobytes()))
+        assert not prov.declares_ai, software
+        assert provenance.reconcile(prov, FAKE)[0] == provenance.NO_CLAIM
+
+
+def test_without_the_c2pa_sdk_a_credential_is_unreadable_and_a_plain_file_is_fine(signed_ai, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_c2pa(name, *args, **kwargs):
+        if name == "c2pa":
+            raise ImportError("no c2pa")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_c2pa)
+    assert provenance.read(signed_ai).c2pa == provenance.UNREADABLE
+    assert provenance.read(_jpeg()).findings == []
+
+
 # --------------------------------------------------------------------------------------------
 # Hostile blocks: a finding, never an exception; the batch goes on
 # --------------------------------------------------------------------------------------------
