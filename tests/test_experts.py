@@ -29,6 +29,7 @@ def _sigmoid(z):
     return 1 / (1 + np.exp(-z))
 
 
+@pytest.mark.slow
 def test_assembled_model_is_the_router_weighted_mix_of_the_calibrated_experts(experts_run, tiny_dataset):
     import keras
 
@@ -69,6 +70,7 @@ def test_assembled_model_is_the_router_weighted_mix_of_the_calibrated_experts(ex
     assert history["run_epoch"].tolist() == list(range(1, len(history) + 1))
 
 
+@pytest.mark.slow
 def test_branches_keep_the_trunk_and_finished_experts_are_reused(experts_run, tiny_dataset, capsys):
     import keras
 
@@ -160,6 +162,7 @@ def test_experts_need_several_sources_and_a_cached_backbone(tiny_dataset, tmp_pa
                               "block12_expand_conv", tmp_path / "e")
 
 
+@pytest.mark.slow
 def test_assembled_model_explains_and_exports_like_any_other(experts_run, tiny_dataset, tmp_path):
     import keras
 
@@ -176,6 +179,7 @@ def test_assembled_model_explains_and_exports_like_any_other(experts_run, tiny_d
     assert fastpath.compare(model, fastpath.LiteRTRunner(path), x) < 1e-4  # the same scores, fast path or not
 
 
+@pytest.mark.slow
 def test_a_branch_cut_where_fine_tuning_starts_starts_from_the_pretrained_weights(tiny_dataset, tmp_path):
     """With ImageNet weights and the default cut, every expert starts from ImageNet (none
     from another expert) and they still share the trunk the assembled model needs."""
@@ -187,6 +191,7 @@ def test_a_branch_cut_where_fine_tuning_starts_starts_from_the_pretrained_weight
     assert card["gradcam_layer"] == "block8_project_bn"
 
 
+@pytest.mark.slow
 def test_a_branch_may_be_another_zoo_model_on_the_same_trunk(tiny_dataset, tmp_path):
     """`branch_settings={"model": ...}` trains that source's expert as another zoo model
     (here Lite0 cut after block 10 with a position-aware head); the assembled model carries
@@ -236,6 +241,7 @@ def test_branch_settings_are_typed_training_settings():
             parse_settings(bad)
 
 
+@pytest.mark.slow
 def test_detector_tells_which_expert_judged_each_face(experts_run, tiny_dataset):
     """Serving gets the router's weights from the same forward pass: P(fake) is unchanged
     and each face names the expert with the largest weight."""
@@ -274,6 +280,7 @@ def test_a_single_network_has_no_router(tiny_run):
     assert all(f.route is None for f in result.faces)
 
 
+@pytest.mark.slow
 def test_an_experts_history_is_drawn_as_one_curve_per_expert(experts_run, tiny_run):
     from detector import store
 

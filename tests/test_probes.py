@@ -73,6 +73,7 @@ def test_a_probe_sees_where_a_texture_is_and_the_blend_runs_inside_keras(tmp_pat
     np.testing.assert_allclose(batching.predict_pixels(reloaded, x_val), expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_experts_with_probes_blend_one_branch_and_calibrate_it_on_val(tiny_dataset, tmp_path_factory):
     import keras
 

@@ -114,6 +114,7 @@ def test_card_accuracy_matches_cli_evaluate(tiny_run, tiny_dataset):
            {s: v["n"] for s, v in card["metrics"]["test"]["per_source"].items()}
 
 
+@pytest.mark.slow
 def test_kfold_writes_folds_and_cv_predictions(tiny_dataset, tmp_path):
     out = tmp_path / "kfold"
     card = train(TrainConfig(model="custom_cnn", data=str(tiny_dataset), out=str(out), epochs=1,
@@ -138,6 +139,7 @@ def test_kfold_writes_folds_and_cv_predictions(tiny_dataset, tmp_path):
     assert (out / "model.keras").is_file()
 
 
+@pytest.mark.slow
 def test_two_phase_backbone_with_cached_features(tiny_dataset, tmp_path):
     import keras
 
@@ -476,6 +478,7 @@ def test_mean_weights_are_kept_only_when_they_score_no_worse_on_val():
     assert _keep_average(model, idle, score, 0.5, 0) == {}
 
 
+@pytest.mark.slow
 def test_average_last_in_a_run_is_recorded_in_the_card(tiny_dataset, tmp_path):
     """A run with `average_last` reports the averaged epochs and their val score, and the
     saved model scores val as the card says it does."""
