@@ -471,7 +471,6 @@ def test_pdf_report(scored):
 # --------------------------------------------------------------------------------------------
 def test_detect_page_shows_the_evidence_panel_of_the_signed_sample(monkeypatch):
     from conftest import open_page
-
     from detector import store
 
     if not store.model_names():
