@@ -365,6 +365,29 @@ def explorer_frame(data: dict[str, pd.DataFrame], thresholds: dict[str, float]) 
     return out
 
 
+def preselect(names: Iterable[str], cards: dict[str, dict], default: str | None = None, n: int = 2) -> list[str]:
+    """The models a comparison starts with: the default model and the next best ones (by the
+    test AUC on their cards, val AUC without one), `n` in all, in `names`' order. Weak
+    baselines are one click away instead of crowding the charts (and the page's time)."""
+    names = list(names)
+
+    def auc(name: str) -> float:
+        metrics = (cards.get(name) or {}).get("metrics") or {}
+        for split in ("test", "val"):
+            try:
+                value = float((metrics.get(split) or {}).get("auc"))
+            except (TypeError, ValueError):
+                continue
+            if np.isfinite(value):
+                return value
+        return float("-inf")
+
+    first = [default] if default in names else []
+    rest = sorted((m for m in names if m not in first), key=lambda m: -auc(m))  # stable: ties keep order
+    keep = set(first + rest[:max(n - len(first), 0)])
+    return [m for m in names if m in keep]
+
+
 def data_roots(*cards: dict) -> list[Path]:
     """Where the images named in the cards' predictions.csv may be on this machine. Those
     paths are relative to the data folder a model was trained on: the folder recorded in

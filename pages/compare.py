@@ -27,10 +27,15 @@ ROBUSTNESS_AXES = {"jpeg_quality": "JPEG quality", "downscale": "Downscale facto
 
 st.title("Compare models")
 st.caption("Metrics, confusion matrices and curves recomputed from each model's predictions on a "
-           "labelled set. Move a threshold slider: everything follows.")
+           "labelled set. Move a threshold slider: everything that depends on it follows (and only that "
+           "is redrawn).")
 
 names = ui.require_models()
-chosen = st.multiselect("Models", names, default=names, key="cmp_models", format_func=ui.model_label)
+chosen = st.multiselect("Models", names, default=comparison.preselect(names, {m: ui.card(m) for m in names},
+                                                                      ui.default_model()),
+                        key="cmp_models", format_func=ui.model_label,
+                        help="The default model and the next best (by test AUC) to start with; add the "
+                             "others here (custom_cnn and deep_cnn are weak baselines).")
 if not chosen:
     st.info("Choose at least one model.")
     st.stop()
@@ -103,7 +108,7 @@ def labelled_set() -> tuple[dict, str, dict, str, comparison.SetImages] | None:
             result = ui.labelled_folder_scores(folder, chosen, progress=bar.progress)
     except ValueError as exc:
         bar.empty()
-        st.error(f"Cannot use {what}: {exc}", icon=":material/folder_off:")
+        st.error(f"Cannot use {ui.safe_md(what)}: {ui.safe_md(exc)}", icon=":material/folder_off:")
         return None
     n, frame = result["n_images"], result["frame"]
     note = " (from the cache: timings of the first run)" if result["cached"] else ""
@@ -111,15 +116,16 @@ def labelled_set() -> tuple[dict, str, dict, str, comparison.SetImages] | None:
     bar.progress(1.0, text=f"{n} image(s) x {len(chosen)} model(s) in {result['seconds']:.1f} s "
                            f"(reading {result['read_seconds']:.1f} s, scoring {result['score_seconds']:.1f} s, "
                            f"{rate:.1f} images/s){note}")
-    st.caption(f"**{what}**: {n} image(s) scored in {result['seconds']:.1f} s, "
+    st.caption(f"**{ui.safe_md(what)}**: {n} image(s) scored in {result['seconds']:.1f} s, "
                f"{n / result['seconds'] if result['seconds'] > 0 else float('nan'):.1f} images/s overall "
                f"(decode + {len(chosen)} model(s)){note}.")
     if result["errors"]:
         st.warning(f"{len(result['errors'])} file(s) could not be read and were skipped.",
                    icon=":material/broken_image:")
         with st.expander("Skipped files"):
-            st.dataframe(pd.DataFrame(result["errors"], columns=["file", "label", "error"]), hide_index=True,
-                         key="cmp_lab_errors")
+            skipped = pd.DataFrame(result["errors"], columns=["file", "label", "error"])
+            ui.show_table(skipped, key="cmp_lab_errors")
+            ui.csv_download(skipped, "skipped_files.csv", "Skipped files CSV", key="cmp_lab_errors_csv")
     if result["ignored"]:
         st.caption(f"{len(result['ignored'])} file(s) outside real/ and fake/ folders were ignored.")
     if not n:
@@ -131,12 +137,93 @@ def labelled_set() -> tuple[dict, str, dict, str, comparison.SetImages] | None:
         "Measured now: resize + model forward pass on this set (batches of 32), divided by the images."), found
 
 
-def reliability_figure(data: dict) -> go.Figure:
+def frame_key(model: str, d: pd.DataFrame) -> str:
+    """A cache key for one model's predictions frame: the model and a digest of its rows."""
+    cols = [c for c in ("path", "source", "label", "p_fake") if c in d.columns]
+    rows = pd.util.hash_pandas_object(d[cols], index=False).to_numpy()
+    return f"{model}:{len(d)}:{ui.digest(rows.tobytes())}"
+
+
+# Caches of what the charts and tables are made of, so that a slider move recomputes only the
+# moved model's numbers at its new threshold (everything else is a hit). Keyed by `frame_key`;
+# the frames themselves are not hashed (the leading underscore).
+
+@st.cache_data(show_spinner=False, max_entries=1024)
+def point_metrics(key: str, threshold: float, _d: pd.DataFrame) -> dict:
+    """evaluation.binary_metrics of one model's frame at one threshold."""
+    return evaluation.binary_metrics(_d["label"], _d["p_fake"], threshold)
+
+
+@st.cache_data(show_spinner=False, max_entries=1024)
+def source_metrics(key: str, threshold: float, _d: pd.DataFrame) -> pd.DataFrame | None:
+    """ui.per_source_frame of one model's frame at one threshold."""
+    return ui.per_source_frame(_d, threshold)
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def ranking(key: str, _d: pd.DataFrame) -> dict:
+    """What does not depend on the threshold: ECE, ROC / PR / reliability points, sanity flags."""
+    y, p = ui.labels01(_d), _d["p_fake"]
+    return {"ece": evaluation.expected_calibration_error(y, p),
+            "roc": evaluation.roc_points(_d["label"], p), "pr": evaluation.pr_points(_d["label"], p),
+            "reliability": evaluation.reliability_curve(y, p, n_bins=10), "flags": comparison.sanity_flags(_d)}
+
+
+@st.cache_data(show_spinner=False, max_entries=1024)
+def model_intervals(key: str, threshold: float, source: str | None, model: str, _d: pd.DataFrame) -> pd.DataFrame:
+    """comparison.intervals_frame of one model (the forest plot's rows), per threshold."""
+    return comparison.intervals_frame({model: _d}, {model: threshold}, source)
+
+
+def intervals(keys: dict, thr: dict, source: str | None, data: dict) -> pd.DataFrame:
+    return pd.concat([model_intervals(keys[m], thr[m], source, m, d) for m, d in data.items()], ignore_index=True)
+
+
+# Figures of one model at one threshold, kept as they are (st.plotly_chart only reads them):
+# a slider move rebuilds the moved model's figures alone.
+
+@st.cache_resource(show_spinner=False, max_entries=256)
+def confusion_chart(key: str, threshold: float, model: str, _counts: dict) -> go.Figure:
+    title = ui.chart_title(model, f"at threshold {threshold:.3f}")
+    fig = ui.confusion_figure(_counts)
+    fig.update_layout(title=title, margin=dict(l=10, r=10, t=20 + 20 * (title["text"].count("<br>") + 1), b=10))
+    return fig
+
+
+@st.cache_resource(show_spinner=False, max_entries=256)
+def histogram_chart(key: str, threshold: float, model: str, _d: pd.DataFrame) -> go.Figure:
+    """P(fake) of real and fake images, the threshold as a dashed line."""
+    y = ui.labels01(_d)
+    lo, hi = float(_d["p_fake"].min()), float(_d["p_fake"].max())
+    size = max((hi - lo) / 40, 1e-4)  # shared bins for both classes, fitted to the scores' range
+    fig = go.Figure()
+    for cls, name, col in ((0, "real", "#16a34a"), (1, "fake", "#dc2626")):
+        fig.add_trace(go.Histogram(x=_d["p_fake"][y == cls], name=name, marker_color=col, opacity=0.6,
+                                   xbins=dict(start=lo, end=hi + size, size=size)))
+    fig.add_vline(x=threshold, line_dash="dash", line_color="black")
+    fig.update_layout(barmode="overlay", title=model, height=300, xaxis_title="P(fake)", yaxis_title="images",
+                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=1.12, x=0.6))
+    return fig
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def pairs(keys: tuple, thresholds: tuple, source: str | None, _data: dict) -> pd.DataFrame:
+    return comparison.pairwise_tests(_data, dict(zip(_data, thresholds)), source)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def explorer_table(keys: tuple, thresholds: tuple, _data: dict) -> tuple[pd.DataFrame, dict]:
+    """comparison.explorer_frame and its counts (attrs do not survive the cache's copy)."""
+    table = comparison.explorer_frame(_data, dict(zip(_data, thresholds)))
+    return table, dict(table.attrs)
+
+
+def reliability_figure(data: dict, keys: dict) -> go.Figure:
     fig = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"),
                                name="perfect calibration", hoverinfo="skip"))
-    for m, d in data.items():
-        curve = evaluation.reliability_curve(ui.labels01(d), d["p_fake"], n_bins=10)
-        ece = evaluation.expected_calibration_error(ui.labels01(d), d["p_fake"])
+    for m in data:
+        r = ranking(keys[m], data[m])
+        curve, ece = r["reliability"], r["ece"]
         fig.add_trace(go.Scatter(
             x=curve["mean_score"], y=curve["frac_fake"], mode="lines+markers", name=f"{m} (ECE {ece:.3f})",
             line=dict(color=colour[m]), customdata=curve["count"],
@@ -151,14 +238,46 @@ def reliability_figure(data: dict) -> go.Figure:
 
 
 def analyse(data: dict, where: str, ms: dict, ms_help: str, found: comparison.SetImages, key: str) -> None:
-    """Metrics, sanity flags, confusion matrices, ROC/PR, reliability, histograms and
-    disagreements of {model: predictions frame (split, path, source, label, p_fake)};
-    `found` reads the images the frames name."""
+    """What does not depend on the thresholds (sanity flags, calibration), drawn once per
+    choice of models and set, then the threshold fragment (`at_thresholds`): a slider move
+    reruns only that."""
+    keys = {m: frame_key(m, d) for m, d in data.items()}
+    at_thresholds(data, keys, where, ms, ms_help, found, key)
+
+    # --- sanity flags ---------------------------------------------------------------------------
+    flagged = False
+    for m, d in data.items():
+        if flags := ranking(keys[m], d)["flags"]:
+            flagged = True
+            st.error(f"**{ui.safe_md(m)}** looks broken on {ui.safe_md(where)}: " + ui.safe_md("; ".join(flags)) + ".",
+                     icon=":material/warning:")
+    if not flagged:
+        st.caption(f"Sanity checks passed: every model's scores vary (std of P(fake) >= "
+                   f"{comparison.MIN_SCORE_STD}) and no AUC is within {comparison.AUC_MARGIN} of 0.5.")
+
+    # --- calibration ---------------------------------------------------------------------------
+    st.subheader("Calibration")
+    st.caption("Does P(fake) = 0.8 mean that 80% of such images are fake? Points on the diagonal are "
+               "well calibrated; below it the model is over-confident about fakes, above it under-confident. "
+               "ECE (in the legend and the table) is the count-weighted gap, 15 bins as in "
+               "`python -m detector evaluate`.")
+    left, _ = st.columns([3, 2])
+    ui.chart(reliability_figure(data, keys), key=f"{key}_reliability", filename="reliability", container=left)
+
+
+@st.fragment
+def at_thresholds(data: dict, keys: dict, where: str, ms: dict, ms_help: str, found: comparison.SetImages,
+                  key: str) -> None:
+    """Everything that follows the threshold sliders: metrics, pairwise tests, confusion
+    matrices, ROC / PR operating points, score histograms and the disagreement explorer of
+    {model: predictions frame (split, path, source, label, p_fake)}; `found` reads the images
+    the frames name. A Streamlit fragment: moving a slider reruns this function only, and every
+    number that did not change (the other models', the threshold-free ones) comes from a cache."""
     models = list(data)
     per_row = min(len(models), 4)
 
     # --- thresholds ------------------------------------------------------------------------
-    st.subheader("Operating thresholds")
+    st.subheader("Operating thresholds", help=ui.GLOSSARY["threshold"])
     cols = st.columns(per_row)
     thr = {}
     for i, m in enumerate(models):
@@ -169,83 +288,75 @@ def analyse(data: dict, where: str, ms: dict, ms_help: str, found: comparison.Se
     # --- metrics table --------------------------------------------------------------------------
     rows, source_rows = [], []
     for m, d in data.items():
-        met = evaluation.binary_metrics(d["label"], d["p_fake"], thr[m])
+        met = point_metrics(keys[m], thr[m], d)
         c = cards[m]
         rows.append({"model": m, "n": met["n"], "accuracy": met["accuracy"],
                      "accuracy 95% CI": ui.interval(met["accuracy_ci"]), "precision": met["precision"],
                      "recall": met["recall"], "f1": met["f1"], "auc": met["auc"],
                      "auc 95% CI": ui.interval(met["auc_ci"]), "ap": met["ap"], "eer": met["eer"],
-                     "ece": evaluation.expected_calibration_error(ui.labels01(d), d["p_fake"]),
+                     "ece": ranking(keys[m], d)["ece"],
                      "unfamiliar": comparison.unfamiliar_share(d),
                      **met["confusion"], "threshold": thr[m], "ms_per_image": ms.get(m), "params": c.get("params"),
                      "file_mb": c.get("file_mb"), "architecture": c.get("architecture"),
                      "input_size": c.get("input_size")})
-        per = ui.per_source_frame(d, thr[m])
+        per = source_metrics(keys[m], thr[m], d)
         if per is not None:
             source_rows.append(per.assign(model=m))
     metrics = pd.DataFrame(rows)
     if metrics["unfamiliar"].isna().all():  # no model with a novelty reference (or predictions from before it)
         metrics = metrics.drop(columns="unfamiliar")
     st.subheader(f"Metrics on {where} ({', '.join(f'{m}: {len(d)}' for m, d in data.items())} images)")
-    number = {k: st.column_config.NumberColumn(k, format="%.3f")
-              for k in ("accuracy", "precision", "recall", "f1", "auc", "ap", "eer", "threshold")}
-    st.dataframe(metrics, hide_index=True, key=f"{key}_metrics", column_config={
+    number = {k: st.column_config.NumberColumn(k, format="%.3f") for k in ("accuracy", "precision", "recall", "f1", "ap")}
+    ui.show_table(metrics, key=f"{key}_metrics", column_config={
         **number, "params": st.column_config.NumberColumn("params", format="localized"),
         "accuracy 95% CI": st.column_config.TextColumn("accuracy 95% CI", help=ui.INTERVAL_HELP),
+        "auc": st.column_config.NumberColumn("AUC", format="%.3f", help=ui.GLOSSARY["auc"]),
         "auc 95% CI": st.column_config.TextColumn("AUC 95% CI", help=ui.INTERVAL_HELP),
-        "eer": st.column_config.NumberColumn("EER", format="%.3f", help="Equal error rate: lower is better"),
-        "ece": st.column_config.NumberColumn("ECE", format="%.3f",
-                                             help="Expected calibration error (15 bins): lower is better"),
-        "ms_per_image": st.column_config.NumberColumn("ms per image", format="%.2f", help=ms_help),
-        "unfamiliar": st.column_config.NumberColumn(
-            "unfamiliar", format="percent", help="Share of the images the model calls unlike its training faces "
-                                                 "(scored now, models with a novelty reference): high means its "
-                                                 "numbers on its own test split may not carry over to this set."),
+        "eer": st.column_config.NumberColumn("EER", format="%.3f", help=ui.GLOSSARY["eer"]),
+        "ece": st.column_config.NumberColumn("ECE", format="%.3f", help=ui.GLOSSARY["ece"]),
+        "threshold": st.column_config.NumberColumn("threshold", format="%.3f", help=ui.GLOSSARY["threshold"]),
+        "ms_per_image": st.column_config.NumberColumn("ms per image", format="%.2f",
+                                                      help=f"{ms_help} {ui.GLOSSARY['ms_per_image']}"),
+        "unfamiliar": st.column_config.NumberColumn("unfamiliar", format="percent", help=ui.GLOSSARY["unfamiliar"]),
+        "file_mb": st.column_config.NumberColumn("file MB", format="%.1f"),
         "tn": st.column_config.NumberColumn("TN", help="real judged real"),
         "fp": st.column_config.NumberColumn("FP", help="real judged fake"),
         "fn": st.column_config.NumberColumn("FN", help="fake judged real"),
         "tp": st.column_config.NumberColumn("TP", help="fake judged fake")})
-
-    # --- sanity flags ---------------------------------------------------------------------------
-    flagged = False
-    for m, d in data.items():
-        if flags := comparison.sanity_flags(d):
-            flagged = True
-            st.error(f"**{m}** looks broken on {where}: " + "; ".join(flags) + ".", icon=":material/warning:")
-    if not flagged:
-        st.caption(f"Sanity checks passed: every model's scores vary (std of P(fake) >= "
-                   f"{comparison.MIN_SCORE_STD}) and no AUC is within {comparison.AUC_MARGIN} of 0.5.")
+    if metrics.isna().any().any():
+        st.caption("n/a: a number that does not exist here; hover a column's name for why (e.g. no bench "
+                   "timing on the card, no novelty reference, one class only).")
 
     per_source = pd.concat(source_rows, ignore_index=True) if source_rows else None
     if per_source is not None:
         per_source = per_source[["model", *[c for c in per_source.columns if c != "model"]]]
         st.markdown("**Per source** (a detector often generalises unevenly across generators)")
-        st.dataframe(per_source, hide_index=True, key=f"{key}_per_source",
-                     column_config={k: st.column_config.NumberColumn(k, format="%.3f")
-                                    for k in ("accuracy", "precision", "recall", "f1", "auc", "eer")})
+        ui.show_table(per_source, key=f"{key}_per_source", column_config={
+            **{k: st.column_config.NumberColumn(k, format="%.3f") for k in ("accuracy", "precision", "recall", "f1")},
+            "auc": st.column_config.NumberColumn("AUC", format="%.3f", help=ui.GLOSSARY["auc"]),
+            "eer": st.column_config.NumberColumn("EER", format="%.3f", help=ui.GLOSSARY["eer"])})
     export = pd.concat([metrics.assign(source="ALL")] + ([per_source] if per_source is not None else []),
                        ignore_index=True)
     slug = where.replace(" ", "_")
     ui.csv_download(export.assign(split=where), f"compare_{slug}.csv", "Metrics CSV", key=f"{key}_csv")
 
     if len(models) > 1:
-        differences(data, thr, key)
+        differences(data, keys, thr, key)
 
     # --- confusion matrices -----------------------------------------------------------------
     st.subheader("Confusion matrices")
-    counts = {m: evaluation.confusion_counts(d["label"], d["p_fake"], thr[m]) for m, d in data.items()}
-    cols = st.columns(per_row)
+    counts = {m: point_metrics(keys[m], thr[m], d)["confusion"] for m, d in data.items()}
+    per_row_cm = min(len(models), 3)  # three across at most: each title (model, threshold) fits its column
+    cols = st.columns(per_row_cm)
     for i, m in enumerate(models):
-        with cols[i % per_row]:
-            st.plotly_chart(ui.confusion_figure(counts[m], f"{m} @ {thr[m]:.3f}"), key=f"{key}_cm_{m}")
+        ui.chart(confusion_chart(keys[m], thr[m], m, counts[m]), key=f"{key}_cm_{m}", filename=f"confusion_{m}", container=cols[i % per_row_cm])
 
     # --- ROC and PR ------------------------------------------------------------------------------
     roc, pr = go.Figure(), go.Figure()
     roc.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"),
                              name="chance", hoverinfo="skip"))
     for m, d in data.items():
-        r = evaluation.roc_points(d["label"], d["p_fake"])
-        p = evaluation.pr_points(d["label"], d["p_fake"])
+        r, p = ranking(keys[m], d)["roc"], ranking(keys[m], d)["pr"]
         if r.empty:
             st.caption(f"{m}: only one class in this set, no curves.")
             continue
@@ -274,17 +385,8 @@ def analyse(data: dict, where: str, ms: dict, ms_help: str, found: comparison.Se
         fig.update_yaxes(range=[-0.01, 1.02])
         fig.update_layout(margin=dict(l=10, r=10, t=40, b=10))
     c1, c2 = st.columns(2)
-    c1.plotly_chart(roc, key=f"{key}_roc")
-    c2.plotly_chart(pr, key=f"{key}_pr")
-
-    # --- calibration ---------------------------------------------------------------------------
-    st.subheader("Calibration")
-    st.caption("Does P(fake) = 0.8 mean that 80% of such images are fake? Points on the diagonal are "
-               "well calibrated; below it the model is over-confident about fakes, above it under-confident. "
-               "ECE (in the legend and the table) is the count-weighted gap, 15 bins as in "
-               "`python -m detector evaluate`.")
-    left, _ = st.columns([3, 2])
-    left.plotly_chart(reliability_figure(data), key=f"{key}_reliability")
+    ui.chart(roc, key=f"{key}_roc", filename="roc", container=c1)
+    ui.chart(pr, key=f"{key}_pr", filename="precision_recall", container=c2)
 
     # --- score histograms -----------------------------------------------------------------------
     st.subheader("Score distributions")
@@ -292,24 +394,13 @@ def analyse(data: dict, where: str, ms: dict, ms_help: str, found: comparison.Se
                "Overlap is where mistakes happen.")
     cols = st.columns(per_row)
     for i, (m, d) in enumerate(data.items()):
-        y = ui.labels01(d)
-        lo, hi = float(d["p_fake"].min()), float(d["p_fake"].max())
-        size = max((hi - lo) / 40, 1e-4)  # shared bins for both classes, fitted to the scores' range
-        fig = go.Figure()
-        for cls, name, col in ((0, "real", "#16a34a"), (1, "fake", "#dc2626")):
-            fig.add_trace(go.Histogram(x=d["p_fake"][y == cls], name=name, marker_color=col, opacity=0.6,
-                                       xbins=dict(start=lo, end=hi + size, size=size)))
-        fig.add_vline(x=thr[m], line_dash="dash", line_color="black")
-        fig.update_layout(barmode="overlay", title=m, height=300, xaxis_title="P(fake)", yaxis_title="images",
-                          margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=1.12, x=0.6))
-        with cols[i % per_row]:
-            st.plotly_chart(fig, key=f"{key}_hist_{m}")
+        ui.chart(histogram_chart(keys[m], thr[m], m, d), key=f"{key}_hist_{m}", filename=f"scores_{m}", container=cols[i % per_row])
 
     # --- disagreements ----------------------------------------------------------------------------
-    explorer(data, thr, found, key)
+    explorer(data, keys, thr, found, key)
 
 
-def differences(data: dict, thr: dict, key: str) -> None:
+def differences(data: dict, keys: dict, thr: dict, key: str) -> None:
     """Pairwise tests: does a gap between two models' numbers hold, or is it the draw of images?"""
     st.subheader("Are the differences real?")
     sources = sorted(set().union(*(set(d["source"].dropna().astype(str)) for d in data.values()
@@ -317,7 +408,8 @@ def differences(data: dict, thr: dict, key: str) -> None:
     on = st.radio("Images", ["all", *sources], horizontal=True, key=f"{key}_pairs_on",
                   help="Test on all images both models scored, or on one source only.")
     chosen_source = None if on == "all" else on
-    spans = comparison.intervals_frame(data, thr, chosen_source)
+    key_tuple, thr_tuple = tuple(keys[m] for m in data), tuple(thr[m] for m in data)
+    spans = intervals(keys, thr, chosen_source, data)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy at the slider threshold", "AUC"),
                         horizontal_spacing=0.06, shared_yaxes=True)
     for col, metric in enumerate(("accuracy", "auc"), start=1):
@@ -333,16 +425,18 @@ def differences(data: dict, thr: dict, key: str) -> None:
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(title=f"95% confidence intervals ({on} images)", height=90 + 45 * len(data),
                       margin=dict(l=10, r=10, t=60, b=10))
-    st.plotly_chart(fig, key=f"{key}_intervals_{on}")
-    pairs = comparison.pairwise_tests(data, thr, chosen_source)
-    st.caption(f"Each pair on the {int(pairs['n'].iloc[0]) if len(pairs) else 0} images every model scored. "
+    ui.chart(fig, key=f"{key}_intervals_{on}", filename=f"intervals_{on}")
+    tests = pairs(key_tuple, thr_tuple, chosen_source, data)
+    st.caption(f"Each pair on the {int(tests['n'].iloc[0]) if len(tests) else 0} images every model scored. "
                "Accuracy at each model's slider threshold, exact McNemar test on the images only one of the two "
                "gets right; AUC: DeLong's paired test. A p below 0.05 is a difference these images show; "
                "above it, the gap may be the luck of the draw.")
     number = {k: st.column_config.NumberColumn(k.replace("_a", " A").replace("_b", " B"), format="%.3f")
               for k in ("accuracy_a", "accuracy_b", "auc_a", "auc_b")}
-    st.dataframe(pairs, hide_index=True, key=f"{key}_pairs_{on}", column_config={
+    ui.show_table(tests, key=f"{key}_pairs_{on}", column_config={
         **number, "model_a": "model A", "model_b": "model B",
+        "auc_a": st.column_config.NumberColumn("AUC A", format="%.3f", help=ui.GLOSSARY["auc"]),
+        "auc_b": st.column_config.NumberColumn("AUC B", format="%.3f", help=ui.GLOSSARY["auc"]),
         "auc_diff": st.column_config.NumberColumn("AUC A - B", format="%.3f"),
         "only_a": st.column_config.NumberColumn("only A right", help="images model A gets right and B wrong"),
         "only_b": st.column_config.NumberColumn("only B right", help="images model B gets right and A wrong"),
@@ -351,32 +445,32 @@ def differences(data: dict, thr: dict, key: str) -> None:
         "auc_diff_hi": st.column_config.NumberColumn("AUC diff high", format="%.3f", help="95% interval, DeLong"),
         "auc_p": st.column_config.NumberColumn("AUC p", format="%.2g", help="DeLong's paired test"),
         "finding": st.column_config.TextColumn("finding", width="large")})
-    ui.csv_download(pairs.assign(images=on), f"pairwise_tests_{on}.csv", "Pairwise tests CSV", key=f"{key}_pairs_csv")
+    ui.csv_download(tests.assign(images=on), f"pairwise_tests_{on}.csv", "Pairwise tests CSV", key=f"{key}_pairs_csv")
 
 
-def explorer(data: dict, thr: dict, found: comparison.SetImages, key: str) -> None:
+def explorer(data: dict, keys: dict, thr: dict, found: comparison.SetImages, key: str) -> None:
     """The images the models disagree on or all get wrong, with thumbnails and every score;
     a selected row is shown large beside each model's Grad-CAM heatmap."""
     models = list(data)
     st.subheader("Disagreements and shared mistakes" if len(models) > 1 else "Mistakes")
-    table = comparison.explorer_frame(data, thr)
-    n = table.attrs
+    table, n = explorer_table(tuple(keys[m] for m in data), tuple(thr[m] for m in data), data)
     st.caption(f"{n['n_disagree']} of {n['n_images']} images get different verdicts from the chosen models at "
                f"their thresholds; {n['n_all_wrong']} are misjudged by every one. "
                "**Select a row** to see the image large with each model's Grad-CAM heatmap.")
     if table.empty:
         return
+    ui.csv_download(table, f"disagreements_{key}.csv", "Disagreements CSV", key=f"{key}_explore_csv")
     show = table.head(EXPLORER_ROWS).copy()
     if len(table) > len(show):
         st.caption(f"The first {len(show)} of {len(table)} (all-wrong first, then the widest spread of scores).")
     show.insert(0, "image", ui.thumbnails(found, show["path"]))
     if show["image"].isna().all():
-        st.caption(f"No thumbnails: the images are not on this machine (looked in {found.where()}).")
+        st.caption(f"No thumbnails: the images are not on this machine (looked in {ui.safe_md(found.where())}).")
     # the key follows the listed rows: a threshold that changes the list clears the selection
     # instead of pointing it at another image
     listing = ui.digest("\n".join([*models, *show["path"]]).encode())[:12]
-    picked = st.dataframe(show, hide_index=True, key=f"{key}_explore_{listing}", on_select="rerun",
-                          selection_mode="single-row", column_config={
+    picked = ui.show_table(show, key=f"{key}_explore_{listing}", on_select="rerun",
+                           selection_mode="single-row", column_config={
                               "image": st.column_config.ImageColumn("image", width="small"),
                               **{m: st.column_config.NumberColumn(m, format="%.3f", help=f"P(fake) by {m}")
                                  for m in models}})
@@ -387,11 +481,11 @@ def explorer(data: dict, thr: dict, found: comparison.SetImages, key: str) -> No
 def enlarge(row: pd.Series, models: list[str], thr: dict, found: comparison.SetImages) -> None:
     """One image large, each model's Grad-CAM overlay beside it (scored whole, like the set)."""
     name = str(row["path"])
-    source = f", source {row['source']}" if str(row.get("source", "") or "").strip() else ""
-    st.markdown(f"**{name}**: truly **{row['label']}**{source}")
+    source = f", source {ui.safe_md(row['source'])}" if str(row.get("source", "") or "").strip() else ""
+    st.markdown(f"**{ui.safe_md(name)}**: truly **{ui.safe_md(row['label'])}**{source}")
     raw = found.read(name)
     if raw is None:
-        st.info(f"`{name}` is not on this machine (looked in {found.where()}), so it cannot be shown. "
+        st.info(f"{ui.code_md(name)} is not on this machine (looked in {ui.safe_md(found.where())}), so it cannot be shown. "
                 "Saved predictions name images relative to the data folder each model was trained on "
                 "(its card's `data.path`, or `../shared/data` beside the repository).",
                 icon=":material/image_not_supported:")
@@ -399,10 +493,10 @@ def enlarge(row: pd.Series, models: list[str], thr: dict, found: comparison.SetI
     try:
         explained = ui.explain_image(raw, models)
     except images.ImageDecodeError as exc:
-        st.error(f"Cannot show `{name}`: {exc}", icon=":material/broken_image:")
+        st.error(f"Cannot show {ui.code_md(name)}: {ui.safe_md(exc)}", icon=":material/broken_image:")
         return
     cols = st.columns(1 + len(explained["views"]))
-    cols[0].image(explained["image"], caption=f"{name} (true: {row['label']})", width="stretch")
+    cols[0].image(explained["image"], caption=f"{ui.safe_md(name)} (true: {ui.safe_md(row['label'])})", width="stretch")
     for col, view in zip(cols[1:], explained["views"]):
         m, p = view["model"], view["p_fake"]
         verdict = "FAKE" if p >= thr[m] else "REAL"
@@ -422,40 +516,48 @@ def robustness_section() -> None:
     tables = {m: ui.robustness_table(m) for m in chosen}
     for m, t in tables.items():
         if t is None:
-            st.info(f"No robustness.csv for **{m}**: create it with "
+            st.info(f"No robustness.csv for **{ui.safe_md(m)}**: create it with "
                     f"`python -m detector robustness --model {m}`.", icon=":material/info:")
     tables = {m: comparison.robustness_frame(t) for m, t in tables.items() if t is not None and not t.empty}
     if not tables:
         return
+    metrics = [(k, name) for k, name in (("accuracy", "accuracy (bars: 95% CI)"), ("auc", "AUC"),
+                                         ("unfamiliar", "share called unfamiliar"))
+               if any(t[k].notna().any() for t in tables.values())]
     st.caption("Test images degraded the way the web degrades them (and past it), scored at each card's "
-               "threshold: accuracy (solid), AUC (dashed) and, for models with a novelty reference, the share "
-               "of images called unlike the training faces (dotted). The first level of each chart is the "
-               "untouched image; the bars on accuracy are 95% confidence intervals (Wilson) on these images.")
+               "threshold: one row per number, accuracy (bars: 95% confidence intervals, Wilson, on these "
+               "images), AUC and, for models with a novelty reference, the share of images called unlike the "
+               "training faces. The first level of each chart is the untouched image. Click a model in a "
+               "legend to hide it; the camera icon saves a chart as PNG.")
     cols = st.columns(len(ROBUSTNESS_AXES))
     for col, (kind, axis) in zip(cols, ROBUSTNESS_AXES.items()):
-        fig = go.Figure()
+        fig = make_subplots(rows=len(metrics), cols=1, shared_xaxes=True, vertical_spacing=0.09,
+                            subplot_titles=[name for _, name in metrics])
         for m, t in tables.items():
             part = t[t["perturbation"] == kind]
             if part.empty:
                 continue
-            for metric, dash in (("accuracy", "solid"), ("auc", "dash"), ("unfamiliar", "dot")):
+            for row, (metric, _) in enumerate(metrics, start=1):
                 if part[metric].isna().all():
                     continue
-                # one legend entry per model (its accuracy line; the caption says what the dashes are),
-                # which shows or hides all of that model's lines
+                # one legend entry per model (its accuracy line), which shows or hides all its lines
                 bars = None if metric != "accuracy" else dict(  # its 95% interval on these n images
                     type="data", symmetric=False, array=(part["accuracy_hi"] - part["accuracy"]).tolist(),
                     arrayminus=(part["accuracy"] - part["accuracy_lo"]).tolist(), thickness=1, width=3)
                 fig.add_trace(go.Scatter(x=part["level"], y=part[metric], mode="lines+markers", error_y=bars,
                                          name=m if metric == "accuracy" else f"{m} {'AUC' if metric == 'auc' else metric}",
                                          showlegend=metric == "accuracy",
-                                         line=dict(color=colour[m], dash=dash), legendgroup=m,
-                                         hovertemplate=f"{m}: {metric} %{{y:.3f}} at {axis} %{{x}}<extra></extra>"))
-        fig.update_xaxes(type="category", title=axis)
-        fig.update_yaxes(range=[0, 1.02], title="accuracy / AUC / share")
-        fig.update_layout(title=axis, height=320, margin=dict(l=10, r=10, t=40, b=10),
-                          legend=dict(orientation="h", y=-0.35), showlegend=kind == "jpeg_quality")
-        col.plotly_chart(fig, key=f"cmp_rob_{kind}")
+                                         line=dict(color=colour[m]), legendgroup=m,
+                                         hovertemplate=f"{m}: {metric} %{{y:.3f}} at {axis} %{{x}}<extra></extra>"),
+                              row=row, col=1)
+        fig.update_xaxes(type="category")
+        fig.update_xaxes(title=axis, row=len(metrics), col=1)
+        fig.update_yaxes(range=[0, 1.02])
+        fig.update_annotations(font_size=12)
+        fig.update_layout(title=axis, height=110 + 170 * len(metrics), margin=dict(l=10, r=10, t=90, b=10),
+                          legend=dict(orientation="h", x=0, y=1.0, yanchor="bottom", yref="container",
+                                      font=dict(size=11)))
+        ui.chart(fig, key=f"cmp_rob_{kind}", filename=f"robustness_{kind}", container=col)
 
 
 picked = saved_predictions() if source == SAVED else labelled_set()

@@ -20,7 +20,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from detector import evaluation, runfolder, store
+from detector import evaluation, runfolder, store, textsafe
 
 APP_NAME = "Deepfake Lab"
 SAMPLES_DIR = store.REPO_ROOT / "sample_images"
@@ -170,9 +170,23 @@ def threshold_slider(label: str, default: float, key: str, container=st, **kwarg
                             key=key, **kwargs)
 
 
-def csv_download(df: pd.DataFrame, file_name: str, label: str = "Download CSV", key: str | None = None) -> None:
-    st.download_button(label, df.to_csv(index=False).encode(), file_name=file_name, mime="text/csv",
-                       key=key or f"dl_{file_name}", on_click="ignore", icon=":material/download:")
+def csv_download(df: pd.DataFrame, file_name: str, label: str = "Download CSV", key: str | None = None,
+                 container=st) -> None:
+    """A CSV download of `df` whose text cells cannot run as spreadsheet formulas
+    (textsafe.csv_bytes: a file named "=HYPERLINK(...)" stays text)."""
+    container.download_button(label, textsafe.csv_bytes(df), file_name=file_name, mime="text/csv",
+                              key=key or f"dl_{file_name}", on_click="ignore", icon=":material/download:")
+
+
+def safe_md(text) -> str:
+    """User-controlled text (file, zip member, folder names, EXIF) for a Markdown string:
+    escaped, so it shows as itself and never as an image, link, badge or heading."""
+    return textsafe.md_escape(text)
+
+
+def code_md(text) -> str:
+    """User-controlled text as a literal Markdown code span (textsafe.md_code)."""
+    return textsafe.md_code(text)
 
 
 def fmt(value, digits: int = 3) -> str:
@@ -181,6 +195,100 @@ def fmt(value, digits: int = 3) -> str:
     except (TypeError, ValueError):
         return "n/a"
     return "n/a" if not np.isfinite(v) else f"{v:.{digits}f}"
+
+
+# --- glossary, readable tables, downloadable charts ----------------------------------------------
+
+NA = "n/a"  # what a table shows for a value that does not exist (never a raw None / NaN / False)
+GLOSSARY = {  # the README glossary, as the `help=` of the columns and widgets that show these words
+    "auc": "AUC: area under the ROC curve, the chance that a random fake scores above a random real "
+           "(0.5 = coin toss, 1 = perfect); it does not depend on the threshold. n/a: one class only.",
+    "eer": "EER: equal error rate, the error at the threshold where reals called fake and fakes called real "
+           "are equally common (lower is better). n/a: one class only.",
+    "ece": "ECE: expected calibration error, the mean gap between P(fake) and the share of fakes among the "
+           "images given that score (15 bins; 0 = the probabilities mean what they say).",
+    "threshold": "Threshold: the P(fake) at or above which an image is called FAKE; chosen per model on val "
+                 "(best balanced accuracy) and stored in its card.json.",
+    "band": "Uncertainty band: scores within ± the band of the threshold are called UNCERTAIN instead of "
+            "REAL or FAKE.",
+    "unfamiliar": "Unfamiliar: the share of images whose features lie far from the model's training faces "
+                  "(novelty above 1): do not trust their scores; high means the model's own test numbers may "
+                  "not carry over. n/a: the model has no novelty reference (or the predictions predate it).",
+    "ms_per_image": "n/a: no timing for this model (its card has no bench numbers).",
+}
+
+
+def _cell_text(value, fmt_spec: str | None) -> str:
+    """One table cell as text: n/a for a missing value, yes / no for a flag, numbers in the
+    column's format (printf-style, 'percent' or 'localized')."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)) or value is pd.NA or value is pd.NaT:
+        return NA
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        v = float(value)
+        if fmt_spec == "percent":
+            return f"{v:.1%}"
+        if fmt_spec == "localized":
+            return f"{v:,.0f}" if v.is_integer() else f"{v:,}"
+        if fmt_spec and fmt_spec.startswith("%"):
+            try:
+                return fmt_spec % v
+            except (TypeError, ValueError):
+                pass
+        return f"{int(v)}" if v.is_integer() else f"{v:.4g}"
+    return str(value)
+
+
+def readable(df: pd.DataFrame, column_config: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """A table as a person reads it: a column holding any missing value (None, NaN) or a
+    True/False flag becomes text, "n/a" for the missing and "yes"/"no" for flags, its numbers
+    in the column's own format, and its column config a text column with the same label and
+    help. Columns without either keep their numbers (they still sort as numbers). Returns the
+    table and its column config (neither given one is changed)."""
+    config = dict(column_config or {})
+    out = df.copy()
+    for col in out.columns:
+        s = out[col]
+        cfg = config.get(col)
+        if isinstance(cfg, dict) and (cfg.get("type_config") or {}).get("type") in ("image", "link", "checkbox"):
+            continue  # cells the column type draws itself (an empty image, an unticked box)
+        flags = s.dtype == bool or s.map(lambda v: isinstance(v, (bool, np.bool_))).any()
+        if not flags and not s.isna().any():
+            continue
+        label, help_, fmt_spec = (cfg, None, None) if isinstance(cfg, str) else (
+            (cfg or {}).get("label"), (cfg or {}).get("help"), ((cfg or {}).get("type_config") or {}).get("format"))
+        out[col] = [_cell_text(v, fmt_spec) for v in s]
+        config[col] = st.column_config.TextColumn(label or col, help=help_)
+    return out, config
+
+
+def show_table(df: pd.DataFrame, key: str | None = None, column_config: dict | None = None, container=st,
+               **kwargs):
+    """st.dataframe of `readable(df)`: never a raw None / NaN / False on a page."""
+    shown, config = readable(df, column_config)
+    return container.dataframe(shown, hide_index=True, key=key, column_config=config, **kwargs)
+
+
+def chart(fig: go.Figure, key: str, filename: str | None = None, container=st, **kwargs):
+    """st.plotly_chart with plotly's own camera button saving a PNG (2x, named after the chart)
+    in the modebar, which stays visible."""
+    config = {"displaylogo": False, "displayModeBar": True,
+              "toImageButtonOptions": {"format": "png", "filename": filename or key, "scale": 2}}
+    return container.plotly_chart(fig, key=key, config=config, **kwargs)
+
+
+def chart_title(*lines: str, size: int = 14) -> dict:
+    """A figure title on several lines (a name, then what it shows), small enough that a
+    narrow column does not cut it; long names break at their underscores."""
+    wrapped = []
+    for line in lines:
+        while len(line) > 26 and "_" in line[8:26]:
+            cut = line.rindex("_", 8, 26) + 1
+            wrapped.append(line[:cut])
+            line = line[cut:]
+        wrapped.append(line)
+    return dict(text="<br>".join(wrapped), font=dict(size=size), x=0.02, xanchor="left", y=0.98, yanchor="top")
 
 
 # --- charts shared by the compare and training pages ------------------------------------------
@@ -382,20 +490,33 @@ def robustness_table(name: str) -> pd.DataFrame | None:
 def _images_key(found) -> str:
     """A cache key for a comparison.SetImages: the zip's digest, or its folders."""
     if found.blob is not None:
-        return "zip:" + digest(found.blob)
+        if getattr(found, "_digest", None) is None:  # hashed once per set (a zip can be large)
+            found._digest = digest(found.blob)
+        return "zip:" + found._digest
     return "roots:" + "|".join(str(r) for r in found.roots)
 
 
-@st.cache_data(show_spinner="Drawing thumbnails...", max_entries=16)
-def _thumbnails(key: str, names: tuple[str, ...], _found) -> list[str | None]:
-    from detector import comparison
+THUMBNAILS_PER_SET = 6000  # thumbnails kept per set of images (~2 KB each)
 
-    return comparison.thumbnails(_found, names)
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _thumbnail_store(key: str) -> dict:
+    return {}
 
 
 def thumbnails(found, names) -> list[str | None]:
-    """comparison.thumbnails of a comparison.SetImages, cached per (zip or folders, names)."""
-    return _thumbnails(_images_key(found), tuple(names), found)
+    """comparison.thumbnails of a comparison.SetImages, cached per image (zip or folders,
+    name): a threshold move that changes the explorer's rows draws only the new rows'."""
+    from detector import comparison
+
+    names = list(names)
+    done = _thumbnail_store(_images_key(found))
+    missing = [n for n in dict.fromkeys(names) if n not in done]
+    if missing:
+        if len(done) + len(missing) > THUMBNAILS_PER_SET:
+            done.clear()
+        done.update(zip(missing, comparison.thumbnails(found, missing)))
+    return [done.get(n) for n in names]
 
 
 @st.cache_data(show_spinner="Computing Grad-CAM heatmaps...", max_entries=16)

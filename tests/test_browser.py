@@ -225,9 +225,11 @@ def test_detect_page_gives_both_verdicts(server, page, upload_files):
 
 def _confusion_counts(page, model: str) -> tuple[str, list[int]]:
     """(title, [tn, fp, fn, tp]) read from the plotly confusion matrix of one model."""
-    plot = page.locator(".js-plotly-plot").filter(has_text=f"{model} @ ").first
+    plot = page.locator(".js-plotly-plot").filter(has_text=re.compile(re.escape(model) + r"\s*at threshold")).first
     plot.wait_for()
-    title = next(t for t in plot.locator("text").all_text_contents() if t.startswith(f"{model} @ "))
+    # the title: the model's name over "at threshold T" (lines of one svg text: joined without a space)
+    title = next(" ".join(t.replace(model, model + " ").split()) for t in plot.locator("text").all_text_contents()
+                 if t.startswith(model) and "at threshold" in t)
     cells = plot.locator("text[data-unformatted*='<br>']").evaluate_all(
         "els => els.map(e => [Number(e.getAttribute('x')), Number(e.getAttribute('y')), e.getAttribute('data-unformatted')])")
     assert len(cells) == 4, cells
@@ -266,10 +268,11 @@ def test_compare_slider_moves_the_confusion_matrix(server, page, models_root):
         page.keyboard.press(key)
     moved = float(slider.get_attribute("value"))
     assert moved != start
-    page.locator(".js-plotly-plot").filter(has_text=f"{model} @ {moved:.3f}").first.wait_for()
+    page.locator(".js-plotly-plot").filter(
+        has_text=re.compile(re.escape(model) + rf"\s*at threshold {moved:.3f}")).first.wait_for()
     _settle(page)
     title1, counts1 = _confusion_counts(page, model)
-    assert title1 == f"{model} @ {moved:.3f}"
+    assert title1 == f"{model} at threshold {moved:.3f}"
     assert counts1 != counts0 and sum(counts1) == sum(counts0) == len(test), (counts0, counts1)
     assert counts1 == by_hand(moved), (moved, counts1)
     _no_exception(page)

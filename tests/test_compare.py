@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO_ROOT, fake_image, jpeg_bytes, smooth_image
-from detector import comparison, images, significance
+from detector import comparison, images, significance, textsafe
 
 APP = str(REPO_ROOT / "streamlit_app.py")
 
@@ -332,13 +332,20 @@ def _title(spec: dict) -> str:
     return spec["layout"].get("title", {}).get("text", "")
 
 
+def _matrix_of(charts: list[dict], model: str) -> dict:
+    """The confusion matrix chart of `model`: its title is the name (wrapped at underscores
+    when long) over "at threshold T"."""
+    return next(s for s in charts if _title(s).replace("_<br>", "_").startswith(f"{model}<br>at threshold "))
+
+
 def test_compare_page_saved_predictions_reliability_bench_and_robustness(compare_page):
     at = compare_page
     metrics = _metrics(at)
     assert set(metrics.index) == {"tiny", "tiny_bench"}
-    assert metrics.loc["tiny_bench", "ms_per_image"] == pytest.approx(1.25)
+    assert metrics.loc["tiny_bench", "ms_per_image"] == "1.25"  # a column with an n/a shows as text
     assert "unfamiliar" not in metrics.columns  # neither tiny copy has a novelty reference
-    assert pd.isna(metrics.loc["tiny", "ms_per_image"])
+    assert metrics.loc["tiny", "ms_per_image"] == "n/a"  # no bench numbers: said, not a raw None
+    assert all("None" not in str(v) and "nan" not in str(v) for v in metrics.to_numpy().ravel())
     assert metrics["ece"].between(0, 1).all()
     for m in metrics.index:  # "lo–hi" around the number
         lo, hi = map(float, metrics.loc[m, "accuracy 95% CI"].split("–"))
@@ -385,7 +392,7 @@ def test_compare_page_scores_an_uploaded_labelled_zip(compare_page):
     assert list(skipped["file"]) == ["set/fake/broken.jpg"]
     assert any("images/s" in c.value for c in at.caption)
     charts = _charts(at)
-    assert any(_title(s).startswith("tiny @ ") for s in charts)  # confusion matrices
+    assert _matrix_of(charts, "tiny")  # confusion matrices
     assert any(_title(s).startswith("Reliability") for s in charts)
     per_source = next(d.value for d in at.dataframe if "source" in d.value.columns and "model" in d.value.columns)
     assert {"gan", "swap"} <= set(per_source["source"])
@@ -469,10 +476,10 @@ def test_compare_page_enlarges_a_zip_image_with_each_models_heatmap(compare_page
     row = _select(at, "set/Real/r1.jpg")
     captions = _shown(at)
     assert len(captions) == 3, captions
-    assert captions[0] == "set/Real/r1.jpg (true: real)"
+    assert captions[0] == textsafe.md_escape("set/Real/r1.jpg") + " (true: real)"
     assert captions[1] == f"tiny: P(fake) {row['tiny']:.3f}, FAKE at 0.000"
     assert captions[2] == f"tiny_bench: P(fake) {row['tiny_bench']:.3f}, REAL at 1.000"
-    assert any(m.value.startswith("**set/Real/r1.jpg**: truly **real**") for m in at.markdown)
+    assert any(m.value.startswith(f"**{textsafe.md_escape('set/Real/r1.jpg')}**: truly **real**") for m in at.markdown)
     # a threshold that changes the list clears the selection instead of moving it to another image
     at.slider(key="cmp_thr_tiny_bench").set_value(0.0).run()
     assert not at.exception, at.exception
@@ -492,7 +499,7 @@ def test_compare_page_enlarges_a_saved_prediction_or_says_it_is_not_here(compare
     path = table["path"].iloc[0]
     _select(at, path)
     captions = _shown(at)
-    assert len(captions) == 3 and captions[0].startswith(path)
+    assert len(captions) == 3 and captions[0].startswith(textsafe.md_escape(path))
 
     # the same models with their data folder gone: the page says so instead of failing
     moved = tmp_path / "models"
@@ -510,7 +517,8 @@ def test_compare_page_enlarges_a_saved_prediction_or_says_it_is_not_here(compare
     assert any(c.value.startswith("No thumbnails: the images are not on this machine") for c in at.caption)
     _select(at, path)
     assert not _shown(at)
-    assert any(f"`{path}` is not on this machine" in i.value and str(tmp_path / "gone") in i.value for i in at.info)
+    assert any(f"{textsafe.md_code(path)} is not on this machine" in i.value
+               and textsafe.md_escape(str(tmp_path / "gone")) in i.value for i in at.info)
 
 
 # --- three models, one threshold moved ----------------------------------------------------------------
@@ -563,7 +571,7 @@ def test_compare_page_three_models_follow_their_own_threshold(three_models, monk
         points and the histogram's threshold line."""
         row = _metrics(at).loc[m]
         charts = _charts(at)
-        matrix = next(s for s in charts if _title(s).startswith(f"{m} @ "))
+        matrix = _matrix_of(charts, m)
         roc = next(s for s in charts if _title(s).startswith("ROC"))
         pr = next(s for s in charts if _title(s).startswith("Precision-recall"))
         hist = next(s for s in charts if _title(s) == m)
@@ -599,3 +607,14 @@ def test_compare_page_three_models_follow_their_own_threshold(three_models, monk
     for m in models:
         if m != moved:
             assert after[m] == before[m], m
+
+
+def test_preselect_takes_the_default_and_the_next_best_by_auc():
+    cards = {"a": {"metrics": {"test": {"auc": 0.6}}}, "b": {"metrics": {"test": {"auc": 0.98}}},
+             "c": {"metrics": {"val": {"auc": 0.99}}}, "d": {}, "e": {"metrics": {"test": {"auc": None}}}}
+    names = ["d", "a", "b", "c", "e"]
+    assert comparison.preselect(names, cards, default="d") == ["d", "c"]  # c: val AUC when no test AUC
+    assert comparison.preselect(names, cards, default="a", n=3) == ["a", "b", "c"]
+    assert comparison.preselect(names, cards, default="gone") == ["b", "c"]
+    assert comparison.preselect(["d"], cards, default="d") == ["d"]
+    assert comparison.preselect(["e", "d"], cards, default=None) == ["e", "d"]  # no AUC: order kept
