@@ -489,3 +489,34 @@ def test_detect_page_shows_the_evidence_panel_of_the_signed_sample(monkeypatch):
     assert "Reconciled: no claim either way" in text
     assert any("Trust list used: c2pa library defaults" in c.value for c in at.caption)
     assert at.toggle(key="det_stability").value is False  # off by default
+
+
+def test_predict_cli_writes_evidence_custody_columns_and_a_pdf(tmp_path, capfd):
+    """The issue's 'done when': predict on the sample gallery with --csv and --pdf (shipped default model)."""
+    import csv as csv_mod
+
+    from detector import store
+    from detector.__main__ import main
+
+    if not store.model_names():
+        pytest.skip("no shipped models")
+    root = report.__file__.rsplit("/detector/", 1)[0] + "/sample_images"
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    out_csv, out_pdf = tmp_path / "x.csv", tmp_path / "x.pdf"
+    files = [f"{root}/credential_capture.jpg", f"{root}/credential_ai_declared.jpg", f"{root}/astronaut.jpg", str(bad)]
+    assert main(["predict", *files, "--csv", str(out_csv), "--pdf", str(out_pdf), "--stability"]) == 0
+    capfd.readouterr()
+    with open(out_csv, newline="") as fh:
+        rows = {r["path"].rsplit("/", 1)[-1]: r for r in csv_mod.DictReader(fh)}
+    for col in ("sha256", "provenance", "reconciled", "reconciled_text", "unstable", "model_sha256", "software",
+                "threshold", "band", "created_utc"):
+        assert col in rows["astronaut.jpg"], col
+    assert rows["credential_ai_declared.jpg"]["reconciled"] == "declared_ai"
+    assert rows["credential_capture.jpg"]["reconciled"] in ("declared_capture", "conflict")
+    assert rows["astronaut.jpg"]["reconciled"] == "none"
+    assert rows["broken.jpg"]["sha256"] == custody.sha256(b"not an image") and rows["broken.jpg"]["error"]
+    assert rows["astronaut.jpg"]["unstable"] in ("True", "False")
+    assert len(rows["astronaut.jpg"]["model_sha256"].split("=")[1]) == 64
+    pdf = out_pdf.read_bytes()
+    assert pdf.startswith(b"%PDF-") and len(re.findall(rb"/Type\s*/Page\b(?!s)", pdf)) == 5
