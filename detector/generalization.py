@@ -263,3 +263,19 @@ def coverage(result: dict, kinds: dict[str, str]) -> dict:
             "command": "python -m detector generalization ../shared/data --heldout "
                        + " ".join(f"../shared/heldout/{h}" for h in result["heldout"])
                        + f" --model {result.get('model')} --record"}
+
+
+def shipped_result(cards: list[dict]) -> dict:
+    """The matrix of shipped models from their cards' `coverage` (one row per model that has
+    one), in the shape `run` returns, so `long_frame` and the pages read it alike."""
+    rows, heldout, sources = [], [], []
+    for card in cards:
+        cov = card.get("coverage") or {}
+        if not cov.get("heldout"):
+            continue
+        seen, held = cov.get("shared_test") or {}, cov["heldout"]
+        sources += [s for s in seen if s not in sources]
+        heldout += [h for h in held if h not in heldout]
+        rows.append({"model": card["name"], "trained_on": list(seen), "left_out": [], "cells": {**seen, **held}})
+    return {"rows": rows, "sources": sources, "heldout": heldout, "columns": [*sources, *heldout],
+            "explain": OFF_DIAGONAL}

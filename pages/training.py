@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from detector import audit, evaluation, learning_curve, report, store
-from pages import ui
+from pages import matrix_view, ui
 
 ui.run_under_router()  # a direct link to a fresh server: let the router open this page
 
@@ -179,7 +179,10 @@ def learning_section() -> None:
 
 
 st.title("Training runs")
-runs_tab, audit_tab, curve_tab = st.tabs(["Runs", "Data audit", "Would more data help?"])
+runs_tab, held_tab, audit_tab, curve_tab = st.tabs(["Runs", "Does it hold on new fakes?", "Data audit",
+                                                     "Would more data help?"])
+with held_tab:
+    matrix_view.show([ui.card(n) for n in ui.model_names()])
 with audit_tab:
     audit_section()
 with curve_tab:

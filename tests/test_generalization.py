@@ -108,3 +108,28 @@ def test_model_row_is_recorded_in_its_card_and_read_as_the_coverage_line(tiny_ru
     assert cov["worst_heldout_auc"] == auc
     line = report.coverage_text(card)
     assert f"AUC {auc:.2f}" in line and "never saw" in line and "may pass as real" in line
+
+
+def test_training_page_draws_the_matrix_of_recorded_models(tiny_run, tmp_path, monkeypatch):
+    """Rows = models with held-out numbers in their cards; a model without them is not drawn."""
+    from conftest import open_page
+
+    root = tmp_path / "models"
+    for name in ("tiny", "other"):
+        shutil.copytree(tiny_run, root / name, ignore=shutil.ignore_patterns("logs", "checkpoints"))
+        card = json.loads((root / name / "card.json").read_text())
+        card["name"] = name
+        (root / name / "card.json").write_text(json.dumps(card))
+    (root / "DEFAULT").write_text("tiny\n")
+    cell = {"n": 40, "auc": 0.61, "accuracy": 0.55, "recall": 0.3, "real_called_fake": 0.2}
+    store.update_card(root / "tiny", coverage={"trained_on": ["face swaps"], "heldout": {"gen_x": cell},
+                                               "shared_test": {"alpha": {**cell, "auc": 0.97}}})
+    monkeypatch.setenv("DEEPFAKE_LAB_MODELS", str(root))
+    at = open_page("pages/training.py", monkeypatch)
+    assert any("never saw" in c.value for c in at.caption)
+    frames = [d.value for d in at.dataframe if "tested_on" in d.value.columns]
+    assert len(frames) == 1
+    table = frames[0]
+    assert set(table["trained_on"]) == {"tiny (shipped)"}
+    assert table.set_index("tested_on").loc["gen_x", "kind"] == "held-out generator"
+    assert float(table.set_index("tested_on").loc["alpha", "auc"]) == pytest.approx(0.97)

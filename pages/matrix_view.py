@@ -1,0 +1,50 @@
+"""The cross-source matrix as a heatmap (Training page, "Does it hold on new fakes?" tab):
+rows what a detector was trained on, columns what it was tested on; data from
+`detector.generalization` (the shipped models' cards, written by `python -m detector
+generalization --record`)."""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from detector import generalization
+from pages import ui
+
+METRICS = {"AUC": "auc", "accuracy": "accuracy", "fakes caught": "recall", "reals called fake": "real_called_fake"}
+
+
+def heatmap(frame, metric: str, title: str) -> go.Figure:
+    """One metric of a `generalization.long_frame` as a heatmap with the value in each cell;
+    held-out columns are marked, and 'reals called fake' is coloured the other way round."""
+    table = frame.pivot(index="trained_on", columns="tested_on", values=METRICS[metric])
+    kinds = frame.drop_duplicates("tested_on").set_index("tested_on")["kind"]
+    columns = list(dict.fromkeys(frame["tested_on"]))
+    table = table.reindex(index=list(dict.fromkeys(frame["trained_on"])), columns=columns)
+    labels = [f"{c}<br>({'held-out' if kinds.get(c) == 'held-out generator' else 'test split'})" for c in columns]
+    text = [[ui.fmt(v, 2) for v in row] for row in table.to_numpy()]
+    reverse = METRICS[metric] == "real_called_fake"
+    fig = go.Figure(go.Heatmap(z=table.to_numpy(dtype=float), x=labels, y=list(table.index), text=text,
+                               texttemplate="%{text}", zmin=0.0 if metric != "AUC" else 0.4, zmax=1.0,
+                               colorscale="RdYlGn_r" if reverse else "RdYlGn", colorbar=dict(title=metric),
+                               hovertemplate="trained: %{y}<br>tested: %{x}<br>" + metric + ": %{text}<extra></extra>"))
+    fig.update_layout(title=ui.chart_title(title), height=140 + 60 * len(table), margin=dict(t=70, l=10, r=10, b=10),
+                      yaxis=dict(autorange="reversed"))
+    return fig
+
+
+def show(cards: list[dict]) -> None:
+    result = generalization.shipped_result(cards)
+    st.caption(result["explain"])
+    if not result["rows"]:
+        st.info("No shipped model has held-out numbers yet: run `python -m detector generalization "
+                "../shared/data --heldout ../shared/heldout/stylegan3 ../shared/heldout/diffusion_sd21 "
+                "--model NAME --record`.")
+        return
+    metric = st.segmented_control("Metric", list(METRICS), default="AUC", key="gen_metric",
+                                  help="AUC: how well scores rank fakes above reals (0.5 = guessing). Fakes caught "
+                                       "and reals called fake: at each model's own threshold.") or "AUC"
+    frame = generalization.long_frame(result)
+    ui.chart(heatmap(frame, metric, f"{metric}: shipped models (rows) on each test set (columns)"),
+             key="gen_heatmap", filename="generalization_matrix", use_container_width=True)
+    ui.show_table(frame, key="gen_table")
+    ui.csv_download(frame, "generalization_matrix.csv", "Matrix CSV", key="gen_csv")
