@@ -489,6 +489,28 @@ def test_detect_page_shows_the_evidence_panel_of_the_signed_sample(monkeypatch):
     assert "Reconciled: no claim either way" in text
     assert any("Trust list used: c2pa library defaults" in c.value for c in at.caption)
     assert at.toggle(key="det_stability").value is False  # off by default
+    assert "unstable" not in table.columns
+    # the stability check: each face's verdict with its perturbed scores, and the table column
+    at.toggle(key="det_stability").set_value(True).run()
+    assert not at.exception, at.exception
+    assert "unstable" in at.dataframe[0].value.columns
+    assert any(m.value.startswith("Face 1: ") and "jpeg70" in m.value and "shift" in m.value for m in at.markdown)
+
+
+def test_detect_page_goes_on_after_a_garbage_c2pa_box(monkeypatch, signed_ai):
+    from conftest import open_page
+    from detector import store
+
+    if not store.model_names():
+        pytest.skip("no shipped models")
+    at = open_page("pages/detect.py", monkeypatch, timeout=300)
+    at.file_uploader(key="det_upload").set_value([("garbage.jpg", _garbage_c2pa(signed_ai), "image/jpeg"),
+                                                  ("plain.jpg", _jpeg(), "image/jpeg")]).run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value.set_index("file")
+    assert table.loc["garbage.jpg", "provenance"].startswith("unreadable: ")
+    assert table.loc["garbage.jpg", "verdict"] != "ERROR"  # the pixels are still scored
+    assert table.loc["plain.jpg", "reconciled"] == "none"
 
 
 def test_predict_cli_writes_evidence_custody_columns_and_a_pdf(tmp_path, capfd):
