@@ -33,7 +33,7 @@ def audit_section() -> None:
         try:
             st.session_state["aud_report"] = json.loads(saved.getvalue())
         except ValueError as exc:
-            st.error(f"That file is not an audit JSON: {exc}")
+            st.error(f"That file is not an audit JSON: {ui.safe_md(exc)}")
     if st.button("Run audit", key="aud_run", icon=":material/fact_check:", disabled=base is None):
         bar = st.progress(0.0, text="Reading every file...")
         try:
@@ -41,7 +41,7 @@ def audit_section() -> None:
                 base, progress=lambda done, total: bar.progress(done / max(total, 1),
                                                                  text=f"Audited {done} of {total} files"))
         except (FileNotFoundError, ValueError) as exc:
-            st.error(f"Cannot audit `{base}`: {exc}")
+            st.error(f"Cannot audit {ui.code_md(base)}: {ui.safe_md(exc)}")
         bar.empty()
     report = st.session_state.get("aud_report")
     if not report:
@@ -49,10 +49,11 @@ def audit_section() -> None:
     try:
         t = audit.tables(report)
     except (KeyError, TypeError) as exc:
-        st.error(f"Not an audit report (missing {exc}).")
+        st.error(f"Not an audit report (missing {ui.safe_md(exc)}).")
         return
     lk, ex, nd = report["leakage"], report["exact_duplicates"], report["near_duplicates"]
-    st.markdown(f"**{report['root']}**: {report['n_files']} files, audited in {report['seconds']} s")
+    st.markdown(f"**{ui.safe_md(report['root'])}**: {ui.safe_md(report['n_files'])} files, "
+                f"audited in {ui.safe_md(report['seconds'])} s")
     m = st.columns(5)
     m[0].metric("Files", report["n_files"])
     m[1].metric("Unreadable", len(report["unreadable"]))
@@ -60,33 +61,35 @@ def audit_section() -> None:
     m[3].metric("Near-duplicate pairs", nd["pairs"])
     m[4].metric("Leaks across splits", lk["pairs"])
     if lk["pairs"]:
-        st.error(f"{lk['pairs']} image pair(s) repeat across splits ({lk['exact']} exact, {lk['near']} near): "
-                 f"{lk['by_splits']}. Numbers on the later split are optimistic.", icon=":material/warning:")
+        st.error(ui.safe_md(f"{lk['pairs']} image pair(s) repeat across splits ({lk['exact']} exact, {lk['near']} near): "
+                            f"{lk['by_splits']}. Numbers on the later split are optimistic."), icon=":material/warning:")
     else:
         st.success("No leakage: no image repeats across splits.", icon=":material/check_circle:")
     for sc in report["shortcuts"]:
-        st.error(f"Shortcut [{sc['group']}]: {sc['detail']}", icon=":material/warning:")
+        st.error(ui.safe_md(f"Shortcut [{sc['group']}]: {sc['detail']}"), icon=":material/warning:")
     if not report["shortcuts"]:
         st.success("No shortcut: formats, sizes and JPEG quality do not tell the classes apart.",
                    icon=":material/check_circle:")
     a, b = st.columns(2)
-    a.dataframe(t["counts"], hide_index=True, key="aud_counts")
+    ui.show_table(t["counts"], key="aud_counts", container=a)
     if not t["by_source"].empty:
-        b.dataframe(t["by_source"], hide_index=True, key="aud_sources")
-    st.dataframe(t["files"], hide_index=True, key="aud_files")
+        ui.show_table(t["by_source"], key="aud_sources", container=b)
+    ui.show_table(t["files"], key="aud_files")
+    ui.csv_download(t["files"], "audit_files.csv", "Files CSV", key="aud_files_csv")
     hist = t["quality_histogram"]
     if not hist.empty:
         fig = go.Figure([go.Bar(x=g["quality"], y=g["files"], name=cls, opacity=0.7)
                          for cls, g in hist.groupby("class")])
         fig.update_layout(barmode="overlay", height=280, margin=dict(l=10, r=10, t=30, b=10),
                           title="Estimated JPEG quality per class", xaxis_title="quality", yaxis_title="files")
-        st.plotly_chart(fig, key="aud_quality")
+        ui.chart(fig, key="aud_quality", filename="audit_jpeg_quality")
     if not t["unreadable"].empty:
         st.markdown("**Unreadable files**")
-        st.dataframe(t["unreadable"], hide_index=True, key="aud_unreadable")
+        ui.show_table(t["unreadable"], key="aud_unreadable")
     if not t["pairs"].empty:
         st.markdown("**Duplicate pairs** (`leak`: the two are in different splits)")
-        st.dataframe(t["pairs"], hide_index=True, key="aud_pairs")
+        ui.show_table(t["pairs"], key="aud_pairs")
+        ui.csv_download(t["pairs"], "audit_duplicate_pairs.csv", "Duplicate pairs CSV", key="aud_pairs_csv")
     st.download_button("Audit JSON", json.dumps(report, indent=1), file_name="audit.json",
                        mime="application/json", key="aud_download", on_click="ignore")
 
@@ -155,12 +158,12 @@ def learning_section() -> None:
                 str(base), source, progress=lambda done, total, text: bar.progress(
                     done / total, text=f"{text} ({done} of {total})"))
         except (FileNotFoundError, ValueError) as exc:
-            st.error(f"Cannot draw a learning curve of `{source}` in `{base}`: {exc}")
+            st.error(f"Cannot draw a learning curve of {ui.code_md(source)} in {ui.code_md(base)}: {ui.safe_md(exc)}")
         bar.empty()
     result = st.session_state.get("lc_result")
     if not result:
         return
-    st.plotly_chart(learning_figure(result), key="lc_figure")
+    ui.chart(learning_figure(result), key="lc_figure", filename=f"learning_curve_{result['source']}")
     law = result["law"]
     if law is None:
         st.success("Val AUC reaches 1.0: the data are not the limit.", icon=":material/check_circle:")
@@ -173,7 +176,7 @@ def learning_section() -> None:
             col.metric(f"Images for AUC {target}", f"~{n:,.0f}" if np.isfinite(n) else "never",
                        help=f"By the power law through val; this source has {result['n_train']:,} training images.")
     means = result["table"].groupby("size").mean(numeric_only=True).drop(columns="draw").reset_index()
-    st.dataframe(means, hide_index=True, key="lc_table", column_config={
+    ui.show_table(means, key="lc_table", column_config={
         c: st.column_config.NumberColumn(c, format="%.3f") for c in means.columns if c.startswith("auc_")})
     ui.csv_download(result["table"], f"learning_curve_{result['source']}.csv", "Learning curve CSV", key="lc_csv")
 
@@ -198,13 +201,13 @@ with runs_tab:
     if (base := ui.repo_path(folder)) is not None:
         found = ui.run_folders(base)
         if not found:
-            st.warning(f"No run folders in `{base}`.")
+            st.warning(f"No run folders in {ui.code_md(base)}.")
         known = {p.resolve() for p in runs.values()}
         for p in found:
             if p.resolve() not in known:
                 runs[f"{base.name}/{p.name}" if p != base else p.name] = p
     if not runs:
-        st.info(f"No runs yet: no models in `{ui.models_root()}`. Type a folder above.")
+        st.info(f"No runs yet: no models in {ui.code_md(ui.models_root())}. Type a folder above.")
         st.stop()
 
     # --- summary ---------------------------------------------------------------------------------
@@ -232,8 +235,17 @@ with runs_tab:
 
 
     summary = pd.DataFrame([summary_row(n, c) for n, c in cards.items()])
-    st.dataframe(summary, hide_index=True, key="trn_summary", column_config={
-        k: st.column_config.NumberColumn(k, format="%.3f") for k in ("best_val_auc", "test_accuracy", "test_auc", "threshold")})
+    ui.show_table(summary, key="trn_summary", column_config={
+        **{k: st.column_config.NumberColumn(k, format="%.3f") for k in ("best_val_auc", "test_accuracy")},
+        "test_auc": st.column_config.NumberColumn("test_auc", format="%.3f", help=ui.GLOSSARY["auc"]),
+        "threshold": st.column_config.NumberColumn("threshold", format="%.3f", help=ui.GLOSSARY["threshold"]),
+        "kfold": st.column_config.NumberColumn("kfold", help="Folds of the k-fold run; n/a: trained once, no folds."),
+        "averaged_epochs": st.column_config.TextColumn(
+            "averaged_epochs", help="Epochs whose weights were averaged (--average-last); n/a: not asked for."),
+        "kept_average": st.column_config.TextColumn(
+            "kept_average", help="yes: the averaged weights scored no worse on val and were kept; n/a: no averaging."),
+        "params": st.column_config.NumberColumn("params", format="localized")})
+    st.caption("n/a: not recorded for that run (e.g. no k-fold, no averaging, still training).")
     ui.csv_download(summary, "training_runs.csv", "Runs CSV", key="trn_csv")
 
     # --- curves --------------------------------------------------------------------------------------
@@ -243,7 +255,7 @@ with runs_tab:
     for name in selected:
         h = ui.table(runs[name], store.HISTORY)
         if h is None or h.empty:
-            st.caption(f"{name}: no history.csv.")
+            st.caption(f"{ui.safe_md(name)}: no history.csv.")
             continue
         histories.update(store.history_curves(name, h))  # an experts run: one curve per expert
 
@@ -350,7 +362,7 @@ with runs_tab:
         for i in range(0, len(figs), 2):
             cols = st.columns(2)
             for col, fig, k in zip(cols, figs[i:i + 2], range(i, i + 2)):
-                col.plotly_chart(fig, key=f"trn_curve_{k}")
+                ui.chart(fig, key=f"trn_curve_{k}", filename=f"training_curve_{k}", container=col)
 
     # --- reports for one run ---------------------------------------------------------------------------
     st.divider()
@@ -376,19 +388,21 @@ with runs_tab:
     def report_block(df: pd.DataFrame, thr: float, key: str) -> None:
         left, right = st.columns([2, 3])
         counts = evaluation.confusion_counts(df["label"], df["p_fake"], thr)
-        left.plotly_chart(ui.confusion_figure(counts, f"threshold {thr:.3f}, n = {len(df)}"), key=f"{key}_cm")
+        ui.chart(ui.confusion_figure(counts, f"threshold {thr:.3f}, n = {len(df)}"), key=f"{key}_cm",
+                 filename=f"confusion_{key}", container=left)
         rep = ui.report_frame(evaluation.classification_report_dict(df["label"], df["p_fake"], thr))
         met = evaluation.binary_metrics(df["label"], df["p_fake"], thr)
         with right:
-            st.dataframe(rep, hide_index=True, key=f"{key}_report", column_config={
+            ui.show_table(rep, key=f"{key}_report", column_config={
                 k: st.column_config.NumberColumn(k, format="%.3f") for k in ("precision", "recall", "f1-score")})
+            st.caption("n/a: accuracy is one number for both classes (no precision, recall or support of its own).")
             st.caption(f"accuracy {ui.fmt(met['accuracy'])} ({ui.interval(met['accuracy_ci'])}) · "
                        f"AUC {ui.fmt(met['auc'])} ({ui.interval(met['auc_ci'])}) · AP {ui.fmt(met['ap'])} · "
                        f"EER {ui.fmt(met['eer'])} · F1 (fake) {ui.fmt(met['f1'])} · in parentheses: 95% confidence "
                        "intervals (Wilson, DeLong)")
             per = ui.per_source_frame(df, thr)
             if per is not None:
-                st.dataframe(per, hide_index=True, key=f"{key}_sources", column_config={
+                ui.show_table(per, key=f"{key}_sources", column_config={
                     k: st.column_config.NumberColumn(k, format="%.3f")
                     for k in ("accuracy", "precision", "recall", "f1", "auc", "eer")})
 
@@ -399,8 +413,8 @@ with runs_tab:
         num = [k for k in ("accuracy", "precision", "recall", "f1", "auc", "ap", "eer") if k in folds]
         stats = pd.DataFrame([{"fold": "mean", **folds[num].mean().to_dict()},
                               {"fold": "std", **folds[num].std(ddof=1).to_dict()}])
-        st.dataframe(pd.concat([folds.astype({"fold": str}), stats], ignore_index=True), hide_index=True,
-                     key="trn_folds", column_config={
+        ui.show_table(pd.concat([folds.astype({"fold": str}), stats], ignore_index=True),
+                      key="trn_folds", column_config={
                          **{k: st.column_config.NumberColumn(k, format="%.3f") for k in num},
                          **{k: st.column_config.NumberColumn(k, format="%d") for k in folds if k not in num}})
         st.caption(" · ".join(f"{k} {folds[k].mean():.3f} ± {folds[k].std(ddof=1):.3f}" for k in num))
