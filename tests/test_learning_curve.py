@@ -67,6 +67,7 @@ def test_curve_refits_on_growing_subsets_and_more_images_score_higher():
         learning_curve.curve(maps, labels, [800])
 
 
+@pytest.mark.slow
 def test_learning_curve_command_on_a_tiny_split_root(tiny_dataset, capfd):
     """Frozen ImageNet Lite0 at 64 px, both probe views, on one source of the tiny data (16
     training images): one JSON object with a row per subset and draw, AUCs in [0, 1]."""
@@ -91,6 +92,7 @@ def test_learning_curve_command_on_a_tiny_split_root(tiny_dataset, capfd):
     assert "names no probe layers" in capfd.readouterr().err
 
 
+@pytest.mark.slow
 def test_training_page_draws_a_learning_curve(tiny_dataset, monkeypatch):
     """AppTest: the "Would more data help?" tab lists the folder's sources, runs the curve with a
     progress bar and draws it (every draw and the means of val and test), with its table."""

@@ -287,7 +287,7 @@ def test_missing_lite1_package_names_its_wheel(monkeypatch):
         P.lite_weights_path("lite1")
 
 
-@pytest.mark.parametrize("variant, size", [("lite1", 240), ("lite2", 260)])
+@pytest.mark.parametrize("variant, size", [("lite1", 240), pytest.param("lite2", 260, marks=pytest.mark.slow)])
 def test_larger_variants_see_an_egyptian_cat(variant, size):
     """Strides and normalisation are right only if the port still classifies the photo."""
     _variant_or_skip(variant)
