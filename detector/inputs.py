@@ -9,7 +9,10 @@
 * `list_folder` / `read_folder`: the images of a folder on this machine (recursive, sorted,
   capped at `MAX_LISTED`), with the known label of each: an image below a folder named
   `real` or `fake` (any case, any depth: `comparison.label_of`, the compare page's rule)
-  carries that label.
+  carries that label. A capped listing is a balanced, deterministic sample across the labels
+  (`balanced_sample`), never the first files in order: a folder with fake/ before real/ would
+  otherwise list only fakes.
+* `sample_labels`: the known labels of the sample gallery (`sample_images/LABELS.csv`).
 
 Decoding stays in `detector.images` (the one decoder): entries hold bytes, not pixels.
 """
@@ -123,34 +126,67 @@ def expand_zip(name: str, blob: bytes, *, max_members: int = MAX_MEMBERS,
 
 
 def expand(uploads: Iterable[tuple[str, bytes]], **limits) -> list[Entry]:
-    """(name, bytes) uploads -> entries: a `.zip` is expanded (`expand_zip`), anything else
-    is passed on as it is (the decoder judges it)."""
+    """(name, bytes) uploads -> entries: a `.zip` is expanded (`expand_zip`), a file whose
+    name is not an image's (`.txt`, `.pdf`...) is an error entry saying so, an image is passed
+    on as it is (the decoder judges its bytes)."""
     out: list[Entry] = []
     for name, data in uploads:
         if is_zip_name(name):
             out += expand_zip(name, data, **limits)
+        elif not is_image_name(name):  # the uploader takes any file, so a rejected one is listed with why
+            out.append(Entry(name, None, _not_an_image(name)))
         else:
             out.append(Entry(name, data))
     return out
 
 
+def _label_counts(labels: list[str]) -> dict[str, int]:
+    return {"real": labels.count("real"), "fake": labels.count("fake"), "unlabelled": labels.count("")}
+
+
 class Listing(NamedTuple):
     """The images found in a folder: `files` relative to `root` (posix, sorted), `labels`
-    aligned with them, `truncated` when the folder holds more than were listed."""
+    aligned with them, `truncated` when the folder holds more than were listed; `found`:
+    how many images of each label the folder holds (`counts` keys), listed or not."""
 
     root: Path
     files: list[str]
     labels: list[str]
     truncated: bool
+    found: dict[str, int] | None = None
 
     def counts(self) -> dict[str, int]:
-        return {"real": self.labels.count("real"), "fake": self.labels.count("fake"),
-                "unlabelled": self.labels.count("")}
+        """Listed images per label: real, fake, unlabelled."""
+        return _label_counts(self.labels)
+
+
+def balanced_sample(files: list[str], labels: list[str], limit: int) -> list[str]:
+    """At most `limit` of `files`, shared as evenly as the labels allow (a label with fewer
+    files than its share gives the rest to the others), each label's files picked evenly
+    spaced through its sorted list (so every sub-folder is reached), returned sorted.
+    Deterministic: the same folder always gives the same sample."""
+    if len(files) <= limit:
+        return sorted(files)
+    groups: dict[str, list[str]] = {}
+    for f, lab in zip(files, labels):
+        groups.setdefault(lab, []).append(f)
+    quota, left = {}, limit
+    for i, (lab, members) in enumerate(sorted(groups.items(), key=lambda kv: (len(kv[1]), kv[0]))):
+        quota[lab] = min(len(members), left // (len(groups) - i))
+        left -= quota[lab]
+    out = []
+    for lab, members in groups.items():
+        members, k = sorted(members), quota[lab]
+        if k:
+            out += [members[round(j * (len(members) - 1) / (k - 1))] if k > 1 else members[0] for j in range(k)]
+    return sorted(out)
 
 
 def list_folder(folder: str | os.PathLike, limit: int = MAX_LISTED, max_walked: int = MAX_WALKED) -> Listing:
-    """The first `limit` images under `folder` (recursive, sorted by folder then name;
-    dot-files, dot-folders and `__MACOSX` skipped; links to folders not followed).
+    """The images under `folder` (recursive, sorted by folder then name; dot-files,
+    dot-folders and `__MACOSX` skipped; links to folders not followed): all of them, or, when
+    there are more than `limit`, a balanced sample of `limit` across their labels
+    (`balanced_sample`, `truncated` set). At most `max_walked` entries are looked at.
 
     Raises FileNotFoundError / NotADirectoryError for a bad folder and ValueError (with a
     message to show) when it holds no image files."""
@@ -172,17 +208,31 @@ def list_folder(folder: str | os.PathLike, limit: int = MAX_LISTED, max_walked: 
             rel = (rel_dir / n).as_posix()
             if skipped(rel) or not is_image_name(rel):
                 continue
-            if len(found) >= limit:
-                truncated = True
-                break
             found.append(rel)
         walked += len(dirs)
-        if truncated or walked > max_walked:
-            truncated = truncated or walked > max_walked
+        if walked > max_walked:
+            truncated = True
             break
     if not found:
         raise ValueError(f"no image files ({', '.join(images.IMAGE_EXTENSIONS)}) in {root}")
-    return Listing(root, found, [known_label(f) for f in found], truncated)
+    labels = [known_label(f) for f in found]
+    listed = balanced_sample(found, labels, limit)
+    label_of_file = dict(zip(found, labels))
+    return Listing(root, listed, [label_of_file[f] for f in listed], truncated or len(listed) < len(found),
+                   _label_counts(labels))
+
+
+def sample_labels(folder: str | os.PathLike) -> dict[str, str]:
+    """{file name: "real" / "fake"} from the gallery's `LABELS.csv` (columns file, label);
+    {} when there is none. Samples without a row (no face, nothing to be right about) have no label."""
+    import csv
+
+    path = Path(folder) / "LABELS.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as fh:
+        return {r["file"].strip(): r["label"].strip().lower() for r in csv.DictReader(fh)
+                if r.get("file") and (r.get("label") or "").strip().lower() in ("real", "fake")}
 
 
 def read_folder(listing: Listing, chosen: Iterable[str], max_bytes: int = MAX_MEMBER_BYTES) -> list[Entry]:

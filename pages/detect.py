@@ -13,8 +13,9 @@ from pages import ui
 ui.run_under_router()  # a direct link to a fresh server: let the router open this page
 
 st.title("Detect deepfakes")
-st.caption("Every face in an image is scored; the image's verdict is its most fake face. "
-           "Images are analysed in memory and never stored.")
+st.caption("Every face in an image is scored; the image's verdict is its most fake face. An image with no "
+           "face, a face too small to judge or unlike the training faces gets NO FACE / CANNOT JUDGE, not "
+           "REAL or FAKE. Images are analysed in memory and never stored.")
 
 names = ui.require_models()
 
@@ -49,14 +50,22 @@ with st.sidebar:
                   "from a training face."))
 
 # --- inputs ------------------------------------------------------------------------------
-uploads = st.file_uploader("Images or zips of images", type=[*ui.IMAGE_TYPES, "zip"], accept_multiple_files=True,
-                           key="det_upload",
-                           help="JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF; several at once. A .zip is "
-                                f"opened in memory: up to {inputs.MAX_MEMBERS} of its images are analysed.")
+# no `type=` filter: the browser would drop other files with only a red mark on the chip; here each
+# one is listed below with the reason (inputs.expand). The size limit is server.maxUploadSize
+# (.streamlit/config.toml), kept equal to inputs.MAX_MEMBER_BYTES.
+uploads = st.file_uploader("Images or zips of images", accept_multiple_files=True, key="det_upload",
+                           help="JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF; several at once; each file "
+                                f"(a zip too) up to {inputs.MAX_MEMBER_BYTES // 1024 ** 2} MB. A .zip is opened "
+                                f"in memory: up to {inputs.MAX_MEMBERS} of its images are analysed. Other files "
+                                "are listed with the reason they were not analysed.")
 left, right = st.columns([3, 1], vertical_alignment="bottom")
 samples = {p.name: p for p in ui.sample_files()}
+sample_label = inputs.sample_labels(ui.SAMPLES_DIR)
 chosen = left.multiselect("Or try sample images", list(samples), key="det_samples",
-                          help="Public-domain pictures shipped with the project (see sample_images/SOURCES.md).")
+                          format_func=lambda n: f"{n} ({sample_label[n]})" if n in sample_label else n,
+                          help="Public-domain pictures shipped with the project, and fakes it made from them "
+                               "(see sample_images/SOURCES.md). A sample marked real or fake is checked: the "
+                               "table says whether its verdict was right.")
 camera_on = right.toggle("Use the camera", key="det_camera_on")
 photo = st.camera_input("Take a photo", key="det_camera") if camera_on else None
 
@@ -64,19 +73,22 @@ folder_items: list[inputs.Entry] = []
 folder = st.text_input("Or analyse images in a folder on the server", key="det_folder",
                        placeholder="/path/to/folder (images, or real/ and fake/ sub-folders)",
                        help="Images below a folder named real or fake carry that label, and the table then "
-                            "says whether each verdict was right. Sub-folders are searched too "
-                            f"(the first {inputs.MAX_LISTED} images are listed).")
+                            "says whether each verdict was right. Sub-folders are searched too; a folder of "
+                            f"more than {inputs.MAX_LISTED} images lists a balanced sample across its labels "
+                            "(the same every time).")
 if folder.strip():
     try:
         listing = inputs.list_folder(folder)
     except (OSError, ValueError) as exc:
         st.warning(f"Cannot use this folder: {exc}", icon=":material/folder_off:")
     else:
-        n = listing.counts()
+        n, found = listing.counts(), listing.found or listing.counts()
         st.caption(f"{len(listing.files)} image(s) listed in `{listing.root}`: {n['real']} real, {n['fake']} fake, "
-                   f"{n['unlabelled']} unlabelled"
-                   + (f" (the first {len(listing.files)} only: the folder holds more)" if listing.truncated else "")
-                   + ".")
+                   f"{n['unlabelled']} unlabelled."
+                   + (f" The folder holds more ({found['real']} real, {found['fake']} fake, {found['unlabelled']} "
+                      f"unlabelled found): the list is a "
+                      f"balanced sample of {inputs.MAX_LISTED} across the labels, the same every time."
+                      if listing.truncated else ""))
         f1, f2 = st.columns([1, 4], vertical_alignment="bottom")
         use_all = f1.checkbox(f"All {len(listing.files)}", key="det_folder_all")
         picked = f2.multiselect("Images from the folder", listing.files, key="det_folder_pick",
@@ -86,7 +98,7 @@ if folder.strip():
 entries = inputs.expand((u.name, u.getvalue()) for u in uploads or [])
 if photo is not None:
     entries.append(inputs.Entry("camera photo", photo.getvalue()))
-entries += [inputs.Entry(f"sample: {n}", samples[n].read_bytes()) for n in chosen]
+entries += [inputs.Entry(f"sample: {n}", samples[n].read_bytes(), "", sample_label.get(n, "")) for n in chosen]
 entries += folder_items
 
 if not entries:
@@ -94,6 +106,9 @@ if not entries:
     st.stop()
 
 # --- scoring: the table and the counts grow as the images are scored ------------------------
+# what a verdict of these models covers, shown beside every verdict (report.coverage_text)
+coverage = (report.coverage_text(cards[0]) if len(models) == 1 else
+            " ".join(f"{m}: {report.coverage_text(c)}" for m, c in zip(models, cards)))
 label = models[0] if len(models) == 1 else "ensemble(" + "+".join(models) + ")"
 labels = [e.label for e in entries]
 bar = st.progress(0.0, text="Loading model...")
@@ -106,18 +121,24 @@ MAX_ERRORS = 10
 COLUMNS = {
     "thumbnail": st.column_config.ImageColumn("image", width="small"),
     "file": st.column_config.TextColumn("file"),
-    "label": st.column_config.TextColumn("label", help="Known from a real/ or fake/ folder in the file's path"),
-    "faces": st.column_config.NumberColumn("faces", help="0: no face found, the whole image was judged"),
-    "p_fake": st.column_config.ProgressColumn("P(fake)", min_value=0.0, max_value=1.0, format="%.3f"),
-    "correct": st.column_config.CheckboxColumn("correct", help="Verdict matches the label (empty: uncertain "
-                                                               "or no label)"),
+    "label": st.column_config.TextColumn("label", help=report.COLUMN_HELP["label"].capitalize()),
+    "faces": st.column_config.NumberColumn("faces", help=report.COLUMN_HELP["faces"].capitalize()),
+    "p_fake": st.column_config.ProgressColumn(
+        "P(fake)", min_value=0.0, max_value=1.0, format="%.3f",
+        help="The model's calibrated probability that the image's most fake judged face is fake. Blank for "
+             "NO FACE / CANNOT JUDGE: the image's details (and the CSV) still give the score."),
+    "verdict": st.column_config.TextColumn("verdict", help=report.COLUMN_HELP["verdict"].capitalize()),
+    "reason": st.column_config.TextColumn("reason", help=report.COLUMN_HELP["reason"].capitalize()),
+    "correct": st.column_config.TextColumn("correct", help="right / wrong: the verdict against the label "
+                                                           "(empty: no label, or no REAL/FAKE verdict). "
+                                                           "Wrong rows are shaded red."),
     "expert": st.column_config.TextColumn(
         "expert", help="Source-experts models route each face to the expert trained on images like it: "
                        + "; ".join(f"{k}: {v}" for k, v in report.SOURCE_KINDS.items())
                        + ". The share is the router's weight for that expert."),
-    "unfamiliar": st.column_config.CheckboxColumn(
+    "unfamiliar": st.column_config.TextColumn(
         "unfamiliar", help="A face in this image is unlike the faces the model was trained on (not a face, "
-                           "heavy blur or noise, a tiny face, a drawing...): its score is less reliable. "
+                           "heavy blur or noise, a tiny face, a drawing...): that face gets CANNOT JUDGE. "
                            "About 1 in 100 ordinary faces is flagged too."),
     "ms": st.column_config.NumberColumn("ms", format="%.0f", help="Time to find faces and score them"),
 }
@@ -131,22 +152,32 @@ def draw(results: list, final: bool):
     table = report.results_frame(results, threshold, band, labels=labels[:len(results)], thumbnails=True)
     counts = table["verdict"].value_counts()
     with summary_slot.container():
-        for col, v in zip(st.columns(4), ("FAKE", "UNCERTAIN", "REAL", "ERROR")):
-            col.metric(v.title(), int(counts.get(v, 0)))
+        for col, (name, n, why) in zip(st.columns(5), (
+                ("Fake", counts.get(report.FAKE, 0), None), ("Uncertain", counts.get(report.UNCERTAIN, 0), None),
+                ("Real", counts.get(report.REAL, 0), None),
+                ("Cannot judge", sum(counts.get(v, 0) for v in report.NOT_JUDGED),
+                 "NO FACE / CANNOT JUDGE: no face found, a face too small, or unlike the training faces. "
+                 "Counted in neither Real nor Fake."),
+                ("Error", counts.get("ERROR", 0), None))):
+            col.metric(name, int(n), help=why)
         if "unfamiliar" in table and table["unfamiliar"].fillna(False).any():
             st.caption(f":orange[:material/warning:] {int(table['unfamiliar'].fillna(False).sum())} image(s) hold a "
-                       "face unlike the training faces: treat their verdicts with caution.")
+                       "face unlike the training faces: such a face gets CANNOT JUDGE, not a verdict.")
         acc = report.label_accuracy(table)
         if acc:
             lo, hi = acc["accuracy_ci"]
             rate = f" ({acc['accuracy']:.0%}; 95% interval {lo:.0%}-{hi:.0%})" if acc["decided"] else ""
             st.caption(f"Labelled images: {acc['labelled']}. Correct: {acc['correct']} of {acc['decided']} "
-                       f"REAL/FAKE verdicts{rate}; {acc['uncertain']} uncertain, {acc['errors']} could not be "
-                       "analysed.")
+                       f"REAL/FAKE verdicts{rate}; {acc['uncertain']} uncertain, {acc['not_judged']} no face / "
+                       f"cannot judge, {acc['errors']} could not be analysed.")
+    shown = report.readable_frame(table)
+    if "correct" in shown:  # a wrong verdict's row is shaded, so it is seen without reading the column
+        shown = shown.style.apply(lambda row: ["background-color: rgba(239, 68, 68, 0.18)" if row["correct"] == "wrong"
+                                               else "" for _ in row], axis=1)
     if not final:
-        table_slot.dataframe(table, hide_index=True, column_config=COLUMNS)
+        table_slot.dataframe(shown, hide_index=True, column_config=COLUMNS)
         return table, None
-    return table, table_slot.dataframe(table, hide_index=True, key="det_table", on_select="rerun",
+    return table, table_slot.dataframe(shown, hide_index=True, key="det_table", on_select="rerun",
                                        selection_mode="multi-row", column_config=COLUMNS)
 
 
@@ -189,7 +220,8 @@ with d1:
                     "deepfake_lab_results.csv", "Results CSV", key="det_csv")
 with d2:
     st.download_button("HTML report",
-                       lambda: report.html_report(results, threshold, band, heatmap_alpha=alpha, labels=labels),
+                       lambda: report.html_report(results, threshold, band, heatmap_alpha=alpha, labels=labels,
+                                                  coverage=coverage),
                        file_name="deepfake_lab_report.html", mime="text/html", key="det_html",
                        on_click="ignore", icon=":material/description:",
                        help="One self-contained file: the table, every image with its boxes, faces and heatmaps.")
@@ -208,37 +240,55 @@ for idx in shown:
     if isinstance(r, dict):
         continue
     verdict = r.verdict(threshold, band)
+    right = report.correct(verdict, labels[idx])
     with st.container(border=True):
-        h1, h2 = st.columns([5, 1], vertical_alignment="center")
+        h1, h2 = st.columns([3, 2], vertical_alignment="center")
         h1.markdown(f"#### {r.name}")
         with h2:
-            ui.verdict_badge(verdict)
-        st.caption(f"P(fake) {r.p_fake:.3f} · {r.model_label} · {r.seconds * 1000:.0f} ms · "
-                   f"{r.size[0]}×{r.size[1]} px · {len(r.faces)} region(s) scored")
-        if r.note:
+            ui.verdict_heading(verdict)
+        if r.judged:
+            st.markdown(f"**P(fake) {r.p_fake:.3f}** · {r.model_label} · {r.seconds * 1000:.0f} ms · "
+                        f"{r.size[0]}×{r.size[1]} px · {len(r.faces)} region(s) scored")
+        else:
+            st.info(f"**{verdict}**: {r.reason[0].upper() + r.reason[1:]}. It is counted in neither Real nor "
+                    "Fake.", icon=":material/block:")
+            with st.expander("Show the score anyway (not a verdict)"):
+                st.caption(f"P(fake) {r.p_fake:.3f} from {r.model_label}: a score the model cannot vouch for "
+                           f"here. {r.seconds * 1000:.0f} ms · {r.size[0]}×{r.size[1]} px.")
+        st.caption(coverage)
+        if labels[idx]:
+            mark = ("" if right is None else " · :green[:material/check: right]" if right
+                    else " · :red[**:material/close: wrong**]")
+            st.markdown(f"Label: **{labels[idx]}**{mark}")
+        if r.note and r.judged:
             st.info(r.note, icon=":material/info:")
-        pic, facecol = st.columns([3, 2])
-        pic.image(report.annotate(r, threshold, band), width="stretch")
+        pic, facecol = st.columns([1, 1])
+        pic.image(report.annotate(r, threshold, band), width="stretch",
+                  caption="Boxes numbered as the faces on the right")
         with facecol:
             for j, (f, v) in enumerate(zip(r.faces, r.verdicts(threshold, band)), start=1):
-                c1, c2, c3 = st.columns([1, 1, 1], vertical_alignment="center")
-                c1.image(f.crop, caption=f"Face {j}" if f.kind == "face" else "Whole image", width="stretch")
+                name = f"Face {j}" if f.kind == "face" else "Whole image"
+                st.markdown(f"**{name}**: " + (f"{ui.verdict_markdown(v)} P(fake) {f.p_fake:.3f}" if not f.refused
+                                               else f"{ui.verdict_markdown(v)} {f.reason}"))
+                # the crop and its heatmap side by side, the same size
+                c1, c2 = st.columns(2)
+                c1.image(f.crop, caption=name, width="stretch")
                 if gradcam and f.heatmap is not None:
-                    c2.image(explain.overlay(f.crop, f.heatmap, alpha), caption="Grad-CAM", width="stretch")
+                    c2.image(explain.overlay(f.crop, f.heatmap, alpha), caption=f"Grad-CAM, {name.lower()}",
+                             width="stretch")
                 elif gradcam:
                     c2.caption("No Grad-CAM layer for this model.")
-                c3.metric(f"P(fake) face {j}", f"{f.p_fake:.3f}")
-                with c3:
-                    ui.verdict_badge(v)
-                    if f.expert:
-                        top = report.top_route(f.route)[0]
-                        st.caption(f.expert[0].upper() + f.expert[1:], help=f"This model holds one expert per "
-                                   f"kind of training image; the router judged this face closest to "
-                                   f"{report.source_kind(top)}.")
-                    if f.unfamiliar:
-                        text = report.familiarity_text(f.novelty)
-                        st.caption(":orange[:material/warning: Unlike the training faces]",
-                                   help=text[0].upper() + text[1:] + ".")
+                if f.refused:
+                    st.caption(f"Its score, not a verdict: P(fake) {f.p_fake:.3f}.")
+                if f.expert:
+                    top = report.top_route(f.route)[0]
+                    st.caption(f.expert[0].upper() + f.expert[1:], help=f"This model holds one expert per "
+                               f"kind of training image; the router judged this face closest to "
+                               f"{report.source_kind(top)}.")
+                if f.unfamiliar:
+                    text = report.familiarity_text(f.novelty)
+                    st.caption(":orange[:material/warning: Unlike the training faces]",
+                               help=text[0].upper() + text[1:] + ".")
             if len(r.models) > 1 or len(r.faces) > 1:
                 st.dataframe(report.faces_frame(r, threshold, band), hide_index=True)
         evidence_ui.panel(r, threshold, band)

@@ -24,7 +24,8 @@ from detector import evaluation, runfolder, store, textsafe
 
 APP_NAME = "Deepfake Lab"
 SAMPLES_DIR = store.REPO_ROOT / "sample_images"
-VERDICT_BADGE = {"FAKE": "red", "REAL": "green", "UNCERTAIN": "orange", "ERROR": "gray"}
+VERDICT_BADGE = {"FAKE": "red", "REAL": "green", "UNCERTAIN": "orange", "ERROR": "gray",
+                 "NO FACE": "gray", "CANNOT JUDGE": "gray"}
 DISCLAIMER = ("Verdicts are statistical aids, not proof. Models make mistakes, most of all on "
               "images unlike their training data (new generators, heavy compression, resizing).")
 
@@ -85,7 +86,7 @@ def predictions(name: str) -> pd.DataFrame | None:
     return table(model_dir(name), store.PREDICTIONS)
 
 
-@st.cache_resource(show_spinner="Loading model...", max_entries=8)
+@st.cache_resource(show_spinner="Loading model...", max_entries=store.MAX_LOADED)  # bounded: see store
 def _detector(path: str, mtime: float):
     from detector import inference
 
@@ -160,6 +161,16 @@ def digest(data: bytes) -> str:
 
 def verdict_badge(verdict: str, container=st) -> None:
     container.badge(verdict, color=VERDICT_BADGE.get(verdict, "gray"))
+
+
+def verdict_markdown(verdict: str) -> str:
+    """The verdict as bold text on its colour's background, for a line of markdown."""
+    return f":{VERDICT_BADGE.get(verdict, 'gray')}-background[**{verdict}**]"
+
+
+def verdict_heading(verdict: str, container=st) -> None:
+    """The image's verdict, large (a heading on its colour's background): the first thing read."""
+    container.markdown(f"## {verdict_markdown(verdict)}")
 
 
 def threshold_slider(label: str, default: float, key: str, container=st, **kwargs) -> float:

@@ -22,11 +22,12 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from detector import report, store
+from detector import inference, inputs, report, store
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
 VERDICTS = {"REAL", "FAKE", "UNCERTAIN"}
+NOT_JUDGED = {"NO FACE", "CANNOT JUDGE"}
 
 
 def _noise_dataset(root: Path) -> None:
@@ -158,10 +159,14 @@ def test_detect_gives_verdicts_and_reports_a_bad_file(app, models_dir):
         ("astronaut.jpg", face, "image/jpeg"),
         ("broken.jpg", b"this is not an image", "image/jpeg"),
         ("noise.png", _noise_png(), "image/png"),
+        ("notes.txt", b"not a picture", "text/plain"),
     ]).run()
     assert not app.exception, app.exception
     table = app.dataframe[0].value.set_index("file")
-    assert list(table.index) == ["astronaut.jpg", "broken.jpg", "noise.png"]
+    assert list(table.index) == ["astronaut.jpg", "broken.jpg", "noise.png", "notes.txt"]
+    # a file the uploader would once have rejected silently is listed with the reason
+    assert table.loc["notes.txt", "verdict"] == "ERROR"
+    assert any("notes.txt" in e.value and "not an image file (.txt)" in e.value for e in app.error)
 
     good = table.loc["astronaut.jpg"]
     assert good["verdict"] in VERDICTS and 0.0 <= good["p_fake"] <= 1.0
@@ -178,13 +183,23 @@ def test_detect_gives_verdicts_and_reports_a_bad_file(app, models_dir):
     assert bad["verdict"] == "ERROR" and "not an image" in bad["error"] and pd.isna(bad["p_fake"])
     assert any("broken.jpg" in e.value and "not an image" in e.value for e in app.error)
 
-    noise = table.loc["noise.png"]  # no face: judged whole, and the page says so
-    assert noise["verdict"] in VERDICTS and noise["faces"] == 0
+    noise = table.loc["noise.png"]  # no face: scored whole, but no verdict, and the page says why
+    assert noise["verdict"] == "NO FACE" and noise["faces"] == 0 and pd.isna(noise["p_fake"])
+    assert "no face" in noise["reason"]
     if (store.read_card(models_dir / good["model"]).get("novelty") or {}).get("usable"):  # noise is unlike any face
         assert bool(noise["unfamiliar"]) and not bool(good["unfamiliar"])
         assert any("Unlike the training faces" in c.value for c in app.caption)
         assert any("1 image(s) hold a face unlike the training faces" in c.value for c in app.caption)
-    assert any(report.NO_FACE_NOTE in i.value for i in app.info)
+    assert any("NO FACE" in i.value and inference.NO_FACE_REASON[1:] in i.value for i in app.info)
+    counts = {m.label: int(m.value) for m in app.metric}
+    assert counts["Cannot judge"] == 1 and counts["Error"] == 2 and counts["Fake"] + counts["Real"] + \
+        counts["Uncertain"] == 1
+    # the score of an image that cannot be judged is there on demand, not beside a verdict
+    assert any(e.label.startswith("Show the score anyway") for e in app.expander)
+
+    # beside each verdict, one line on what the model's verdicts cover (issue #23)
+    line = report.coverage_text(store.read_card(models_dir / good["model"]))
+    assert _beside_a_verdict(app, line)
 
     # the verdict follows the threshold slider without re-scoring
     model = app.selectbox(key="det_model").value
@@ -196,6 +211,28 @@ def test_detect_gives_verdicts_and_reports_a_bad_file(app, models_dir):
     table = app.dataframe[0].value.set_index("file")
     assert table.loc["astronaut.jpg", "verdict"] == ("FAKE" if p >= 1.0 else "REAL")
     assert table.loc["astronaut.jpg", "p_fake"] == pytest.approx(p)
+
+
+def _descendants(node) -> list:
+    out = []
+    for child in getattr(node, "children", {}).values():
+        out.append(child)
+        out += _descendants(child)
+    return out
+
+
+def _beside_a_verdict(app: AppTest, line: str) -> bool:
+    """Whether some bordered result card holds both a large verdict heading and `line` as a caption."""
+    for block in _descendants(app.main):
+        inside = _descendants(block)
+        if not inside:
+            continue
+        heading = any(getattr(e, "type", "") == "markdown" and e.value.startswith("## :") for e in inside)
+        caption = any(getattr(e, "type", "") == "caption" and e.value == line for e in inside)
+        direct = [c for c in block.children.values()]
+        if heading and caption and any(getattr(c, "type", "") == "caption" and c.value == line for c in direct):
+            return True
+    return False
 
 
 def test_detect_says_when_a_model_cannot_flag_unfamiliar_faces(app, models_dir):
@@ -218,16 +255,49 @@ def test_detect_camera_sample_gallery_and_ensemble(app, models_dir):
     assert not app.exception, app.exception
     table = app.dataframe[0].value
     assert list(table["file"]) == ["camera photo", "sample: no_face_coffee.jpg"]
-    assert set(table["verdict"]) <= VERDICTS and list(table["faces"]) == [1, 0]
+    assert list(table["verdict"])[1] == "NO FACE" and table["verdict"][0] in VERDICTS and list(table["faces"]) == [1, 0]
     app.toggle(key="det_camera_on").set_value(False).run()
     row = app.dataframe[0].value.iloc[0]
-    assert row["file"] == "sample: no_face_coffee.jpg" and row["verdict"] in VERDICTS
+    assert row["file"] == "sample: no_face_coffee.jpg" and row["verdict"] == "NO FACE"
     names = store.model_names(models_dir)
     if len(names) > 1:
         app.multiselect(key="det_ensemble").set_value(names[1:]).run()
         assert not app.exception, app.exception
         row = app.dataframe[0].value.iloc[0]
-        assert row["model"].startswith("ensemble(") and row["verdict"] in VERDICTS
+        assert row["model"].startswith("ensemble(") and row["verdict"] == "NO FACE"
+
+
+def test_sample_gallery_shows_no_face_for_the_cat_and_cup_and_marks_the_fakes(app, models_dir):
+    labels = inputs.sample_labels(ROOT / "sample_images")
+    fakes = sorted(n for n, lab in labels.items() if lab == "fake")
+    assert fakes, "the gallery ships fakes of its own (sample_images/make_samples.py)"
+    app.multiselect(key="det_samples").set_value(["chelsea_cat.jpg", "no_face_coffee.jpg", "astronaut.jpg",
+                                                  *fakes]).run()
+    assert not app.exception, app.exception
+    table = app.dataframe[0].value.set_index("file")
+    assert table.loc["sample: chelsea_cat.jpg", "verdict"] == "NO FACE"
+    assert table.loc["sample: no_face_coffee.jpg", "verdict"] == "NO FACE"
+    assert table.loc["sample: chelsea_cat.jpg", "label"] == "" and table.loc["sample: astronaut.jpg", "label"] == "real"
+    assert all(table.loc[f"sample: {n}", "label"] == "fake" for n in fakes)
+    counts = {m.label: int(m.value) for m in app.metric}
+    assert counts["Cannot judge"] >= 2  # the cat and the cup, in neither Real nor Fake
+    assert counts["Fake"] + counts["Real"] + counts["Uncertain"] + counts["Cannot judge"] == len(table)
+    for n in fakes:  # each labelled sample is marked right or wrong, as its verdict says
+        v, mark = table.loc[f"sample: {n}", "verdict"], table.loc[f"sample: {n}", "correct"]
+        assert mark == ("" if v not in ("REAL", "FAKE") else "right" if v == "FAKE" else "wrong")
+    if models_dir == ROOT / "models" and store.default_model_name(models_dir) == "efficientnet_lite0_experts":
+        # the shipped default calls the shipped fakes FAKE, and the real astronaut REAL
+        assert [table.loc[f"sample: {n}", "verdict"] for n in fakes] == ["FAKE"] * len(fakes)
+        assert table.loc["sample: astronaut.jpg", "verdict"] == "REAL"
+        assert table.loc["sample: astronaut.jpg", "correct"] == "right"
+
+
+def test_uploader_limit_and_toolbar_match_the_real_ones():
+    import tomllib
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["maxUploadSize"] * 1024 ** 2 == inputs.MAX_MEMBER_BYTES
+    assert config["client"]["toolbarMode"] == "viewer"
 
 
 def test_compare_threshold_slider_moves_the_confusion_matrix(app, models_dir):

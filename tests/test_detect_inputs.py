@@ -18,7 +18,7 @@ from conftest import REPO_ROOT, fake_image, jpeg_bytes, smooth_image
 from detector import inputs, report, significance
 
 APP = str(REPO_ROOT / "streamlit_app.py")
-VERDICTS = {"REAL", "FAKE", "UNCERTAIN"}
+VERDICTS = {"REAL", "FAKE", "UNCERTAIN", "NO FACE", "CANNOT JUDGE"}
 
 
 def _png(rgb: np.ndarray) -> bytes:
@@ -148,14 +148,50 @@ def test_folder_listing_with_labels(labelled_folder):
     assert listing.files == ["Fake/f1.jpg", "Fake/gan/f2.jpg", "other/u.jpg", "real/r1.jpg", "real/r2.png"]
     assert listing.labels == ["fake", "fake", "", "real", "real"]
     assert listing.counts() == {"real": 2, "fake": 2, "unlabelled": 1} and not listing.truncated
-    capped = inputs.list_folder(labelled_folder, limit=3)
-    assert capped.files == listing.files[:3] and capped.truncated
+    assert listing.found == listing.counts()
+    capped = inputs.list_folder(labelled_folder, limit=3)  # one of each label, not the first three
+    assert capped.files == ["Fake/f1.jpg", "other/u.jpg", "real/r1.jpg"] and capped.truncated
+    assert capped.counts() == {"real": 1, "fake": 1, "unlabelled": 1} and capped.found == listing.found
     entries = inputs.read_folder(listing, ["real/r2.png", "Fake/gan/f2.jpg"])
     assert [(e.name, e.label) for e in entries] == [("set/real/r2.png", "real"), ("set/Fake/gan/f2.jpg", "fake")]
     assert entries[0].data == (labelled_folder / "real" / "r2.png").read_bytes()
     (labelled_folder / "real" / "r2.png").unlink()  # gone since the listing: an error entry
     gone = inputs.read_folder(listing, ["real/r2.png"])[0]
     assert gone.data is None and "cannot read file" in gone.error
+
+
+def test_a_capped_folder_listing_is_a_balanced_deterministic_sample(tmp_path):
+    """fake/ sorts before real/: the first files in order would all be fakes."""
+    for label, n in (("fake", 90), ("real", 30)):
+        (tmp_path / label).mkdir()
+        for i in range(n):
+            (tmp_path / label / f"{i:03d}.jpg").write_bytes(b"x")  # listing never decodes
+    listing = inputs.list_folder(tmp_path, limit=40)
+    assert listing.truncated and listing.counts() == {"real": 20, "fake": 20, "unlabelled": 0}
+    assert listing.found == {"real": 30, "fake": 90, "unlabelled": 0}
+    assert listing.files == sorted(listing.files) and len(set(listing.files)) == 40
+    # spread through each label's files, first to last, and the same every time
+    assert {"fake/000.jpg", "fake/089.jpg", "real/000.jpg", "real/029.jpg"} <= set(listing.files)
+    assert inputs.list_folder(tmp_path, limit=40) == listing
+    # a label with fewer files than its share gives the rest to the other
+    few = inputs.list_folder(tmp_path, limit=100)
+    assert few.counts() == {"real": 30, "fake": 70, "unlabelled": 0}
+
+
+def test_sample_gallery_labels(tmp_path):
+    assert inputs.sample_labels(tmp_path) == {}
+    (tmp_path / "LABELS.csv").write_text("file,label\na.jpg,real\nb.jpg,FAKE\nc.jpg,\n")
+    assert inputs.sample_labels(tmp_path) == {"a.jpg": "real", "b.jpg": "fake"}
+    shipped = inputs.sample_labels(REPO_ROOT / "sample_images")
+    assert shipped["astronaut.jpg"] == "real" and "fake" in shipped.values()
+    assert all((REPO_ROOT / "sample_images" / name).is_file() for name in shipped)
+    assert "chelsea_cat.jpg" not in shipped  # no face: nothing to be right about
+
+
+def test_an_upload_that_is_not_an_image_is_listed_with_why():
+    out = inputs.expand([("notes.txt", b"hello"), ("a.jpg", b"bytes")])
+    assert out[0].data is None and "not an image file (.txt)" in out[0].error
+    assert out[1].data == b"bytes"
 
 
 def test_folder_errors_are_clear(tmp_path):
@@ -183,7 +219,8 @@ def test_results_frame_labels_correctness_and_thumbnails(monkeypatch):
         def analyze(self, rgb, *, regions, gradcam=False):
             return ImageResult([FaceResult(r, self.p, "n/a", None) for r in regions], "m", 0.5, 0.01)
 
-    monkeypatch.setattr(report.faces_mod, "find_faces", lambda img: [faces.whole_image_region(img, "no_face")])
+    # a face crop (judged whole): a region with no face would be NO FACE, never right or wrong
+    monkeypatch.setattr(report.faces_mod, "find_faces", lambda img: [faces.whole_image_region(img, "face_crop")])
     rgb = smooth_image(np.random.default_rng(0), 200)
     scores = [report.score_image(rgb, [Stub(p)], name=f"{i}.jpg") for i, p in enumerate((0.9, 0.1, 0.9, 0.52))]
     bad = {"file": "bad.jpg", "error": "not an image file", "model": "m"}
@@ -197,7 +234,8 @@ def test_results_frame_labels_correctness_and_thumbnails(monkeypatch):
     assert max(thumb.size) == report.TABLE_THUMB_SIDE
     acc = report.label_accuracy(df)
     lo, hi = acc.pop("accuracy_ci")  # 1 of 2: the interval spans most of [0, 1]
-    assert acc == {"labelled": 4, "decided": 2, "correct": 1, "uncertain": 1, "errors": 1, "accuracy": 0.5}
+    assert acc == {"labelled": 4, "decided": 2, "correct": 1, "uncertain": 1, "not_judged": 0, "errors": 1,
+                   "accuracy": 0.5}
     assert lo < 0.15 and hi > 0.85
     # without labels (or with none known) the table keeps its plain columns
     assert list(report.results_frame(scores, 0.5, labels=[""] * 4).columns) == report.TABLE_COLUMNS
@@ -218,6 +256,7 @@ def app(models_root, monkeypatch):
     return at
 
 
+@pytest.mark.slow
 def test_detect_page_reads_a_zip(app, pics):
     face = (REPO_ROOT / "sample_images" / "astronaut.jpg").read_bytes()
     blob = _zip({"set/real/astronaut.jpg": face, "set/fake/noise.png": pics["fake"], "set/readme.txt": b"hi",
@@ -237,10 +276,14 @@ def test_detect_page_reads_a_zip(app, pics):
     assert any("readme.txt" in e and "not an image file" in e for e in errors)
     assert any("broken.zip" in e and "not a readable zip file" in e for e in errors)
     assert any(c.value.startswith("Labelled images: 2.") for c in app.caption)
-    counts = {m.label: int(m.value) for m in app.metric if m.label in ("Fake", "Uncertain", "Real", "Error")}
+    counts = {m.label: int(m.value) for m in app.metric
+              if m.label in ("Fake", "Uncertain", "Real", "Cannot judge", "Error")}
     assert counts["Error"] == 2 and sum(counts.values()) == 4
+    assert table.loc["set.zip/set/fake/noise.png", "verdict"] == "NO FACE"  # no face: counted in neither
+    assert counts["Cannot judge"] >= 1
 
 
+@pytest.mark.slow
 def test_detect_page_folder_gallery(app, labelled_folder):
     app.text_input(key="det_folder").set_value(str(labelled_folder / "missing")).run()
     assert any("folder not found" in w.value for w in app.warning)
@@ -260,9 +303,9 @@ def test_detect_page_folder_gallery(app, labelled_folder):
     assert list(table["label"]) == ["real", "fake"] and set(table["verdict"]) <= VERDICTS
 
     def expected(v, lab):
-        return None if v == "UNCERTAIN" else (v == "FAKE") == (lab == "fake")
+        return None if v not in ("REAL", "FAKE") else (v == "FAKE") == (lab == "fake")
 
-    got = [None if pd.isna(c) else bool(c) for c in table["correct"]]
+    got = [None if c == "" else c == "right" for c in table["correct"]]  # shown as right / wrong
     assert got == [expected(v, lab) for v, lab in zip(table["verdict"], table["label"])]
     decided = [g for g in got if g is not None]
     caption = next(c.value for c in app.caption if c.value.startswith("Labelled images: 2."))
