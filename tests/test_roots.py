@@ -1,0 +1,85 @@
+"""detector/roots.py: server folders are off without data roots, and confined to them.
+
+Every refusal must read the same (no existence oracle): each case below checks the exact
+message. Folders and symlinks are made in pytest's tmp folders."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from detector import roots
+
+
+@pytest.fixture()
+def tree(tmp_path) -> dict[str, Path]:
+    data = tmp_path / "data"
+    (data / "set" / "real").mkdir(parents=True)
+    (data / "file.txt").write_text("x")
+    outside = tmp_path / "secret"
+    (outside / "inner").mkdir(parents=True)
+    (data / "escape").symlink_to(outside, target_is_directory=True)  # a link that leads out
+    (data / "stays").symlink_to(data / "set", target_is_directory=True)  # a link that stays in
+    return {"data": data, "outside": outside, "tmp": tmp_path}
+
+
+def refused(text, allowed):
+    with pytest.raises(roots.FolderRefused) as info:
+        roots.confine(text, allowed)
+    assert str(info.value) == roots.REFUSED
+    return True
+
+
+def test_no_roots_means_no_folders(tree):
+    assert refused(tree["data"], [])
+    assert roots.configured(env="") == []
+    assert roots.configured(env=os.pathsep.join([str(tree["tmp"] / "missing"), ""])) == []  # missing ones do not count
+
+
+def test_configured_reads_the_variable_and_the_secrets_list(tree, monkeypatch):
+    monkeypatch.setenv(roots.ENV, f"{tree['data']}{os.pathsep}{tree['data']}/../data")
+    assert roots.configured() == [tree["data"].resolve()]  # resolved, once
+    assert roots.configured(extra=[str(tree["outside"])]) == [tree["data"].resolve(), tree["outside"].resolve()]
+    monkeypatch.setenv("HOME", str(tree["tmp"]))
+    assert roots.configured(env="~/data") == [tree["data"].resolve()]
+
+
+def test_inside_a_root_is_allowed(tree):
+    allowed = [tree["data"]]
+    assert roots.confine(str(tree["data"]), allowed) == tree["data"].resolve()
+    assert roots.confine(str(tree["data"] / "set"), allowed) == (tree["data"] / "set").resolve()
+    assert roots.confine("set/real", allowed) == (tree["data"] / "set" / "real").resolve()  # relative: first root
+    assert roots.confine(str(tree["data"] / "stays"), allowed) == (tree["data"] / "set").resolve()
+    assert roots.confine(f"  {tree['data']}/set/../set  ", allowed) == (tree["data"] / "set").resolve()
+
+
+def test_traversal_symlink_escape_home_and_absolute_paths_are_refused(tree, monkeypatch):
+    allowed = [tree["data"]]
+    assert refused(str(tree["data"] / ".." / "secret"), allowed)  # `..` out of the root
+    assert refused("../secret", allowed)  # relative traversal
+    assert refused("set/../../secret/inner", allowed)
+    assert refused(str(tree["data"] / "escape"), allowed)  # a symlink inside that leads out
+    assert refused(str(tree["data"] / "escape" / "inner"), allowed)
+    assert refused("/", allowed)
+    assert refused("/etc", allowed)  # an existing absolute folder outside
+    assert refused(str(tree["outside"]), allowed)
+    monkeypatch.setenv("HOME", str(tree["outside"]))
+    assert refused("~", allowed)  # ~ expanded, then outside
+    assert refused("~/inner", allowed)
+    # inside the root but not a folder, or missing: the very same message (no existence oracle)
+    assert refused(str(tree["data"] / "file.txt"), allowed)
+    assert refused(str(tree["data"] / "nope"), allowed)
+    assert refused(str(tree["tmp"] / "nope"), allowed)
+    assert refused("", allowed) and refused("bad\x00name", allowed)
+    # a sibling whose name starts like the root is not inside it
+    sibling = tree["tmp"] / "data2"
+    sibling.mkdir()
+    assert refused(str(sibling), allowed)
+
+
+def test_inside_checks_files_below_a_root(tree):
+    (tree["outside"] / "x.jpg").write_bytes(b"x")
+    (tree["data"] / "set" / "real" / "link.jpg").symlink_to(tree["outside"] / "x.jpg")
+    assert not roots.inside(tree["data"] / "set" / "real" / "link.jpg", [tree["data"]])
+    assert roots.inside(tree["data"] / "file.txt", [tree["data"]])
