@@ -8,8 +8,10 @@ import functools
 import numpy as np
 from PIL import Image
 
+from detector.store import MAX_LOADED as _MAX_LOADED
 
-@functools.lru_cache(maxsize=8)
+
+@functools.lru_cache(maxsize=_MAX_LOADED)  # holds its model: as many as store keeps loaded
 def _gradcam_fn(model, layer_name: str):
     """One compiled Grad-CAM per (model, layer): graph mode makes the forward + backward pass
     several times faster than an eager GradientTape, and the fixed signature (any batch, the

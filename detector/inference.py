@@ -241,7 +241,7 @@ class Detector:
         return self.analyze(images.decode_image(source), **kwargs)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=store.MAX_LOADED)  # least recently used out: memory stays bounded
 def _cached(path: str) -> Detector:
     return Detector(path)
 

@@ -21,6 +21,22 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"  # the labelled data beside t
 DEFAULT_FILE = "DEFAULT"  # models/DEFAULT holds the default model's folder name
 
 
+def _max_loaded() -> int:
+    try:
+        return max(1, int(os.environ.get("DEEPFAKE_LAB_MAX_MODELS", "") or 5))
+    except ValueError:
+        return 5
+
+
+# Models held in memory at once, per process: every cache that keeps a loaded model (here, the
+# Detector cache of `inference`, Grad-CAM functions of `explain`, the app's st.cache_resource)
+# is a least-recently-used cache of this size, so a server that has loaded many models (model
+# folders, retrained copies) holds at most this many; the next one evicts the least recently
+# used. 5: the shipped models all fit (an ensemble of all five must not reload on every image).
+# Each costs roughly 100-300 MB of TensorFlow memory. Env DEEPFAKE_LAB_MAX_MODELS changes it.
+MAX_LOADED = _max_loaded()
+
+
 class ModelNotFoundError(LookupError):
     """No such model: the message lists the shipped ones."""
 
@@ -119,7 +135,7 @@ def read_folds(name_or_path=None) -> pd.DataFrame | None:
     return _read_csv(name_or_path, FOLDS)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=MAX_LOADED)
 def _load(path: str, mtime: float):
     import keras
 
