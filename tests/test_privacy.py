@@ -45,7 +45,7 @@ matplotlib.get_configdir()
 matplotlib.get_cachedir()
 
 APP = str(REPO_ROOT / "streamlit_app.py")
-VERDICTS = {"REAL", "FAKE", "UNCERTAIN"}
+VERDICTS = {"REAL", "FAKE", "UNCERTAIN", "NO FACE", "CANNOT JUDGE"}
 SKIP_DIRS = {".venv", ".git", "__pycache__", ".pytest_cache"}
 ATTEMPTS = 3
 
