@@ -1,5 +1,6 @@
 """Detect: images (uploads, zips, camera, samples, a server folder) -> per-face verdicts, Grad-CAM,
 forensics, CSV/HTML. The results table fills in as the images are scored."""
+import functools
 import time
 
 import numpy as np
@@ -219,9 +220,11 @@ with d1:
     ui.csv_download(evidence_ui.with_custody(table.drop(columns="thumbnail"), models, threshold, band),
                     "deepfake_lab_results.csv", "Results CSV", key="det_csv")
 with d2:
+    # a partial over the report's inputs only: Streamlit keeps a deferred download's callable
+    # after the session ends, and a lambda here would hold the page's globals (every upload) (#27)
     st.download_button("HTML report",
-                       lambda: report.html_report(results, threshold, band, heatmap_alpha=alpha, labels=labels,
-                                                  coverage=coverage),
+                       functools.partial(report.html_report, results, threshold, band, heatmap_alpha=alpha,
+                                         labels=labels, coverage=coverage),
                        file_name="deepfake_lab_report.html", mime="text/html", key="det_html",
                        on_click="ignore", icon=":material/description:",
                        help="One self-contained file: the table, every image with its boxes, faces and heatmaps.")

@@ -5,6 +5,8 @@ the PDF download. Thin UI: the rules and the reading live in `detector.evidence`
 """
 from __future__ import annotations
 
+import functools
+
 import pandas as pd
 import streamlit as st
 
@@ -86,13 +88,20 @@ def with_custody(table: pd.DataFrame, models: list[str], threshold: float, band:
     return out
 
 
-def pdf_button(results: list, models: list[str], threshold: float, band: float, alpha: float, labels: list) -> None:
+def _pdf(results: list, models: list[str], threshold: float, band: float, alpha: float, labels: list) -> bytes:
+    """The PDF report's bytes, made when the button is clicked."""
     from detector import pdf_report
 
+    return pdf_report.pdf_report(results, threshold, band, custody=block_for(models, threshold, band),
+                                 heatmap_alpha=alpha, labels=labels)
+
+
+def pdf_button(results: list, models: list[str], threshold: float, band: float, alpha: float, labels: list) -> None:
+    # a partial over the report's inputs only (never a closure): Streamlit keeps a deferred
+    # download's callable after the session ends, so it must not hold the uploads (#27)
     st.download_button(
         "PDF report",
-        lambda: pdf_report.pdf_report(results, threshold, band, custody=block_for(models, threshold, band),
-                                      heatmap_alpha=alpha, labels=labels),
+        functools.partial(_pdf, results, list(models), threshold, band, alpha, labels),
         file_name="deepfake_lab_report.pdf", mime="application/pdf", key="det_pdf", on_click="ignore",
         icon=":material/picture_as_pdf:",
         help="A summary page (counts, settings, chain of custody), then one section per image: boxes, faces, "
