@@ -93,10 +93,12 @@ def labelled_set() -> tuple[dict, str, dict, str, comparison.SetImages] | None:
     left, right = st.columns(2)
     upload = left.file_uploader("Labelled zip", type=["zip"], key="cmp_zip",
                                 help="A .zip with real/ and fake/ folders of images.")
-    folder = right.text_input("Or a folder on the server", key="cmp_folder", placeholder="/path/to/set",
-                              help="A folder holding real/ and fake/ folders (read, never written).").strip()
+    path = ui.folder_input("Or a folder on the server", "cmp_folder", container=right,
+                           help="A folder holding real/ and fake/ folders (read, never written).")
+    folder = str(path) if path is not None else ""
     if upload is None and not folder:
-        st.info("Upload a zip or type a folder path to score a labelled set with the chosen models.")
+        st.info("Upload a zip (or, where the server allows it, type a folder) to score a labelled set "
+                "with the chosen models.")
         return None
     bar = st.progress(0.0, text="Reading images...")
     try:

@@ -71,20 +71,22 @@ camera_on = right.toggle("Use the camera", key="det_camera_on")
 photo = st.camera_input("Take a photo", key="det_camera") if camera_on else None
 
 folder_items: list[inputs.Entry] = []
-folder = st.text_input("Or analyse images in a folder on the server", key="det_folder",
-                       placeholder="/path/to/folder (images, or real/ and fake/ sub-folders)",
-                       help="Images below a folder named real or fake carry that label, and the table then "
-                            "says whether each verdict was right. Sub-folders are searched too; a folder of "
-                            f"more than {inputs.MAX_LISTED} images lists a balanced sample across its labels "
-                            "(the same every time).")
+folder_path = ui.folder_input(  # confined to the operator's data roots; off without them (detector.roots)
+    "Or analyse images in a folder on the server", "det_folder",
+    placeholder="a folder of images, or of real/ and fake/ sub-folders",
+    help="Images below a folder named real or fake carry that label, and the table then "
+         "says whether each verdict was right. Sub-folders are searched too; a folder of "
+         f"more than {inputs.MAX_LISTED} images lists a balanced sample across its labels "
+         "(the same every time).")
+folder = str(folder_path) if folder_path is not None else ""
 if folder.strip():
     try:
         listing = inputs.list_folder(folder)
     except (OSError, ValueError) as exc:
-        st.warning(f"Cannot use this folder: {exc}", icon=":material/folder_off:")
+        st.warning(f"Cannot use this folder: {ui.safe_md(exc)}", icon=":material/folder_off:")
     else:
         n, found = listing.counts(), listing.found or listing.counts()
-        st.caption(f"{len(listing.files)} image(s) listed in `{listing.root}`: {n['real']} real, {n['fake']} fake, "
+        st.caption(f"{len(listing.files)} image(s) listed in {ui.code_md(listing.root)}: {n['real']} real, {n['fake']} fake, "
                    f"{n['unlabelled']} unlabelled."
                    + (f" The folder holds more ({found['real']} real, {found['fake']} fake, {found['unlabelled']} "
                       f"unlabelled found): the list is a "

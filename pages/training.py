@@ -191,14 +191,14 @@ with audit_tab:
 with curve_tab:
     learning_section()
 with runs_tab:
-    st.caption("Shipped models, plus run folders from anywhere on this machine (e.g. `runs/`).")
+    st.caption("Shipped models, plus run folders inside the server's data roots (e.g. `runs/`, when the "
+               "operator names it a root).")
 
-    folder = st.text_input("Also look for runs in this folder", key="trn_folder", placeholder="runs",
-                           help="A run folder, or a folder holding run folders (each with card.json "
-                                "or history.csv). Relative paths start at the repository root.")
+    base = ui.folder_input("Also look for runs in this folder", "trn_folder",
+                           help="A run folder, or a folder holding run folders (each with card.json or history.csv).")
 
     runs: dict[str, Path] = {n: Path(ui.model_dir(n)) for n in ui.model_names()}
-    if (base := ui.repo_path(folder)) is not None:
+    if base is not None:
         found = ui.run_folders(base)
         if not found:
             st.warning(f"No run folders in {ui.code_md(base)}.")

@@ -20,7 +20,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from detector import evaluation, runfolder, store, textsafe
+from detector import evaluation, roots, runfolder, store, textsafe
 
 APP_NAME = "Deepfake Lab"
 SAMPLES_DIR = store.REPO_ROOT / "sample_images"
@@ -346,19 +346,38 @@ def per_source_frame(df: pd.DataFrame, threshold: float) -> pd.DataFrame | None:
     return pd.DataFrame([with_intervals({"source": k, **v}) for k, v in per.items()])
 
 
-def folder_input(label: str, key: str, help: str, container=st) -> Path | None:
-    """A folder on this machine typed by the user (the shared data when present, by default),
-    relative paths taken from the repository: None while the box is empty."""
-    default = str(store.SHARED_DATA) if store.SHARED_DATA.is_dir() else ""
-    return repo_path(container.text_input(label, value=default, key=key, help=help))
+def data_roots() -> list[Path]:
+    """The folders the operator lets the app read (detector.roots): DEEPFAKE_LAB_ROOTS and
+    `[deepfake_lab] roots = [...]` in .streamlit/secrets.toml. Empty: server folders are off."""
+    extra: list = []
+    try:
+        section = st.secrets.get("deepfake_lab") or {}
+        extra = list(section.get("roots") or [])
+    except Exception:  # noqa: BLE001 - no secrets file, or an unreadable one: no roots from it
+        extra = []
+    return roots.configured(extra=[str(r) for r in extra])
 
 
-def repo_path(text: str) -> Path | None:
-    """A path typed in a box: `~` expanded, relative ones from the repository root; None if blank."""
+def folder_input(label: str, key: str, help: str, container=st, placeholder: str | None = None) -> Path | None:
+    """A folder on this machine typed by the user, confined to the data roots
+    (detector.roots.confine: `~`, `..` and symlinks resolved, anything outside refused with
+    one message). Without data roots the box is not offered (a caption says how to enable it).
+    None while the box is empty, refused, or off."""
+    allowed = data_roots()
+    if not allowed:
+        container.caption(f"{label}: {roots.OFF}")
+        return None
+    where = ", ".join(str(r) for r in allowed)
+    text = container.text_input(label, key=key, placeholder=placeholder or str(allowed[0]),
+                                help=f"{help} Only folders inside the data roots: {where} "
+                                     f"(a relative path starts at {allowed[0]}).")
     if not text.strip():
         return None
-    path = Path(text.strip()).expanduser()
-    return path if path.is_absolute() else store.REPO_ROOT / path
+    try:
+        return roots.confine(text, allowed)
+    except roots.FolderRefused:
+        container.error(roots.REFUSED, icon=":material/folder_off:")
+        return None
 
 
 def interval(ci) -> str:

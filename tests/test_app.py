@@ -98,7 +98,7 @@ def _plotly_specs(at: AppTest) -> list[dict]:
     return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
 
 
-def test_every_page_renders(app, models_dir):
+def test_every_page_renders(app, models_dir, monkeypatch):
     assert app.title[0].value == "Detect deepfakes"
     assert any("Add images" in i.value for i in app.info)
     assert app.selectbox(key="det_model").value == store.default_model_name(models_dir)
@@ -107,6 +107,8 @@ def test_every_page_renders(app, models_dir):
         assert not app.exception, (page, app.exception)
         assert app.title[0].value == title
     # the training page lists runs found in a typed folder too, and shows k-fold results
+    monkeypatch.setenv("DEEPFAKE_LAB_ROOTS", str(models_dir))  # server folders are off without data roots
+    app.run()
     app.text_input(key="trn_folder").set_value(str(models_dir)).run()
     assert not app.exception, app.exception
     summary = app.dataframe[0].value

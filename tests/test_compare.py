@@ -423,12 +423,15 @@ def test_compare_page_does_not_import_tensorflow_until_a_set_is_scored(compare_m
     assert done.stdout.strip().splitlines()[-1] == "NO-TF", done.stdout
 
 
-def test_compare_page_scores_a_server_folder(compare_page, tmp_path):
+def test_compare_page_scores_a_server_folder(compare_page, tmp_path, monkeypatch):
+    from detector import roots
+
+    monkeypatch.setenv("DEEPFAKE_LAB_ROOTS", str(tmp_path))  # server folders are off without data roots
     at = compare_page
     at.button_group(key="cmp_source").set_value("Your labelled set").run()
     at.text_input(key="cmp_folder").set_value(str(tmp_path / "missing")).run()
     assert not at.exception, at.exception
-    assert any("not a folder" in e.value for e in at.error)
+    assert any(e.value == roots.REFUSED for e in at.error)
     with zipfile.ZipFile(io.BytesIO(labelled_zip(per_class=3, corrupt=False, prefix="deep/x/"))) as z:
         z.extractall(tmp_path / "set")
     at.text_input(key="cmp_folder").set_value(str(tmp_path / "set")).run()

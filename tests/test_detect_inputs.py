@@ -284,9 +284,13 @@ def test_detect_page_reads_a_zip(app, pics):
 
 
 @pytest.mark.slow
-def test_detect_page_folder_gallery(app, labelled_folder):
+def test_detect_page_folder_gallery(app, labelled_folder, monkeypatch):
+    from detector import roots
+
+    monkeypatch.setenv("DEEPFAKE_LAB_ROOTS", str(labelled_folder.parent))  # off without data roots
+    app.run()
     app.text_input(key="det_folder").set_value(str(labelled_folder / "missing")).run()
-    assert any("folder not found" in w.value for w in app.warning)
+    assert any(e.value == roots.REFUSED for e in app.error)  # the one message for every refusal
     assert not app.dataframe
 
     empty = labelled_folder.parent / "empty"
