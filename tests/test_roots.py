@@ -83,3 +83,15 @@ def test_inside_checks_files_below_a_root(tree):
     (tree["data"] / "set" / "real" / "link.jpg").symlink_to(tree["outside"] / "x.jpg")
     assert not roots.inside(tree["data"] / "set" / "real" / "link.jpg", [tree["data"]])
     assert roots.inside(tree["data"] / "file.txt", [tree["data"]])
+
+
+def test_shipped_config_serves_this_machine_only_and_hides_error_details():
+    import tomllib
+
+    from conftest import REPO_ROOT
+
+    config = tomllib.loads((REPO_ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] == "127.0.0.1"
+    assert config["client"]["showErrorDetails"] == "none"
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert roots.ENV in readme and "[deepfake_lab]" in readme and "--server.address 0.0.0.0" in readme
