@@ -7,6 +7,8 @@ pages draw from them alone); only `load_keras_model` imports Keras. Models load 
 from __future__ import annotations
 
 import functools
+import json
+import math
 import os
 from pathlib import Path
 
@@ -78,9 +80,63 @@ def resolve(name_or_path: str | Path | None = None, root: Path = MODELS_DIR) -> 
                              f"or give the path of a folder holding {CARD} and {MODEL_FILE}")
 
 
+class CardError(ValueError):
+    """A card.json field of the wrong type or out of range; the message names the file, the
+    field, what it must be and what it holds."""
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(value) -> bool:
+    return _number(value) and float(value).is_integer()
+
+
+# field: (what it must be, in words; the check). Fields absent from a card are not checked
+# (older cards lack some); a present one must pass: a hand-edited or foreign card fails here,
+# with the reason, instead of deep inside inference or a page.
+CARD_FIELDS = {
+    "threshold": ("a number from 0 to 1", lambda v: _number(v) and 0.0 <= v <= 1.0),
+    "temperature": ("a positive number", lambda v: _number(v) and v > 0),
+    "bias": ("a number", _number),
+    "input_size": ("a whole number of pixels from 8 to 4096", lambda v: _integer(v) and 8 <= v <= 4096),
+    "params": ("a whole number, 0 or more", lambda v: _integer(v) and v >= 0),
+    "file_mb": ("a number, 0 or more", lambda v: _number(v) and v >= 0),
+    "kfold": ("empty or a whole number of folds, 2 or more", lambda v: v is None or (_integer(v) and v >= 2)),
+    "name": ("text", lambda v: isinstance(v, str)),
+    "architecture": ("text", lambda v: isinstance(v, str)),
+    "description": ("text", lambda v: isinstance(v, str)),
+    "calibration": ("text", lambda v: isinstance(v, str)),
+    "created": ("text", lambda v: isinstance(v, str)),
+    "gradcam_layer": ("empty or a layer name", lambda v: v is None or isinstance(v, str)),
+    "label_names": ("a list of names", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+    **{k: ("empty or a JSON object", lambda v: v is None or isinstance(v, dict))
+       for k in ("metrics", "data", "training", "novelty", "bench", "fast_path", "versions", "coverage")},
+}
+
+
+def validate_card(card, where: str | Path = CARD) -> dict:
+    """`card` when every known field present has its type and range (CARD_FIELDS); else
+    CardError naming the file, the field, what it must be and what it holds."""
+    if not isinstance(card, dict):
+        raise CardError(f"{where}: a model card must be a JSON object, not {type(card).__name__}")
+    for field, (must, ok) in CARD_FIELDS.items():
+        if field in card and not ok(card[field]):
+            shown = repr(card[field])
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise CardError(f"{where}: field '{field}' must be {must}, not {shown}")
+    return card
+
+
 def read_card(name_or_path: str | Path | None = None) -> dict:
+    """A model folder's card, checked (`validate_card`: CardError for a bad field), with the
+    folder's `name` and `dir`."""
     folder = resolve(name_or_path)
-    card = runfolder.read_card(folder)
+    try:
+        card = validate_card(runfolder.read_card(folder), folder / CARD)
+    except json.JSONDecodeError as exc:
+        raise CardError(f"{folder / CARD}: not valid JSON ({exc})") from None
     # The folder name is the handle `--model NAME` resolves, so it is the name shown
     # everywhere, even when a run folder was copied or renamed after training.
     card["name"] = folder.name

@@ -37,9 +37,23 @@ def models_root() -> Path:
     return Path(env).expanduser() if env else store.MODELS_DIR
 
 
+def _checked_models() -> tuple[list[str], dict[str, str]]:
+    """The model folders whose card passes store.validate_card, and {name: why} of the others
+    (cards are cached per file and mtime, so this stays cheap)."""
+    good, bad = [], {}
+    for name in store.model_names(models_root()):
+        try:
+            card(name)
+        except (store.CardError, OSError) as exc:
+            bad[name] = str(exc)
+        else:
+            good.append(name)
+    return good, bad
+
+
 def model_names() -> list[str]:
-    """Shipped models, the default first (cheap: a directory listing, not cached)."""
-    return store.model_names(models_root())
+    """Shipped models with a valid card, the default first (a directory listing and cached cards)."""
+    return _checked_models()[0]
 
 
 def default_model() -> str | None:
@@ -101,9 +115,12 @@ def detector(name: str):
 
 def require_models() -> list[str]:
     """The shipped model names, or a message and a stop when there are none."""
-    names = model_names()
+    names, bad = _checked_models()
+    for name, why in bad.items():  # a broken card: said plainly, the model left out
+        st.error(f"Model {code_md(name)} is left out, its card is invalid: {safe_md(why)}",
+                 icon=":material/error:")
     if not names:
-        st.warning(f"No trained models found in `{models_root()}`. Train one with e.g. "
+        st.warning(f"No trained models found in {code_md(models_root())}. Train one with e.g. "
                    "`python train.py --model custom_cnn --data DATA --out models/custom_cnn`, "
                    "or point `DEEPFAKE_LAB_MODELS` at a folder of model folders.")
         st.stop()
@@ -418,7 +435,7 @@ def sample_files() -> list[Path]:
 def _score(key: str, model_paths: tuple[str, ...], mtimes: tuple[float, ...], gradcam: bool, _data: bytes):
     from detector import images, report
 
-    rgb = images.decode_image(_data)  # raises images.ImageDecodeError (not cached)
+    rgb = images.decode_image(_data, max_pixels=images.WEB_MAX_PIXELS)  # raises images.ImageDecodeError
     detectors = [_detector(p, m) for p, m in zip(model_paths, mtimes)]
     return report.score_image(rgb, detectors, gradcam=gradcam, digest=key)
 
@@ -444,7 +461,7 @@ def score(name: str, data: bytes, models: list[str], gradcam: bool):
 def _forensics(key: str, _data: bytes) -> dict:
     from detector import forensics, images, report
 
-    rgb = images.decode_image(_data)
+    rgb = images.decode_image(_data, max_pixels=images.WEB_MAX_PIXELS)
     return {"ela": report.thumbnail(forensics.error_level(rgb), report.PREVIEW_SIDE),
             "fft": forensics.fft_spectrum(rgb),
             "profile": forensics.radial_profile(rgb),
@@ -478,10 +495,20 @@ def _labelled_scores(key: str, read, models: list[str], progress=None) -> dict:
         pass
     import time
 
-    t0 = time.perf_counter()
-    items = read(progress)  # ValueError: not a zip / no real/ or fake/ folder
-    read_s = time.perf_counter() - t0
-    frame = comparison.score_labelled(items, paths, progress=progress)
+    from detector import jobs
+
+    def waiting(message: str) -> None:  # a page element touched while queued: the user can still stop it
+        if progress is not None:
+            progress(0.0, message)
+
+    try:
+        with jobs.heavy_job("scoring a labelled set", on_wait=waiting):
+            t0 = time.perf_counter()
+            items = read(progress)  # ValueError: not a zip / no real/ or fake/ folder
+            read_s = time.perf_counter() - t0
+            frame = comparison.score_labelled(items, paths, progress=progress)
+    except jobs.JobsBusy as exc:
+        raise ValueError(str(exc)) from None
     result = {"frame": pd.DataFrame(frame), "n_images": len(items.good), "read_seconds": read_s,
               "score_seconds": frame.attrs["seconds"], "seconds": time.perf_counter() - t0,
               "ms_per_image": dict(frame.attrs["ms_per_image"]),
@@ -553,7 +580,7 @@ def thumbnails(found, names) -> list[str | None]:
 def _explained(key: str, model_paths: tuple[str, ...], mtimes: tuple[float, ...], _data: bytes) -> dict:
     from detector import comparison, images
 
-    return comparison.explain_image(images.decode_image(_data), model_paths)
+    return comparison.explain_image(images.decode_image(_data, max_pixels=images.WEB_MAX_PIXELS), model_paths)
 
 
 def explain_image(data: bytes, models: list[str]) -> dict:

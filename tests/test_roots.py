@@ -1,4 +1,5 @@
-"""detector/roots.py: server folders are off without data roots, and confined to them.
+"""Security settings (#27): detector/roots.py (server folders are off without data roots, and
+confined to them), the shipped Streamlit config, and the model-card check of detector/store.py.
 
 Every refusal must read the same (no existence oracle): each case below checks the exact
 message. Folders and symlinks are made in pytest's tmp folders."""
@@ -95,3 +96,43 @@ def test_shipped_config_serves_this_machine_only_and_hides_error_details():
     assert config["client"]["showErrorDetails"] == "none"
     readme = (REPO_ROOT / "README.md").read_text()
     assert roots.ENV in readme and "[deepfake_lab]" in readme and "--server.address 0.0.0.0" in readme
+
+
+# --- model cards are checked when a model folder is loaded (#27 item 5) ----------------------
+
+@pytest.mark.parametrize("field, value, words", [
+    ("threshold", 1.5, "a number from 0 to 1"), ("threshold", "0.5", "a number from 0 to 1"),
+    ("threshold", True, "a number from 0 to 1"), ("temperature", 0, "a positive number"),
+    ("temperature", float("nan"), "a positive number"), ("input_size", 12.5, "a whole number of pixels"),
+    ("input_size", 100000, "a whole number of pixels"), ("params", -1, "a whole number"),
+    ("kfold", 1, "empty or a whole number of folds"), ("name", 3, "text"), ("metrics", [1], "empty or a JSON object"),
+    ("label_names", "real", "a list of names"), ("gradcam_layer", 5, "empty or a layer name")])
+def test_a_card_field_of_the_wrong_type_or_range_is_refused_plainly(field, value, words):
+    from detector import store
+
+    good = {"threshold": 0.4, "temperature": 1.1, "bias": -0.1, "input_size": 256, "params": 100, "kfold": None,
+            "name": "m", "metrics": {}, "label_names": ["real", "fake"], "gradcam_layer": None}
+    assert store.validate_card(dict(good)) == good
+    with pytest.raises(store.CardError) as info:
+        store.validate_card({**good, field: value}, "models/m/card.json")
+    assert str(info.value).startswith(f"models/m/card.json: field '{field}' must be {words}")
+
+
+def test_a_model_with_a_bad_card_is_left_out_of_the_pages_with_the_reason(tiny_run, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from conftest import open_page
+    from detector import store
+
+    for name in ("good", "bad"):
+        shutil.copytree(tiny_run, tmp_path / name, ignore=shutil.ignore_patterns("logs", "checkpoints"))
+    card = json.loads((tmp_path / "bad" / "card.json").read_text())
+    (tmp_path / "bad" / "card.json").write_text(json.dumps({**card, "threshold": "high"}))
+    (tmp_path / "DEFAULT").write_text("good\n")
+    with pytest.raises(store.CardError, match="field 'threshold' must be a number from 0 to 1"):
+        store.read_card(tmp_path / "bad")
+    monkeypatch.setenv("DEEPFAKE_LAB_MODELS", str(tmp_path))
+    at = open_page("pages/compare.py", monkeypatch)
+    assert at.multiselect(key="cmp_models").value == ["good"] and len(at.multiselect(key="cmp_models").options) == 1
+    assert any("bad" in e.value and "must be a number from 0 to 1" in e.value for e in at.error)
