@@ -435,7 +435,7 @@ def sample_files() -> list[Path]:
 def _score(key: str, model_paths: tuple[str, ...], mtimes: tuple[float, ...], gradcam: bool, _data: bytes):
     from detector import images, report
 
-    rgb = images.decode_image(_data, max_pixels=images.WEB_MAX_PIXELS)  # raises images.ImageDecodeError
+    rgb = images.decode_image(_data)  # raises images.ImageDecodeError (not cached)
     detectors = [_detector(p, m) for p, m in zip(model_paths, mtimes)]
     return report.score_image(rgb, detectors, gradcam=gradcam, digest=key)
 
@@ -461,7 +461,7 @@ def score(name: str, data: bytes, models: list[str], gradcam: bool):
 def _forensics(key: str, _data: bytes) -> dict:
     from detector import forensics, images, report
 
-    rgb = images.decode_image(_data, max_pixels=images.WEB_MAX_PIXELS)
+    rgb = images.decode_image(_data)
     return {"ela": report.thumbnail(forensics.error_level(rgb), report.PREVIEW_SIDE),
             "fft": forensics.fft_spectrum(rgb),
             "profile": forensics.radial_profile(rgb),
@@ -495,20 +495,10 @@ def _labelled_scores(key: str, read, models: list[str], progress=None) -> dict:
         pass
     import time
 
-    from detector import jobs
-
-    def waiting(message: str) -> None:  # a page element touched while queued: the user can still stop it
-        if progress is not None:
-            progress(0.0, message)
-
-    try:
-        with jobs.heavy_job("scoring a labelled set", on_wait=waiting):
-            t0 = time.perf_counter()
-            items = read(progress)  # ValueError: not a zip / no real/ or fake/ folder
-            read_s = time.perf_counter() - t0
-            frame = comparison.score_labelled(items, paths, progress=progress)
-    except jobs.JobsBusy as exc:
-        raise ValueError(str(exc)) from None
+    t0 = time.perf_counter()
+    items = read(progress)  # ValueError: not a zip / no real/ or fake/ folder
+    read_s = time.perf_counter() - t0
+    frame = comparison.score_labelled(items, paths, progress=progress)
     result = {"frame": pd.DataFrame(frame), "n_images": len(items.good), "read_seconds": read_s,
               "score_seconds": frame.attrs["seconds"], "seconds": time.perf_counter() - t0,
               "ms_per_image": dict(frame.attrs["ms_per_image"]),
@@ -580,7 +570,7 @@ def thumbnails(found, names) -> list[str | None]:
 def _explained(key: str, model_paths: tuple[str, ...], mtimes: tuple[float, ...], _data: bytes) -> dict:
     from detector import comparison, images
 
-    return comparison.explain_image(images.decode_image(_data, max_pixels=images.WEB_MAX_PIXELS), model_paths)
+    return comparison.explain_image(images.decode_image(_data), model_paths)
 
 
 def explain_image(data: bytes, models: list[str]) -> dict:
