@@ -45,8 +45,13 @@ if not MODEL_DIRS:
 
 else:
     models = pytest.mark.parametrize("folder", MODEL_DIRS, ids=[d.name for d in MODEL_DIRS])
+    # tests that load and run a model: the default model in the fast tier, the others in the slow one
+    DEFAULT = (MODELS_ROOT / "DEFAULT").read_text().strip() if (MODELS_ROOT / "DEFAULT").is_file() else None
+    loaded_models = pytest.mark.parametrize(
+        "folder", [d if d.name == DEFAULT else pytest.param(d, marks=pytest.mark.slow) for d in MODEL_DIRS],
+        ids=[d.name for d in MODEL_DIRS])
 
-    @models
+    @loaded_models
     def test_model_loads_safely_and_matches_card(folder):
         import keras
 
@@ -86,7 +91,7 @@ else:
         assert 0.0 <= test["accuracy"] <= 1.0
         assert (folder / "history.csv").is_file()
 
-    @models
+    @loaded_models
     def test_scores_a_generated_image(folder):
         from detector import faces, inference
 
@@ -97,7 +102,7 @@ else:
         result = det.analyze(rgb, regions=[faces.whole_image_region(rgb, "no_face")])
         assert result.p_fake == pytest.approx(float(p[0]), abs=1e-6)
 
-    @models
+    @loaded_models
     def test_train_serve_parity(folder):
         """Re-decoding test images and scoring them through the serving path reproduces
         the p_fake training recorded in predictions.csv."""
