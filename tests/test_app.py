@@ -155,6 +155,7 @@ def test_every_page_renders(app, models_dir, monkeypatch):
         assert any(h.value == f"{n_folds}-fold cross-validation" for h in app.subheader), name
 
 
+@pytest.mark.slow
 def test_detect_gives_verdicts_and_reports_a_bad_file(app, models_dir):
     face = (ROOT / "sample_images" / "astronaut.jpg").read_bytes()
     app.file_uploader[0].set_value([
@@ -249,6 +250,7 @@ def test_detect_says_when_a_model_cannot_flag_unfamiliar_faces(app, models_dir):
     assert "unfamiliar" not in app.dataframe[0].value.columns
 
 
+@pytest.mark.slow
 def test_detect_camera_sample_gallery_and_ensemble(app, models_dir):
     app.toggle(key="det_camera_on").set_value(True).run()
     photo = (ROOT / "sample_images" / "astronaut.jpg").read_bytes()

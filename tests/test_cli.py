@@ -175,6 +175,7 @@ def test_evaluate_says_how_many_images_the_model_finds_unfamiliar(tiny_dataset, 
     if inference.load_detector(str(tiny_run)).familiarity is None:  # no reference: no such key
         assert "unfamiliar" not in evaluate_folder(str(tiny_dataset), str(tiny_run))
 
+@pytest.mark.slow
 def test_evaluate_json_prints_one_object(tiny_dataset, tiny_run, models_dir):
     """Through the real entry point: stdout must be exactly one JSON object (logs go elsewhere);
     the model is named as shipped, found via DEEPFAKE_LAB_MODELS."""

@@ -464,6 +464,7 @@ def _shown(at) -> list[str]:
     return [im.proto.imgs[0].caption for im in at.get("image")]
 
 
+@pytest.mark.slow
 def test_compare_page_enlarges_a_zip_image_with_each_models_heatmap(compare_page):
     at = compare_page
     at.button_group(key="cmp_source").set_value("Your labelled set").run()
@@ -492,6 +493,7 @@ def test_compare_page_enlarges_a_zip_image_with_each_models_heatmap(compare_page
     assert not _shown(at)
 
 
+@pytest.mark.slow
 def test_compare_page_enlarges_a_saved_prediction_or_says_it_is_not_here(compare_page, compare_models, tmp_path,
                                                                           monkeypatch):
     at = compare_page  # saved predictions: paths relative to the tiny dataset named in the cards
@@ -544,6 +546,7 @@ def three_models(models_root, tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_compare_page_three_models_follow_their_own_threshold(three_models, monkeypatch):
     """Three models chosen; one slider moved: that model's table row, confusion matrix, ROC and PR
     operating points and histogram line follow (checked against counts made here with numpy from
@@ -625,6 +628,7 @@ def test_preselect_takes_the_default_and_the_next_best_by_auc():
 
 # --- speed: a slider move reruns only the threshold fragment, from caches -------------------------
 
+@pytest.mark.slow
 def test_compare_slider_move_reruns_only_the_fragment_within_half_a_second(models_root, monkeypatch):
     """The page's threshold part is a st.fragment: in a browser a slider move reruns that
     function alone. AppTest reruns the whole script, so the fragment is timed on its own

@@ -199,6 +199,7 @@ def test_predict_only_bad_files_exits_nonzero(hostile_dir, tiny_run, capfd):
         _check_rows(name, by_file[name])
 
 
+@pytest.mark.slow
 def test_predict_whole_folder_subprocess(hostile_dir, tiny_run):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run([sys.executable, "-m", "detector", "predict", str(hostile_dir), "--model", str(tiny_run)],

@@ -111,6 +111,7 @@ def test_the_scan_sees_imports_inside_functions(tmp_path):
     assert sorted(t for _, t in detector_imports(src)) == ["a", "b", "c", "d", "g", "training"]
 
 
+@pytest.mark.slow
 def test_serving_a_model_does_not_load_the_training_side(tmp_path):
     """Constructing the Detector on the default model (an experts model: the router path) in a
     fresh interpreter imports none of the training-side modules."""

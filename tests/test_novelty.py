@@ -138,6 +138,7 @@ def test_the_default_model_knows_a_photo_of_a_face_but_not_a_coffee_cup_noise_or
     assert scored[0] < 1 < scored[1] and scored[2] > 1
 
 
+@pytest.mark.slow
 def test_the_default_model_finds_the_test_faces_familiar(default_detector):
     from detector import data, store
 

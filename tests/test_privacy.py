@@ -184,6 +184,7 @@ def _images(seed: int) -> list[tuple[str, bytes, str]]:
 
 # --- the tests ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_detect_page_upload_writes_no_file(models_root, quiet_tmp, recorder, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
@@ -209,6 +210,7 @@ def test_detect_page_upload_writes_no_file(models_root, quiet_tmp, recorder, mon
     _leaves_no_trace(upload_and_detect, quiet_tmp, models_root, recorder)
 
 
+@pytest.mark.slow
 def test_compare_page_labelled_zip_and_enlarged_heatmaps_write_no_file(models_root, quiet_tmp, recorder,
                                                                        monkeypatch):
     """The compare page scores an uploaded labelled zip with every model and shows one of its

@@ -469,6 +469,7 @@ def test_pdf_report(scored):
 # --------------------------------------------------------------------------------------------
 # The Detect page: the signed sample shows its evidence panel with the reconciled line
 # --------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_detect_page_shows_the_evidence_panel_of_the_signed_sample(monkeypatch):
     from conftest import open_page
     from detector import store
