@@ -39,6 +39,8 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     sync_playwright = None
 
+pytestmark = pytest.mark.slow  # a real browser against a real server: the slow tier
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
