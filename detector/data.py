@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,14 @@ log = logging.getLogger(__name__)
 CLASS_NAMES = ("real", "fake")  # index = label: 1 means fake
 SPLITS = ("train", "val", "test")
 CACHE_ENV = "DEEPFAKE_LAB_CACHE"
+CACHE_MAX_ENV = "DEEPFAKE_LAB_CACHE_MAX_MB"
+CACHE_MAX_MB = 2048
+"""Default size cap of the cache folder (pixel arrays and `features_*` folders together), in
+MB; `DEEPFAKE_LAB_CACHE_MAX_MB` sets another (0 or less: no cap). Beyond it the oldest files
+go (`trim_cache`): everything in the cache can be made again from the images."""
+CACHE_GRACE_S = 600
+"""Files written this recently are never removed by `trim_cache`: another process (a
+training or generalisation run) may be about to read back what it has just written."""
 
 
 def cache_dir() -> Path:
@@ -32,6 +41,66 @@ def cache_dir() -> Path:
     root = Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "deepfake-lab"))
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def cache_limit_bytes() -> int | None:
+    """The cache's size cap in bytes (`DEEPFAKE_LAB_CACHE_MAX_MB`, default `CACHE_MAX_MB`);
+    None when switched off (0 or less)."""
+    try:
+        mb = float(os.environ.get(CACHE_MAX_ENV, CACHE_MAX_MB))
+    except ValueError:
+        mb = CACHE_MAX_MB
+    return int(mb * 1024 ** 2) if mb > 0 else None
+
+
+def _cache_files(root: Path) -> list[tuple[float, int, Path]]:
+    """(mtime, size, path) of the cache's own files: `pixels_*.npy` at the top and the
+    `.npy` files of the `features_*` folders; nothing else in the folder is touched."""
+    found = []
+    candidates = [*root.glob("pixels_*.npy"), *(f for sub in root.glob("features_*") if sub.is_dir()
+                                              for f in sub.glob("*.npy"))]
+    for path in candidates:
+        try:
+            st = path.stat()
+        except OSError:  # removed meanwhile by another process
+            continue
+        found.append((st.st_mtime, st.st_size, path))
+    return found
+
+
+def trim_cache(max_bytes: int | None = -1, *, root: str | Path | None = None, keep=(),
+               grace_s: float = CACHE_GRACE_S) -> list[Path]:
+    """Remove the oldest cache files (by modification time; a pixel array read back is
+    touched, so this is least recently used for those) until the cache holds at most
+    `max_bytes` (-1: `cache_limit_bytes()`; None: no cap, nothing removed). Files in `keep`
+    and files written in the last `grace_s` seconds stay, even if the cache stays over its
+    cap. Returns the removed paths."""
+    if max_bytes == -1:
+        max_bytes = cache_limit_bytes()
+    if max_bytes is None:
+        return []
+    root = Path(root) if root is not None else cache_dir()
+    files = sorted(_cache_files(root), key=lambda f: f[0])
+    total = sum(size for _, size, _ in files)
+    keep = {Path(p).resolve() for p in keep}
+    removed, now = [], time.time()
+    for mtime, size, path in files:
+        if total <= max_bytes:
+            break
+        if now - mtime < grace_s or path.resolve() in keep:
+            continue
+        try:
+            path.unlink()
+        except FileNotFoundError:  # another process trimmed it first
+            pass
+        except OSError as exc:
+            log.warning("cannot remove cache file %s: %s", path, exc)
+            continue
+        total -= size
+        removed.append(path)
+    if removed:
+        log.info("cache %s over its cap: removed %d oldest file(s)", root, len(removed))
+    return removed
 
 
 def _labelled_files(folder: Path) -> list[tuple[Path, int]]:
@@ -119,7 +188,11 @@ def load_pixels(paths: list[str], size: int, *, use_cache: bool = True,
     paths = [str(p) for p in paths]
     target = cache_dir() / f"pixels_{_cache_key(paths, size)}.npy" if use_cache else None
     if target is not None and target.exists():
-        return np.load(target, mmap_mode=None)
+        try:
+            os.utime(target)  # recently used: trim_cache removes the least recently used first
+            return np.load(target, mmap_mode=None)
+        except (FileNotFoundError, ValueError, EOFError):  # trimmed or cut short by another process
+            pass
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     iterator = paths
     if progress:
@@ -132,6 +205,7 @@ def load_pixels(paths: list[str], size: int, *, use_cache: bool = True,
         tmp = target.with_suffix(".tmp.npy")
         np.save(tmp, out)
         tmp.replace(target)
+        trim_cache(keep=[target])
     return out
 
 

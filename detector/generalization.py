@@ -109,7 +109,9 @@ def training_subset(split: pd.DataFrame, sources: list[str], cap: int | None = M
 def cached_features(name: str, fn: Callable[[np.ndarray], np.ndarray], size: int,
                     progress: Callable[[int, int], None] | None = None) -> FeatureFn:
     """paths -> features through the one decoder and resize, cached on disk per file (the key
-    holds the path, size and mtime) so a rerun or another row costs nothing."""
+    holds the path, size and mtime) so a rerun or another row costs nothing. The cache folder
+    is kept under its size cap (`data.trim_cache`, oldest files first, never this call's own);
+    a cached file removed meanwhile by another process is simply computed again."""
     folder = data.cache_dir() / f"features_{name}"
     folder.mkdir(parents=True, exist_ok=True)
 
@@ -117,17 +119,27 @@ def cached_features(name: str, fn: Callable[[np.ndarray], np.ndarray], size: int
         st = os.stat(p)
         return folder / (hashlib.sha1(f"{p}|{st.st_size}|{int(st.st_mtime)}|{size}".encode()).hexdigest() + ".npy")
 
+    def load(k: Path) -> np.ndarray | None:
+        try:
+            return np.load(k)
+        except (FileNotFoundError, ValueError, EOFError, OSError):  # not cached, trimmed, or cut short
+            return None
+
     def features(paths: list[str]) -> np.ndarray:
         keys = [key(p) for p in paths]
-        todo = [i for i, k in enumerate(keys) if not k.exists()]
+        out = [load(k) for k in keys]  # held here: a trim by another process cannot take them away
+        todo = [i for i, f in enumerate(out) if f is None]
         for start in range(0, len(todo), 64):
             chunk = todo[start:start + 64]
             px = data.load_pixels([paths[i] for i in chunk], size, use_cache=False, progress=False)
             for i, f in zip(chunk, fn(px)):
-                np.save(keys[i], f.astype("float32"))
+                out[i] = f.astype("float32")
+                np.save(keys[i], out[i])
             if progress:
                 progress(start + len(chunk), len(todo))
-        return np.stack([np.load(k) for k in keys]) if keys else np.zeros((0, 0), "float32")
+        if todo:
+            data.trim_cache(keep=keys)
+        return np.stack(out) if keys else np.zeros((0, 0), "float32")
 
     return features
 
@@ -208,17 +220,21 @@ def model_matrix(sets: Sets, model: str | None = None, say: Callable[[str], None
 
 def run(root, heldout: list[str] | None = None, *, model: str | None = None, recipe: str | None = None,
         cap: int | None = MAX_TRAIN_PER_CLASS, say=None) -> dict:
-    """The matrix as plain data (what `--json` prints and the pages draw)."""
+    """The matrix as plain data (what `--json` prints and the pages draw). A heavy job
+    (`detector.jobs`): one at a time in this process."""
+    from detector import jobs
+
     t0 = time.time()
-    sets = load_sets(root, heldout)
-    if recipe:
-        if recipe not in RECIPES:
-            raise ValueError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
-        rows = recipe_matrix(sets, RECIPES[recipe](), cap=cap, say=say)
-        what = {"recipe": recipe}
-    else:
-        rows = model_matrix(sets, model, say=say)
-        what = {"model": rows[0]["model"]}
+    with jobs.heavy_job("a generalisation run"):
+        sets = load_sets(root, heldout)
+        if recipe:
+            if recipe not in RECIPES:
+                raise ValueError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
+            rows = recipe_matrix(sets, RECIPES[recipe](), cap=cap, say=say)
+            what = {"recipe": recipe}
+        else:
+            rows = model_matrix(sets, model, say=say)
+            what = {"model": rows[0]["model"]}
     return {**what, "data": str(Path(root).resolve()), "sources": sets.sources, "heldout": list(sets.heldout),
             "columns": sets.columns, "rows": rows, "explain": OFF_DIAGONAL, "seconds": round(time.time() - t0, 1)}
 
