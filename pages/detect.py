@@ -200,7 +200,7 @@ for i, e in enumerate(entries):
             results.append({"file": e.name, "error": f"analysis failed ({type(exc).__name__}: {exc})",
                             "model": label})
     if isinstance(results[-1], dict) and sum(isinstance(r, dict) for r in results) <= MAX_ERRORS:
-        errors_box.error(f"**{e.name}** could not be analysed: {results[-1]['error']}",
+        errors_box.error(f"**{ui.safe_md(e.name)}** could not be analysed: {ui.safe_md(results[-1]['error'])}",
                          icon=":material/broken_image:")
     now = time.perf_counter()
     # redraw after every image scored now; images from the cache (a rerun) at most twice a second
@@ -248,7 +248,7 @@ for idx in shown:
     right = report.correct(verdict, labels[idx])
     with st.container(border=True):
         h1, h2 = st.columns([3, 2], vertical_alignment="center")
-        h1.markdown(f"#### {r.name}")
+        h1.markdown(f"#### {ui.safe_md(r.name)}")  # a file / zip member name: user text, escaped (#27)
         with h2:
             ui.verdict_heading(verdict)
         if r.judged:
@@ -266,7 +266,7 @@ for idx in shown:
                     else " · :red[**:material/close: wrong**]")
             st.markdown(f"Label: **{labels[idx]}**{mark}")
         if r.note and r.judged:
-            st.info(r.note, icon=":material/info:")
+            st.info(ui.safe_md(r.note), icon=":material/info:")
         pic, facecol = st.columns([1, 1])
         pic.image(report.annotate(r, threshold, band), width="stretch",
                   caption="Boxes numbered as the faces on the right")
@@ -315,7 +315,7 @@ for idx in shown:
                 st.plotly_chart(fig, key=f"det_prof_{idx}")
                 ex = fv["exif"]
                 for note in forensics.exif_notes(ex):
-                    st.caption(note)
+                    st.caption(ui.safe_md(note))  # EXIF text (Software, Make, Model) is the file's author's
                 rows = {k: ex[k] for k in ("format", "width", "height", "mode", "frames", "bytes",
                                            "jpeg_quality_estimate", "progressive", "icc_profile",
                                            "has_exif", "gps_present") if k in ex}
