@@ -45,8 +45,9 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
-VERDICT_RE = re.compile(r"\b(REAL|FAKE|UNCERTAIN)\b")
-BADGE_RE = re.compile("REAL|FAKE|UNCERTAIN")  # for playwright's has_text (its JS regexes ignore \b here)
+VERDICT_RE = re.compile(r"\b(NO FACE|CANNOT JUDGE|REAL|FAKE|UNCERTAIN)\b")
+BADGE_RE = re.compile("NO FACE|CANNOT JUDGE|REAL|FAKE|UNCERTAIN")  # playwright's has_text (its JS regexes ignore \b)
+VERDICTS = {"REAL", "FAKE", "UNCERTAIN", "NO FACE", "CANNOT JUDGE"}
 SLOW = 240_000  # ms: the first detection loads TensorFlow, the model and MTCNN on a busy CPU
 
 
@@ -207,22 +208,62 @@ def _verdict_of(page, name: str) -> str:
 
 # --- tests ---------------------------------------------------------------------------------
 
+def _metrics(page) -> dict[str, int]:
+    metrics = {}
+    for text in page.locator('[data-testid="stMetric"]').all_inner_texts():
+        lines = [t for t in text.splitlines() if t.strip()]
+        if lines and lines[0] in ("Fake", "Uncertain", "Real", "Cannot judge", "Error"):
+            metrics[lines[0]] = int(lines[-1])
+    return metrics
+
+
 def test_detect_page_gives_both_verdicts(server, page, upload_files):
     _open(page, server + "/", "Detect deepfakes")
+    assert page.get_by_role("button", name="Deploy").count() == 0  # toolbarMode viewer: a clean demo
+    # the uploader states the real limit (server.maxUploadSize), not Streamlit's default 200 MB
+    assert page.get_by_text(re.compile(r"\b64\s?MB per file")).count() >= 1
     _upload(page, upload_files)
     verdicts = {f.name: _verdict_of(page, f.name) for f in upload_files}
     _settle(page)
     _no_exception(page)
-    assert set(verdicts.values()) <= {"REAL", "FAKE", "UNCERTAIN"}
-    assert page.get_by_text(re.compile(r"^P\(fake\) \d\.\d{3} · ")).count() == len(upload_files)
-    # the summary counts add up to the two images, none in error
-    metrics = {}
-    for text in page.locator('[data-testid="stMetric"]').all_inner_texts():
-        lines = [t for t in text.splitlines() if t.strip()]
-        if lines[0] in ("Fake", "Uncertain", "Real", "Error"):
-            metrics[lines[0]] = int(lines[-1])
-    assert sum(metrics.values()) == 2 and metrics["Error"] == 0, metrics
+    # face-free pictures: no REAL/FAKE verdict, the reason instead, and the score only on demand
+    assert set(verdicts.values()) == {"NO FACE"}, verdicts
+    assert page.get_by_text(re.compile(r"^P\(fake\) \d\.\d{3} · ")).count() == 0
+    assert page.get_by_text(re.compile("No face found: the whole image was scored")).count() == len(upload_files)
+    # the summary counts add up to the two images, none in error, neither counted as Real or Fake
+    metrics = _metrics(page)
+    assert sum(metrics.values()) == 2 and metrics["Error"] == 0 and metrics["Cannot judge"] == 2, metrics
     _shot(page, "detect")
+
+
+def _pick_samples(page, names: list[str]) -> None:
+    box = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Or try sample images")
+    for name in names:
+        box.locator("input").first.click()
+        page.get_by_role("option", name=re.compile("^" + re.escape(name))).first.click()
+        page.keyboard.press("Escape")  # close the list: while open it hides the page from the accessibility tree
+        _settle(page)
+
+
+def test_sample_gallery_cat_and_cup_cannot_be_judged_and_a_shipped_fake_is_fake(server, page, models_root):
+    """The demo of issue #24: the cat and the coffee cup read NO FACE (no red FAKE badge, not
+    counted as Fake), a fake the project made from public-domain photos reads FAKE, marked right."""
+    _open(page, server + "/", "Detect deepfakes")
+    _pick_samples(page, ["chelsea_cat.jpg", "no_face_coffee.jpg", "fake_face_swap.jpg"])
+    verdicts = {n: _verdict_of(page, f"sample: {n}") for n in ("chelsea_cat.jpg", "no_face_coffee.jpg",
+                                                                 "fake_face_swap.jpg")}
+    _settle(page)
+    _no_exception(page)
+    assert verdicts["chelsea_cat.jpg"] == verdicts["no_face_coffee.jpg"] == "NO FACE", verdicts
+    metrics = _metrics(page)
+    assert metrics["Cannot judge"] == 2, metrics
+    if models_root == REPO_ROOT / "models" and store.default_model_name(models_root) == "efficientnet_lite0_experts":
+        assert verdicts["fake_face_swap.jpg"] == "FAKE", verdicts  # the shipped default on the shipped fake
+        assert metrics["Fake"] == 1, metrics
+        assert page.get_by_text(re.compile(r"Label: fake.*right")).count() == 1
+    else:
+        assert verdicts["fake_face_swap.jpg"] in VERDICTS
+    _shot(page, "detect_samples")
 
 
 def _confusion_counts(page, model: str) -> tuple[str, list[int]]:
@@ -365,7 +406,7 @@ def test_four_sessions_at_once_each_get_their_verdict(server, browser, tmp_path)
         for pg, f in zip(pages, files):  # all four uploads go out before any result is awaited
             _upload(pg, [f])
         for i, (pg, f) in enumerate(zip(pages, files)):
-            assert _verdict_of(pg, f.name) in {"REAL", "FAKE", "UNCERTAIN"}
+            assert _verdict_of(pg, f.name) in VERDICTS
             _settle(pg)
             _no_exception(pg)
             others = [g.name for g in files if g != f]
