@@ -258,14 +258,19 @@ def _by_class(files: list[FileInfo]) -> dict[str, list[FileInfo]]:
 
 def audit(root: str | os.PathLike, *, max_distance: int = NEAR_DISTANCE,
           min_similarity: float | None = MIN_SIMILARITY, progress=True,
-          max_items: int = MAX_ITEMS) -> dict:
+          max_items: int = MAX_ITEMS, max_files: int | None = None) -> dict:
     """Audit a labelled folder; returns a JSON-ready dict (see the module docstring).
 
     Near duplicates are dhash matches (distance <= `max_distance`) whose thumbnails also
     correlate >= `min_similarity`; `min_similarity=None` keeps every dhash match.
-    `progress`: True for a terminal bar, or a callable(done, total) (e.g. a page's bar)."""
+    `progress`: True for a terminal bar, or a callable(done, total) (e.g. a page's bar).
+    `max_files`: refuse (ValueError, before reading any image) a folder holding more labelled
+    images than this (the web app's per-job cap, `jobs.WEB_MAX_FILES`); None: no cap."""
     t0 = time.time()
     frame = data.scan(root)
+    if max_files is not None and len(frame) > max_files:
+        raise ValueError(f"it holds {len(frame)} labelled images; this server audits at most {max_files} "
+                         f"at a time: run `python -m detector audit {root}` instead")
     rows = list(zip(frame["path"], frame["rel"], frame["split"], frame["label"], frame["source"]))
     iterator = rows
     if callable(progress):

@@ -62,11 +62,13 @@ class Item(NamedTuple):
 
 
 class LabelledSet(list):
-    """A list of `Item`s; `ignored` names the files outside any real/ or fake/ folder."""
+    """A list of `Item`s; `ignored` names the files outside any real/ or fake/ folder;
+    `left_out` counts the labelled files not read because the set reached `max_files`."""
 
-    def __init__(self, items: Iterable[Item] = (), ignored: Iterable[str] = ()):
+    def __init__(self, items: Iterable[Item] = (), ignored: Iterable[str] = (), left_out: int = 0):
         super().__init__(items)
         self.ignored = list(ignored)
+        self.left_out = left_out
 
     @property
     def good(self) -> list[Item]:
@@ -92,11 +94,11 @@ def label_of(path: str) -> tuple[str, str] | None:
     return None
 
 
-def _decode(raw: bytes, budget: list[int]) -> np.ndarray | str:
+def _decode(raw: bytes, budget: list[int], max_pixels: int | None = images.MAX_PIXELS) -> np.ndarray | str:
     if budget[0] <= 0:
         return f"skipped: the set is over {MAX_TOTAL_PIXELS // 1_000_000} megapixels in total"
     try:
-        rgb = images.decode_image(raw)
+        rgb = images.decode_image(raw, max_pixels=max_pixels)
     except images.ImageDecodeError as exc:
         return str(exc)
     budget[0] -= rgb.shape[0] * rgb.shape[1]
@@ -120,17 +122,20 @@ def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo | str) -> bytes 
     return raw if len(raw) <= MAX_FILE_BYTES else "file too large"
 
 
-def read_labelled_zip(blob: bytes, max_files: int = MAX_FILES, progress: Callable | None = None) -> LabelledSet:
+def read_labelled_zip(blob: bytes, max_files: int = MAX_FILES, progress: Callable | None = None,
+                      max_pixels: int | None = images.MAX_PIXELS) -> LabelledSet:
     """A zip's images under real/ and fake/ folders (any depth), decoded in memory.
 
     Bad files (corrupt, not an image, too large, encrypted) come back as items whose
     `image` is the error message. Raises ValueError when the bytes are not a zip or no file
-    sits in a real/ or fake/ folder. `progress(fraction, text)` is called per file."""
+    sits in a real/ or fake/ folder. `progress(fraction, text)` is called per file. At most
+    `max_files` labelled files are read (the others are counted in `left_out`); `max_pixels`
+    is the decoder's limit per image (the web app passes `images.WEB_MAX_PIXELS`)."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(blob))
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise ValueError(f"not a readable zip file ({exc})") from None
-    items, ignored = [], []
+    items, ignored, left_out = [], [], 0
     total, budget = 0, [MAX_TOTAL_PIXELS]
     with archive:
         members = archive.infolist()
@@ -145,7 +150,7 @@ def read_labelled_zip(blob: bytes, max_files: int = MAX_FILES, progress: Callabl
                 continue
             label, source = found
             if len(items) >= max_files:
-                ignored.append(info.filename)
+                left_out += 1
                 continue
             if info.file_size <= MAX_FILE_BYTES and total + info.file_size > MAX_TOTAL_BYTES:
                 items.append(Item(info.filename, label, "skipped: the zip holds too much data", source))
@@ -153,29 +158,32 @@ def read_labelled_zip(blob: bytes, max_files: int = MAX_FILES, progress: Callabl
             raw = read_member(archive, info)
             if isinstance(raw, bytes):
                 total += len(raw)
-                raw = _decode(raw, budget)
+                raw = _decode(raw, budget, max_pixels)
             items.append(Item(info.filename, label, raw, source))
     if not items:
         raise ValueError("no files in real/ or fake/ folders: put the images in folders named "
                          "real and fake (at any depth, e.g. set/real/a.jpg)")
-    return LabelledSet(items, ignored)
+    return LabelledSet(items, ignored, left_out)
 
 
 def read_labelled_folder(folder: str | os.PathLike, max_files: int = MAX_FILES,
-                         progress: Callable | None = None) -> LabelledSet:
+                         progress: Callable | None = None, max_pixels: int | None = images.MAX_PIXELS) -> LabelledSet:
     """Like `read_labelled_zip` for a folder on this machine (names relative to it)."""
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise ValueError(f"not a folder: {root}")
-    items, ignored, budget = [], [], [MAX_TOTAL_PIXELS]
+    items, ignored, budget, left_out = [], [], [MAX_TOTAL_PIXELS], 0
     files = sorted(p for p in root.rglob("*") if p.is_file())
     for k, path in enumerate(files):
         if progress is not None:
             progress(k / max(len(files), 1), f"Reading {k + 1} of {len(files)} files")
         rel = path.relative_to(root).as_posix()
         found = label_of(rel)
-        if found is None or len(items) >= max_files:
+        if found is None:
             ignored.append(rel)
+            continue
+        if len(items) >= max_files:
+            left_out += 1
             continue
         label, source = found
         try:
@@ -191,10 +199,10 @@ def read_labelled_folder(folder: str | os.PathLike, max_files: int = MAX_FILES,
         except OSError as exc:
             items.append(Item(rel, label, f"cannot read file ({exc.strerror or exc})", source))
             continue
-        items.append(Item(rel, label, _decode(raw, budget), source))
+        items.append(Item(rel, label, _decode(raw, budget, max_pixels), source))
     if not items:
         raise ValueError(f"no files in real/ or fake/ folders under {root}")
-    return LabelledSet(items, ignored)
+    return LabelledSet(items, ignored, left_out)
 
 
 def folder_signature(folder: str | os.PathLike) -> str:

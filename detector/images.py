@@ -33,6 +33,14 @@ MAX_PIXELS = 64_000_000
 decompression bomb (tiny file claiming huge dimensions) is refused before any
 pixel memory is allocated."""
 
+WEB_MAX_PIXELS = 20_000_000
+"""Largest image the web app decodes (it passes this as ``max_pixels``; the CLI keeps
+``MAX_PIXELS``).  One server serves many people at once, and decoding a transparent PNG
+briefly holds several full-size copies (RGBA, the white backdrop, the composite, the RGB
+array): this keeps one decode's peak under about 500 MB (measured in docs/security.md).
+A 20 MP camera photo (5472x3648) fits; a larger image is refused with the limit in the
+message."""
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 # Only these Pillow plugins may parse input: fewer parsers exposed to

@@ -13,6 +13,8 @@ Settings (environment, read when this module is first imported):
 
 * `DEEPFAKE_LAB_JOBS`: heavy jobs that may run at once (default 1).
 * `DEEPFAKE_LAB_JOB_QUEUE`: jobs that may wait for a slot (default 8); more are refused.
+* `DEEPFAKE_LAB_JOB_MAX_FILES`: files one heavy job started from the web app may read
+  (`WEB_MAX_FILES`, default 2000); the command line has no such cap.
 
 Heavy jobs: scoring a labelled zip or folder (Compare), a data audit and a learning curve
 (Training), a generalisation run (`detector.generalization.run`). Single-image scoring on
@@ -41,6 +43,13 @@ def _env_int(name: str, default: int, minimum: int) -> int:
 
 MAX_RUNNING = _env_int(JOBS_ENV, 1, 1)
 MAX_WAITING = _env_int(QUEUE_ENV, 8, 0)
+MAX_FILES_ENV = "DEEPFAKE_LAB_JOB_MAX_FILES"
+WEB_MAX_FILES = _env_int(MAX_FILES_ENV, 2000, 1)
+"""Images one heavy job started from the web app reads at most: the labelled set scored on
+Compare (the first ones in the zip's or folder's order; the page says how many were left
+out), a data audit and a learning curve's source (refused above it, with the CLI command to
+run instead). Scoring 2,000 images with the five preselected models takes about two minutes
+on two cores, during which other heavy jobs wait."""
 
 
 class JobsBusy(RuntimeError):

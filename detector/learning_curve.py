@@ -106,12 +106,13 @@ def sources(data_root: str) -> list[str]:
 
 def run(data_root: str, source: str, model: str = "efficientnet_lite0", size: int = 256,
         sizes: list[int] | None = None, draws: int = 3, seed: int = 0,
-        progress: Progress | None = None) -> dict:
+        progress: Progress | None = None, max_files: int | None = None) -> dict:
     """The probes' learning curve on one `source` of a split root (train/ val/ and, when present,
     test/ scored too; test only reported), on the frozen ImageNet trunk of `model` at `size` px
     with that zoo model's probe layers and both probe views. Returns {"table", "law" (through
     val; None when val AUC reaches 1.0 at all but one size), "images_for" {AUC target: images},
-    "source", "n_train"}."""
+    "source", "n_train"}. `max_files`: refuse (ValueError, before building the trunk) a source
+    with more images than this in all its splits (the web app's per-job cap); None: no cap."""
     from detector import data, zoo
 
     spec = zoo.get_spec(model)
@@ -122,6 +123,10 @@ def run(data_root: str, source: str, model: str = "efficientnet_lite0", size: in
     splits = [s for s in ("train", "val", "test") if (frame["split"] == s).any()]
     if "train" not in splits or "val" not in splits:
         raise ValueError(f"no train and val images of source {source!r} under {data_root}")
+    if max_files is not None and len(frame) > max_files:
+        raise ValueError(f"source {source!r} has {len(frame)} images in its splits; this server draws learning "
+                         f"curves of at most {max_files}: run `python -m detector learning-curve --source "
+                         f"{source} --data {data_root}` instead")
     n = int((frame["split"] == "train").sum())
     sizes = sizes or default_sizes(n)
     total = len(splits) + n_fits(n, sizes, draws)

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from detector import comparison, evaluation, images
+from detector import comparison, evaluation, images, jobs
 from pages import ui
 
 ui.run_under_router()  # a direct link to a fresh server: let the router open this page
@@ -130,6 +130,10 @@ def labelled_set() -> tuple[dict, str, dict, str, comparison.SetImages] | None:
             ui.csv_download(skipped, "skipped_files.csv", "Skipped files CSV", key="cmp_lab_errors_csv")
     if result["ignored"]:
         st.caption(f"{len(result['ignored'])} file(s) outside real/ and fake/ folders were ignored.")
+    if result.get("left_out"):
+        st.warning(f"{result['left_out']} more labelled file(s) were not read: this server scores at most "
+                   f"{jobs.WEB_MAX_FILES} images of one set (the first ones in the set's order). "
+                   "`python -m detector evaluate` has no such limit.", icon=":material/content_cut:")
     if not n:
         st.error("No readable images in the set.")
         return None

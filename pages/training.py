@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from detector import audit, evaluation, learning_curve, report, store
+from detector import audit, evaluation, jobs, learning_curve, report, store
 from pages import matrix_view, ui
 
 ui.run_under_router()  # a direct link to a fresh server: let the router open this page
@@ -36,11 +36,13 @@ def audit_section() -> None:
             st.error(f"That file is not an audit JSON: {ui.safe_md(exc)}")
     if st.button("Run audit", key="aud_run", icon=":material/fact_check:", disabled=base is None):
         bar = st.progress(0.0, text="Reading every file...")
-        try:
-            st.session_state["aud_report"] = audit.audit(
-                base, progress=lambda done, total: bar.progress(done / max(total, 1),
-                                                                 text=f"Audited {done} of {total} files"))
-        except (FileNotFoundError, ValueError) as exc:
+        try:  # a heavy job: one at a time on the server, at most jobs.WEB_MAX_FILES images
+            with jobs.heavy_job("a data audit", on_wait=lambda message: bar.progress(0.0, text=message)):
+                st.session_state["aud_report"] = audit.audit(
+                    base, max_files=jobs.WEB_MAX_FILES,
+                    progress=lambda done, total: bar.progress(done / max(total, 1),
+                                                              text=f"Audited {done} of {total} files"))
+        except (FileNotFoundError, ValueError, jobs.JobsBusy) as exc:
             st.error(f"Cannot audit {ui.code_md(base)}: {ui.safe_md(exc)}")
         bar.empty()
     report = st.session_state.get("aud_report")
@@ -153,11 +155,12 @@ def learning_section() -> None:
                 icon=":material/info:")
     if st.button("Run learning curve", key="lc_run", icon=":material/trending_up:", disabled=not names):
         bar = st.progress(0.0, text="Reading the images through the frozen trunk...")
-        try:
-            st.session_state["lc_result"] = learning_curve.run(
-                str(base), source, progress=lambda done, total, text: bar.progress(
-                    done / total, text=f"{text} ({done} of {total})"))
-        except (FileNotFoundError, ValueError) as exc:
+        try:  # a heavy job: one at a time on the server, at most jobs.WEB_MAX_FILES images
+            with jobs.heavy_job("a learning curve", on_wait=lambda message: bar.progress(0.0, text=message)):
+                st.session_state["lc_result"] = learning_curve.run(
+                    str(base), source, max_files=jobs.WEB_MAX_FILES, progress=lambda done, total, text: bar.progress(
+                        done / total, text=f"{text} ({done} of {total})"))
+        except (FileNotFoundError, ValueError, jobs.JobsBusy) as exc:
             st.error(f"Cannot draw a learning curve of {ui.code_md(source)} in {ui.code_md(base)}: {ui.safe_md(exc)}")
         bar.empty()
     result = st.session_state.get("lc_result")

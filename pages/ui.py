@@ -435,7 +435,7 @@ def sample_files() -> list[Path]:
 def _score(key: str, model_paths: tuple[str, ...], mtimes: tuple[float, ...], gradcam: bool, _data: bytes):
     from detector import images, report
 
-    rgb = images.decode_image(_data)  # raises images.ImageDecodeError (not cached)
+    rgb = images.decode_image(_data, max_pixels=images.WEB_MAX_PIXELS)  # raises images.ImageDecodeError
     detectors = [_detector(p, m) for p, m in zip(model_paths, mtimes)]
     return report.score_image(rgb, detectors, gradcam=gradcam, digest=key)
 
@@ -461,7 +461,7 @@ def score(name: str, data: bytes, models: list[str], gradcam: bool):
 def _forensics(key: str, _data: bytes) -> dict:
     from detector import forensics, images, report
 
-    rgb = images.decode_image(_data)
+    rgb = images.decode_image(_data, max_pixels=images.WEB_MAX_PIXELS)
     return {"ela": report.thumbnail(forensics.error_level(rgb), report.PREVIEW_SIDE),
             "fft": forensics.fft_spectrum(rgb),
             "profile": forensics.radial_profile(rgb),
@@ -495,14 +495,25 @@ def _labelled_scores(key: str, read, models: list[str], progress=None) -> dict:
         pass
     import time
 
-    t0 = time.perf_counter()
-    items = read(progress)  # ValueError: not a zip / no real/ or fake/ folder
-    read_s = time.perf_counter() - t0
-    frame = comparison.score_labelled(items, paths, progress=progress)
+    from detector import jobs
+
+    def waiting(message: str) -> None:  # a page element touched while queued: the user can still stop it
+        if progress is not None:
+            progress(0.0, message)
+
+    try:
+        with jobs.heavy_job("scoring a labelled set", on_wait=waiting):
+            t0 = time.perf_counter()
+            items = read(progress)  # ValueError: not a zip / no real/ or fake/ folder
+            read_s = time.perf_counter() - t0
+            frame = comparison.score_labelled(items, paths, progress=progress)
+    except jobs.JobsBusy as exc:
+        raise ValueError(str(exc)) from None
     result = {"frame": pd.DataFrame(frame), "n_images": len(items.good), "read_seconds": read_s,
               "score_seconds": frame.attrs["seconds"], "seconds": time.perf_counter() - t0,
               "ms_per_image": dict(frame.attrs["ms_per_image"]),
-              "errors": [(i.name, i.label, i.image) for i in items.bad], "ignored": list(items.ignored)}
+              "errors": [(i.name, i.label, i.image) for i in items.bad], "ignored": list(items.ignored),
+              "left_out": getattr(items, "left_out", 0)}
     return {**_labelled(key, paths, mtimes, _result=result), "cached": False}
 
 
@@ -510,21 +521,29 @@ def labelled_zip_scores(data: bytes, models: list[str], progress=None) -> dict:
     """A zip of real/ and fake/ folders read in memory and scored by `models`, cached per
     (zip bytes, models, model files' mtimes). A dict: frame (model, split, path, source,
     label, p_fake), n_images, read_seconds, score_seconds, seconds, ms_per_image {model: ms},
-    errors [(file, label, message)], ignored [file], cached (True: timings are the first
-    run's). `progress(fraction, text)` follows reading and scoring on a miss."""
-    from detector import comparison
+    errors [(file, label, message)], ignored [file], left_out (labelled files beyond
+    jobs.WEB_MAX_FILES, not read), cached (True: timings are the first run's).
+    `progress(fraction, text)` follows reading and scoring on a miss, and says so while the
+    job waits for another heavy job to finish (detector.jobs). Images over
+    images.WEB_MAX_PIXELS are refused (listed in errors). ValueError also when the server's
+    job queue is full."""
+    from detector import comparison, images, jobs
 
-    return _labelled_scores("zip:" + digest(data), lambda p: comparison.read_labelled_zip(data, progress=p),
+    return _labelled_scores("zip:" + digest(data),
+                            lambda p: comparison.read_labelled_zip(data, progress=p, max_files=jobs.WEB_MAX_FILES,
+                                                                   max_pixels=images.WEB_MAX_PIXELS),
                             models, progress)
 
 
 def labelled_folder_scores(folder: str, models: list[str], progress=None) -> dict:
     """`labelled_zip_scores` for a folder on the server, cached per folder listing
     (names, sizes, mtimes)."""
-    from detector import comparison
+    from detector import comparison, images, jobs
 
     return _labelled_scores("folder:" + comparison.folder_signature(folder),
-                            lambda p: comparison.read_labelled_folder(folder, progress=p), models, progress)
+                            lambda p: comparison.read_labelled_folder(folder, progress=p, max_files=jobs.WEB_MAX_FILES,
+                                                                      max_pixels=images.WEB_MAX_PIXELS),
+                            models, progress)
 
 
 def robustness_table(name: str) -> pd.DataFrame | None:
@@ -570,7 +589,7 @@ def thumbnails(found, names) -> list[str | None]:
 def _explained(key: str, model_paths: tuple[str, ...], mtimes: tuple[float, ...], _data: bytes) -> dict:
     from detector import comparison, images
 
-    return comparison.explain_image(images.decode_image(_data), model_paths)
+    return comparison.explain_image(images.decode_image(_data, max_pixels=images.WEB_MAX_PIXELS), model_paths)
 
 
 def explain_image(data: bytes, models: list[str]) -> dict:
