@@ -287,13 +287,13 @@ with runs_tab:
             for col, dash, label in ((metric, "solid", "train"), (f"val_{metric}", "dash", "val")):
                 if col in h:
                     drawn = True
-                    fig.add_trace(go.Scatter(x=h["x"], y=h[col], mode="lines+markers", name=f"{name} {label}",
+                    fig.add_trace(go.Scatter(x=h["x"], y=h[col], mode="lines+markers", name=f"{ui.plot_text(name)} {label}",
                                              line=dict(color=colour[name], dash=dash), marker=dict(size=5)))
             drops = lr_drops(h)
             if not drops.empty and f"val_{metric}" in h:
                 fig.add_trace(go.Scatter(x=drops["x"], y=drops[f"val_{metric}"], mode="markers", showlegend=False,
                                          marker=dict(symbol="triangle-down", size=12, color=colour[name]),
-                                         name=f"{name}: learning rate lowered",
+                                         name=f"{ui.plot_text(name)}: learning rate lowered",
                                          hovertemplate="learning rate lowered at epoch %{x}<extra></extra>"))
             side = ("top left", "bottom left", "top right", "bottom right")[list(histories).index(name) % 4]
             for x, phase in phase_changes(h):  # each run's labels on its own side of the line
@@ -329,14 +329,14 @@ with runs_tab:
             cols = sorted(c for c in h if c.startswith("val_auc_"))
             for i, col in enumerate(cols):
                 fig.add_trace(go.Scatter(x=h["x"], y=h[col], mode="lines+markers", marker=dict(size=5),
-                                         name=f"{name} {col.removeprefix('val_auc_')}",
+                                         name=f"{ui.plot_text(name)} {ui.plot_text(col.removeprefix('val_auc_'))}",
                                          line=dict(color=colour[name], dash=dashes[i % len(dashes)])))
             if "val_source_auc" in h:
-                fig.add_trace(go.Scatter(x=h["x"], y=h["val_source_auc"], mode="lines", name=f"{name} mean",
+                fig.add_trace(go.Scatter(x=h["x"], y=h["val_source_auc"], mode="lines", name=f"{ui.plot_text(name)} mean",
                                          line=dict(color=colour[name], width=4)))
                 kept = kept_marker(name)
                 if kept is not None:
-                    fig.add_trace(go.Scatter(x=[kept[0]], y=[kept[1]], mode="markers", name=f"{name} kept",
+                    fig.add_trace(go.Scatter(x=[kept[0]], y=[kept[1]], mode="markers", name=f"{ui.plot_text(name)} kept",
                                              marker=dict(symbol="star", size=16, color=colour[name],
                                                          line=dict(color="white", width=1)),
                                              hovertemplate=kept[2] + "<extra></extra>"))
@@ -354,7 +354,7 @@ with runs_tab:
                    "one curve per expert, each trained on its own source.")
         figs = [curve("loss", "Loss"), curve("accuracy", "Accuracy"), curve("auc", "AUC"), per_source_curve()]
         if any("learning_rate" in h for h in histories.values()):
-            lr = go.Figure([go.Scatter(x=h["x"], y=h["learning_rate"], mode="lines+markers", name=n,
+            lr = go.Figure([go.Scatter(x=h["x"], y=h["learning_rate"], mode="lines+markers", name=ui.plot_text(n),
                                        line=dict(color=colour[n], shape="hv")) for n, h in histories.items()
                             if "learning_rate" in h])
             lr.update_xaxes(dtick=1 if max(len(h) for h in histories.values()) <= 20 else None)

@@ -217,6 +217,14 @@ def code_md(text) -> str:
     return textsafe.md_code(text)
 
 
+def plot_text(text) -> str:
+    """User-controlled text (a run folder's name) for a plotly label: plotly reads a subset of
+    HTML there (links included), so it is HTML-escaped."""
+    import html
+
+    return html.escape(str(text), quote=False)
+
+
 def fmt(value, digits: int = 3) -> str:
     try:
         v = float(value)

@@ -63,3 +63,10 @@ def test_readable_says_n_a_and_yes_no_and_keeps_clean_columns_numeric():
     assert list(out["name"]) == ["a", "n/a"]
     assert out["n"].dtype.kind == "i" and "n" not in config  # nothing missing: still numbers
     assert df["ms"].isna().sum() == 1  # the caller's frame is untouched
+
+
+def test_run_names_reach_plotly_labels_as_text():
+    from pages import ui
+
+    assert ui.plot_text('<a href="http://example.com">run</a>') == '&lt;a href="http://example.com"&gt;run&lt;/a&gt;'
+    assert ui.plot_text("tiny · openforensics") == "tiny · openforensics"
