@@ -174,6 +174,7 @@ def read_labelled_folder(folder: str | os.PathLike, max_files: int = MAX_FILES,
         raise ValueError(f"not a folder: {root}")
     items, ignored, budget, left_out = [], [], [MAX_TOTAL_PIXELS], 0
     files = sorted(p for p in root.rglob("*") if p.is_file())
+    base = root.resolve()
     for k, path in enumerate(files):
         if progress is not None:
             progress(k / max(len(files), 1), f"Reading {k + 1} of {len(files)} files")
@@ -181,6 +182,13 @@ def read_labelled_folder(folder: str | os.PathLike, max_files: int = MAX_FILES,
         found = label_of(rel)
         if found is None:
             ignored.append(rel)
+            continue
+        try:  # a link that leads out of the folder is not followed (the app confines folders: roots.py)
+            outside = not path.resolve().is_relative_to(base)
+        except (OSError, RuntimeError):
+            outside = True
+        if outside:
+            items.append(Item(rel, found[0], "a link to a file outside this folder (not read)", found[1]))
             continue
         if len(items) >= max_files:
             left_out += 1

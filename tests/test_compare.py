@@ -674,3 +674,16 @@ def test_compare_slider_move_reruns_only_the_fragment_within_half_a_second(model
     print(f"fragment rerun per slider move: median {statistics.median(moves):.3f} s "
           f"({', '.join(f'{s:.3f}' for s in moves)})")
     assert statistics.median(moves) <= 0.5, moves
+
+
+def test_read_labelled_folder_does_not_follow_links_out_of_the_folder(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.jpg").write_bytes(jpeg_bytes(smooth_image(np.random.default_rng(0))))
+    (tmp_path / "set" / "real").mkdir(parents=True)
+    (tmp_path / "set" / "real" / "a.jpg").write_bytes(jpeg_bytes(smooth_image(np.random.default_rng(1))))
+    (tmp_path / "set" / "real" / "link.jpg").symlink_to(outside / "secret.jpg")
+    items = comparison.read_labelled_folder(tmp_path / "set")
+    assert [i.name for i in items.good] == ["real/a.jpg"]
+    (bad,) = items.bad
+    assert bad.name == "real/link.jpg" and "outside this folder" in bad.image

@@ -322,3 +322,15 @@ def test_detect_page_folder_gallery(app, labelled_folder, monkeypatch):
     assert not app.exception, app.exception
     table = app.dataframe[0].value
     assert len(table) == 5 and list(table["label"]) == ["fake", "fake", "", "real", "real"]
+
+
+def test_read_folder_does_not_follow_a_link_out_of_the_folder(tmp_path):
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret.jpg").write_bytes(b"not yours")
+    (tmp_path / "set" / "real").mkdir(parents=True)
+    (tmp_path / "set" / "real" / "a.jpg").write_bytes(b"a picture")
+    (tmp_path / "set" / "real" / "link.jpg").symlink_to(tmp_path / "outside" / "secret.jpg")
+    listing = inputs.list_folder(tmp_path / "set")
+    entries = {e.name: e for e in inputs.read_folder(listing, listing.files)}
+    assert entries["set/real/a.jpg"].data == b"a picture"
+    assert entries["set/real/link.jpg"].data is None and "outside this folder" in entries["set/real/link.jpg"].error
