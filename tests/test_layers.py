@@ -22,9 +22,10 @@ PACKAGE = ROOT / "detector"
 
 LAYERS: dict[str, tuple[str, ...]] = {
     "core": ("images", "faces", "evaluation", "significance", "runfolder", "data", "degrade", "selfblend",
-             "memory", "forensics", "__init__"),
+             "memory", "forensics", "jobs", "roots", "textsafe", "__init__"),
     "model": ("layers", "zoo", "pretrained", "novelty", "probes", "batching", "store", "foundation"),
-    "serve": ("inference", "fastpath", "explain", "report", "provenance", "custody", "stability", "evidence"),
+    "serve": ("inference", "fastpath", "explain", "report", "provenance", "custody", "stability", "evidence",
+              "pdf_report"),
     "pipelines": ("training", "experts", "robustness", "bench", "learning_curve", "generalization", "audit",
                   "comparison", "inputs"),
     "app": ("__main__",),
