@@ -189,11 +189,12 @@ t_batch = drawn = time.perf_counter()
 for i, e in enumerate(entries):
     bar.progress(i / len(entries), text=f"Analysing {e.name} ({i + 1} of {len(entries)})")
     t0 = time.perf_counter()
-    if e.data is None:
+    data = e.data  # a zip member is decompressed now, once, and let go after this image (#27)
+    if data is None:
         results.append({"file": e.name, "error": e.error, "model": label})
     else:
         try:
-            results.append(evidence_ui.score(e.name, e.data, models, gradcam, stable))
+            results.append(evidence_ui.score(e.name, data, models, gradcam, stable))
         except images.ImageDecodeError as exc:
             results.append({"file": e.name, "error": str(exc), "model": label})
         except Exception as exc:  # one failing image must not stop the batch
@@ -207,6 +208,7 @@ for i, e in enumerate(entries):
     if i < len(entries) - 1 and (now - t0 > 0.03 or now - drawn > 0.5):
         draw(results, final=False)
         drawn = time.perf_counter()
+data = None  # the last image's bytes are not kept for the rest of the page
 evidence_ui.hash_errors(results, entries)
 n_errors = sum(isinstance(r, dict) for r in results)
 if n_errors > MAX_ERRORS:
@@ -285,7 +287,7 @@ for idx in shown:
                     c2.caption("No Grad-CAM layer for this model.")
                 if f.refused:
                     st.caption(f"Its score, not a verdict: P(fake) {f.p_fake:.3f}.")
-                if f.expert:
+                if f.expert and not f.refused:  # a region that was not judged was judged by no expert
                     top = report.top_route(f.route)[0]
                     st.caption(f.expert[0].upper() + f.expert[1:], help=f"This model holds one expert per "
                                f"kind of training image; the router judged this face closest to "
