@@ -274,6 +274,7 @@ def test_detect_camera_sample_gallery_and_ensemble(app, models_dir):
         assert row["model"].startswith("ensemble(") and row["verdict"] == "NO FACE"
 
 
+@pytest.mark.slow
 def test_sample_gallery_shows_no_face_for_the_cat_and_cup_and_marks_the_fakes(app, models_dir):
     labels = inputs.sample_labels(ROOT / "sample_images")
     fakes = sorted(n for n, lab in labels.items() if lab == "fake")

@@ -38,6 +38,7 @@ def test_folder_box_is_off_without_data_roots(page, key, source, models_root, mo
     assert any(roots.OFF in c.value for c in at.caption)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page, key, source", BOXES)
 def test_folder_box_is_confined_to_the_data_roots(page, key, source, models_root, monkeypatch, tmp_path):
     allowed = tmp_path / "root"

@@ -214,6 +214,7 @@ def test_predict_whole_folder_subprocess(hostile_dir, tiny_run):
 
 # --- the Detect page -------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_detect_page_takes_all_of_them_in_one_upload(tiny_models, monkeypatch):
     from streamlit.testing.v1 import AppTest
 

@@ -126,6 +126,7 @@ def _hostile_zip() -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow
 def test_compare_page_shows_hostile_member_names_as_text(tiny_models, monkeypatch, spy_csv):
     from streamlit.testing.v1 import AppTest
 

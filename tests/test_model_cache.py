@@ -6,9 +6,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO_ROOT
 
 
+@pytest.mark.slow
 def test_every_model_cache_has_the_one_bound():
     code = ("from detector import explain, inference, store\n"
             "from pages import ui\n"

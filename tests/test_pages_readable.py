@@ -10,8 +10,6 @@ import pandas as pd
 import pytest
 import streamlit as st
 
-from conftest import REPO_ROOT
-
 RAW = {"None", "nan", "NaN", "True", "False", "<NA>", "NaT"}
 
 

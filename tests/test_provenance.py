@@ -498,6 +498,7 @@ def test_detect_page_shows_the_evidence_panel_of_the_signed_sample(monkeypatch):
     assert any(m.value.startswith("Face 1: ") and "jpeg70" in m.value and "shift" in m.value for m in at.markdown)
 
 
+@pytest.mark.slow
 def test_detect_page_goes_on_after_a_garbage_c2pa_box(monkeypatch, signed_ai):
     from conftest import open_page
     from detector import store
