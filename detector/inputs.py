@@ -75,12 +75,57 @@ def _mb(n: int) -> str:
     return f"{n / 1024 ** 2:.0f} MB"
 
 
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, OSError, ValueError, EOFError)
+_CHUNK = 1024 ** 2
+
+
+def _checked_size(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> int:
+    """A member's size as read (up to `limit` + 1), streamed in chunks and not kept: reading
+    to the end makes zipfile check its CRC, so a member that passes reads back the same."""
+    size = 0
+    with archive.open(info) as fh:
+        while size <= limit and (chunk := fh.read(min(_CHUNK, limit + 1 - size))):
+            size += len(chunk)
+        if size <= limit:
+            fh.read(1)  # at the end: zipfile checks the CRC here
+    return size
+
+
+class _Member(NamedTuple):
+    """Where a zip member's bytes are: the zip's own bytes (already held: the upload) and the
+    member's name; `read` decompresses it again."""
+
+    blob: bytes
+    filename: str
+    limit: int
+
+    def read(self) -> bytes | None:
+        try:
+            with zipfile.ZipFile(io.BytesIO(self.blob)) as archive, archive.open(self.filename) as fh:
+                data = fh.read(self.limit + 1)
+        except _READ_ERRORS:  # it read once in expand_zip: only a changed blob gets here
+            return None
+        return data if len(data) <= self.limit else None
+
+
+class _ZipEntry(Entry):
+    """An `Entry` of a zip member whose `data` is read from the zip on each access (not kept)."""
+
+    __slots__ = ()
+
+    @property
+    def data(self) -> bytes | None:  # type: ignore[override]
+        return tuple.__getitem__(self, 1).read()
+
+
 def expand_zip(name: str, blob: bytes, *, max_members: int = MAX_MEMBERS,
                max_member_bytes: int = MAX_MEMBER_BYTES, max_total_bytes: int = MAX_TOTAL_BYTES) -> list[Entry]:
     """A zip's files as entries `name/inner/path`, read in memory, in the zip's order.
 
     Images carry their bytes (and a label from a real/ or fake/ folder); every other file
-    that is not skipped junk gets an error entry. A zip that cannot be opened is one error
+    that is not skipped junk gets an error entry. Each image is read through once here (its
+    size as read, its CRC), not kept: its `data` decompresses it again when asked, so the
+    entries of a large zip hold no more than the zip itself. A zip that cannot be opened is one error
     entry named `name`; so is the note that files beyond `max_members` were not read."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(blob))
@@ -106,17 +151,17 @@ def expand_zip(name: str, blob: bytes, *, max_members: int = MAX_MEMBERS,
                                               "of files (uncompressed)", label))
                 continue
             try:
-                with archive.open(info) as fh:
-                    data = fh.read(max_member_bytes + 1)  # never trust the header's size
-            except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, OSError, ValueError,
-                    EOFError) as exc:  # corrupt member (bad CRC, bad deflate data), encrypted, unknown method
+                size = _checked_size(archive, info, max_member_bytes)  # never trust the header's size
+            except _READ_ERRORS as exc:  # corrupt member (bad CRC, bad deflate data), encrypted, unknown method
                 out.append(Entry(entry, None, f"cannot read it from the zip ({exc})", label))
                 continue
-            total += len(data)
-            if len(data) > max_member_bytes:
+            total += size
+            if size > max_member_bytes:
                 out.append(Entry(entry, None, f"file too large (over {_mb(max_member_bytes)} uncompressed)", label))
                 continue
-            out.append(Entry(entry, data, "", label))
+            # the bytes are read again when used, one member at a time: a batch never holds all
+            # of a zip's decompressed files at once (up to MAX_TOTAL_BYTES)
+            out.append(_ZipEntry(entry, _Member(blob, info.filename, max_member_bytes), "", label))
     if len(files) > max_members:
         out.append(Entry(name, None, f"the zip holds {len(files)} files: only the first {max_members} "
                                      f"were read ({len(files) - max_members} left out)"))

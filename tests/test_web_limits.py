@@ -123,3 +123,27 @@ def test_compare_scoring_waits_for_another_heavy_job_and_says_so(monkeypatch):
     worker.join(20)
     assert not errors, errors
     assert results and results[0]["cached"] is False and results[0]["left_out"] == 0
+
+
+def test_zip_entries_hold_no_decompressed_member_and_read_one_at_a_time():
+    """A zip of highly compressible images expands to gigabytes: the entries must hold only
+    the zip, each member decompressed when asked and let go after."""
+    import gc
+    import tracemalloc
+
+    from detector import inputs
+
+    member_mb, n = 4, 6
+    members = {f"set/{i}.bmp": bytes([i]) * (member_mb * 1024 ** 2) for i in range(n)}
+    blob = _zip(members)
+    assert len(blob) < 1024 ** 2  # the upload is small
+    tracemalloc.start()
+    entries = inputs.expand_zip("set.zip", blob)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 2 * member_mb * 1024 ** 2, f"expanding held {peak / 1024 ** 2:.0f} MB at its peak"
+    held = [o for e in entries for o in gc.get_referents(e) if isinstance(o, bytes) and len(o) > len(blob)]
+    assert held == []
+    assert [e.name for e in entries] == [f"set.zip/{name}" for name in members]
+    for e, data in zip(entries, members.values()):
+        assert e.error == "" and e.data == data  # read back, byte for byte
