@@ -272,7 +272,7 @@ def test_detect_page_reads_a_zip(app, pics):
     assert table["thumbnail"].iloc[0].startswith("data:image/jpeg;base64,")
     assert list(table["verdict"][2:]) == ["ERROR", "ERROR"]
     assert "not an image file (.txt)" in table.loc["set.zip/set/readme.txt", "error"]
-    errors = [e.value for e in app.error]
+    errors = [e.value.replace("\\", "") for e in app.error]  # the page escapes Markdown in names (#27)
     assert any("readme.txt" in e and "not an image file" in e for e in errors)
     assert any("broken.zip" in e and "not a readable zip file" in e for e in errors)
     assert any(c.value.startswith("Labelled images: 2.") for c in app.caption)

@@ -229,7 +229,7 @@ def test_detect_page_takes_all_of_them_in_one_upload(tiny_models, monkeypatch):
     table = app.dataframe[0].value
     assert list(table["file"]) == NAMES  # one row per file, in upload order
     table = table.set_index("file")
-    errors = [e.value for e in app.error]
+    errors = [e.value.replace("\\", "") for e in app.error]  # the page escapes Markdown in names (#27)
     for name in BAD:
         row = table.loc[name]
         assert row["verdict"] == "ERROR", (name, row.to_dict())
