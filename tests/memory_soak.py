@@ -35,7 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-BADGE_RE = re.compile("REAL|FAKE|UNCERTAIN")
+BADGE_RE = re.compile("NO FACE|CANNOT JUDGE|REAL|FAKE|UNCERTAIN")  # every verdict the page can show
 
 
 def rss_mb(pid: int) -> float:
