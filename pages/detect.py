@@ -56,7 +56,8 @@ with st.sidebar:
 # (.streamlit/config.toml), kept equal to inputs.MAX_MEMBER_BYTES.
 uploads = st.file_uploader("Images or zips of images", accept_multiple_files=True, key="det_upload",
                            help="JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF; several at once; each file "
-                                f"(a zip too) up to {inputs.MAX_MEMBER_BYTES // 1024 ** 2} MB. A .zip is opened "
+                                f"(a zip too) up to {inputs.MAX_MEMBER_BYTES // 1024 ** 2} MB and "
+                                f"{images.WEB_MAX_PIXELS / 1e6:g} megapixels. A .zip is opened "
                                 f"in memory: up to {inputs.MAX_MEMBERS} of its images are analysed. Other files "
                                 "are listed with the reason they were not analysed.")
 left, right = st.columns([3, 1], vertical_alignment="bottom")
