@@ -373,6 +373,7 @@ def test_compare_page_saved_predictions_reliability_bench_and_robustness(compare
     assert not any("tiny_bench`" in i.value for i in at.info)
 
 
+@pytest.mark.slow
 def test_compare_page_scores_an_uploaded_labelled_zip(compare_page):
     at = compare_page
     at.button_group(key="cmp_source").set_value(comparison_label := "Your labelled set").run()
@@ -404,6 +405,7 @@ def test_compare_page_scores_an_uploaded_labelled_zip(compare_page):
     assert row["tp"] == 6 and row["tn"] == 0
 
 
+@pytest.mark.slow
 def test_compare_page_does_not_import_tensorflow_until_a_set_is_scored(compare_models):
     """The saved-predictions view (and the robustness charts) read CSVs only: a fresh process
     that renders the compare page must not have imported TensorFlow."""

@@ -50,6 +50,7 @@ def _reachable(root, limit: int = 500_000):
             stack.append(ref)
 
 
+@pytest.mark.slow
 def test_report_downloads_hold_no_upload(models_root, monkeypatch):
     from streamlit.runtime.media_file_manager import MediaFileManager
     from streamlit.testing.v1 import AppTest

@@ -44,6 +44,7 @@ def test_constant_features_keep_the_fit_finite_and_save_load_round_trips(tmp_pat
     assert novelty.load(tmp_path / "elsewhere") is None
 
 
+@pytest.mark.slow
 def test_every_zoo_model_names_layers_that_exist():
     for name, spec in zoo.REGISTRY.items():
         layers = zoo.novelty_layers(name, spec.gradcam_layer)

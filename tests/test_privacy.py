@@ -245,6 +245,7 @@ def test_compare_page_labelled_zip_and_enlarged_heatmaps_write_no_file(models_ro
     _leaves_no_trace(score_and_enlarge, quiet_tmp, models_root, recorder)
 
 
+@pytest.mark.slow
 def test_analyze_source_bytes_writes_no_file(models_root, quiet_tmp, recorder):
     from detector import inference
 

@@ -13,7 +13,7 @@ keras = pytest.importorskip("keras")
 from detector import zoo  # noqa: E402
 
 SIZE = {"xception": 64}  # everything else at 32 px
-FAST = {"custom_cnn", "deep_cnn", "efficientnet_lite0"}  # the rest build large graphs: slow tier
+FAST = {"custom_cnn", "deep_cnn"}  # the rest build large graphs: slow tier (Lite0 also loads in test_shipped_models)
 slow = pytest.mark.slow
 
 
