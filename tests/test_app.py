@@ -341,6 +341,7 @@ def test_compare_threshold_slider_moves_the_confusion_matrix(app, models_dir):
     assert shown() == by_hand(new)
     # the plotted confusion matrix shows the same counts
     c = by_hand(new)
-    matrix = next(s for s in _plotly_specs(app) if s["layout"].get("title", {}).get("text", "").startswith(model + " @"))
+    matrix = next(s for s in _plotly_specs(app)  # title: the name (wrapped at underscores) over "at threshold T"
+                  if s["layout"].get("title", {}).get("text", "").replace("_<br>", "_").startswith(model + "<br>at threshold"))
     counts = [[int(cell.split("<br>")[0]) for cell in row] for row in matrix["data"][0]["text"]]
     assert counts == [[c["tn"], c["fp"]], [c["fn"], c["tp"]]]
