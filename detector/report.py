@@ -75,6 +75,7 @@ def source_kind(source: str) -> str:
 # The kinds of fake each training source teaches, in words an analyst reads beside a verdict.
 SOURCE_FAKE_KINDS = {"openforensics": "face swaps", "ffhq_stylegan": "StyleGAN faces"}
 UNSEEN_CAVEAT = "Photoshop edits and generators it never saw may pass as real"
+CHANCE_AUC = 0.6  # a held-out AUC below this is called "near or below chance" beside the verdict
 
 
 def coverage_text(card: dict) -> str:
@@ -101,7 +102,10 @@ def coverage_text(card: dict) -> str:
     if recalls:
         lo, hi = min(recalls), max(recalls)
         caught = f", {lo:.0%} of their fakes caught" if lo == hi else f", {lo:.0%}-{hi:.0%} of their fakes caught"
-    return f"{trained}; on generators it never saw: AUC {span} ({each}){caught}; {UNSEEN_CAVEAT}."
+    fprs = [v["real_called_fake"] for v in held.values() if v.get("real_called_fake") is not None]
+    flagged = f", up to {max(fprs):.0%} of their real photos called fake" if fprs else ""
+    chance = ": near or below chance on some" if min(aucs) < CHANCE_AUC else ""
+    return f"{trained}; on generators it never saw: AUC {span} ({each}{chance}){caught}{flagged}; {UNSEEN_CAVEAT}."
 
 
 def top_route(route: dict[str, float] | None) -> tuple[str, float] | None:

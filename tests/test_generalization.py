@@ -133,3 +133,14 @@ def test_training_page_draws_the_matrix_of_recorded_models(tiny_run, tmp_path, m
     assert set(table["trained_on"]) == {"tiny (shipped)"}
     assert table.set_index("tested_on").loc["gen_x", "kind"] == "held-out generator"
     assert float(table.set_index("tested_on").loc["alpha", "auc"]) == pytest.approx(0.97)
+
+
+def test_coverage_line_states_worst_numbers_and_chance():
+    cell = {"auc": 0.55, "recall": 0.25, "real_called_fake": 0.40}
+    card = {"coverage": {"trained_on": ["face swaps"], "heldout": {"gen_a": cell, "gen_b": {**cell, "auc": 0.9,
+                                                                                           "real_called_fake": 0.05}}}}
+    line = report.coverage_text(card)
+    assert line.startswith("Trained on face swaps; on generators it never saw: AUC 0.55-0.90")
+    assert "near or below chance" in line and "up to 40% of their real photos called fake" in line
+    card["coverage"]["heldout"]["gen_a"]["auc"] = 0.8
+    assert "chance" not in report.coverage_text(card)
