@@ -235,6 +235,8 @@ with d2:
                        help="One self-contained file: the table, every image with its boxes, faces and heatmaps.")
 with d3:
     evidence_ui.pdf_button(results, models, threshold, band, alpha, labels)
+with st.expander("What the columns mean (table, CSV and reports)"):
+    st.markdown("\n".join(f"- **{c}**: {report.COLUMN_HELP[c]}" for c in table.columns if c in report.COLUMN_HELP))
 
 # --- details per image ------------------------------------------------------------------------
 selected = list(getattr(getattr(event, "selection", None), "rows", []) or [])

@@ -202,6 +202,8 @@ def test_detect_gives_verdicts_and_reports_a_bad_file(app, models_dir):
         counts["Uncertain"] == 1
     # the score of an image that cannot be judged is there on demand, not beside a verdict
     assert any(e.label.startswith("Show the score anyway") for e in app.expander)
+    legend = next(e for e in app.expander if e.label.startswith("What the columns mean"))
+    assert f"**reason**: {report.COLUMN_HELP['reason']}" in legend.markdown[0].value
 
     # beside each verdict, one line on what the model's verdicts cover (issue #23)
     line = report.coverage_text(store.read_card(models_dir / good["model"]))
