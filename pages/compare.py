@@ -411,7 +411,7 @@ def differences(data: dict, keys: dict, thr: dict, key: str) -> None:
     st.subheader("Are the differences real?")
     sources = sorted(set().union(*(set(d["source"].dropna().astype(str)) for d in data.values()
                                    if "source" in d.columns)) - {""})
-    on = st.radio("Images", ["all", *sources], horizontal=True, key=f"{key}_pairs_on",
+    on = st.radio("Images", ["all", *sources], horizontal=True, key=f"{key}_pairs_on", format_func=ui.safe_md,
                   help="Test on all images both models scored, or on one source only.")
     chosen_source = None if on == "all" else on
     key_tuple, thr_tuple = tuple(keys[m] for m in data), tuple(thr[m] for m in data)
@@ -429,9 +429,10 @@ def differences(data: dict, keys: dict, thr: dict, key: str) -> None:
             hovertemplate="%{y}: %{x:.3f} [%{customdata[0]:.3f}, %{customdata[1]:.3f}] on %{customdata[2]} images"
                           "<extra></extra>"), row=1, col=col)
     fig.update_yaxes(autorange="reversed")
-    fig.update_layout(title=f"95% confidence intervals ({on} images)", height=90 + 45 * len(data),
+    slug = ui.digest(on.encode())[:8] if on != "all" else "all"  # a source is user text: not in keys or file names
+    fig.update_layout(title=f"95% confidence intervals ({ui.plot_text(on)} images)", height=90 + 45 * len(data),
                       margin=dict(l=10, r=10, t=60, b=10))
-    ui.chart(fig, key=f"{key}_intervals_{on}", filename=f"intervals_{on}")
+    ui.chart(fig, key=f"{key}_intervals_{slug}", filename=f"intervals_{slug}")
     tests = pairs(key_tuple, thr_tuple, chosen_source, data)
     st.caption(f"Each pair on the {int(tests['n'].iloc[0]) if len(tests) else 0} images every model scored. "
                "Accuracy at each model's slider threshold, exact McNemar test on the images only one of the two "
@@ -439,7 +440,7 @@ def differences(data: dict, keys: dict, thr: dict, key: str) -> None:
                "above it, the gap may be the luck of the draw.")
     number = {k: st.column_config.NumberColumn(k.replace("_a", " A").replace("_b", " B"), format="%.3f")
               for k in ("accuracy_a", "accuracy_b", "auc_a", "auc_b")}
-    ui.show_table(tests, key=f"{key}_pairs_{on}", column_config={
+    ui.show_table(tests, key=f"{key}_pairs_{slug}", column_config={
         **number, "model_a": "model A", "model_b": "model B",
         "auc_a": st.column_config.NumberColumn("AUC A", format="%.3f", help=ui.GLOSSARY["auc"]),
         "auc_b": st.column_config.NumberColumn("AUC B", format="%.3f", help=ui.GLOSSARY["auc"]),
@@ -451,7 +452,7 @@ def differences(data: dict, keys: dict, thr: dict, key: str) -> None:
         "auc_diff_hi": st.column_config.NumberColumn("AUC diff high", format="%.3f", help="95% interval, DeLong"),
         "auc_p": st.column_config.NumberColumn("AUC p", format="%.2g", help="DeLong's paired test"),
         "finding": st.column_config.TextColumn("finding", width="large")})
-    ui.csv_download(tests.assign(images=on), f"pairwise_tests_{on}.csv", "Pairwise tests CSV", key=f"{key}_pairs_csv")
+    ui.csv_download(tests.assign(images=on), f"pairwise_tests_{slug}.csv", "Pairwise tests CSV", key=f"{key}_pairs_csv")
 
 
 def explorer(data: dict, keys: dict, thr: dict, found: comparison.SetImages, key: str) -> None:

@@ -52,6 +52,7 @@ def _markdown_texts(at) -> list[str]:
     out = [el.value for kind in ("markdown", "caption", "info", "warning", "error", "success", "subheader",
                                  "header", "title") for el in at.get(kind)]
     out += [img.caption for el in at.get("image") for img in el.proto.imgs]
+    out += [o for r in at.radio for o in r.options]  # radio options are Markdown too
     return [str(t) for t in out]
 
 
@@ -83,7 +84,8 @@ def _formula_cells(frames: list[pd.DataFrame]) -> list[str]:
 @pytest.fixture(scope="module")
 def tiny_models(tiny_run, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("injection_models")
-    shutil.copytree(tiny_run, root / "tiny", ignore=shutil.ignore_patterns("logs", "checkpoints"))
+    for name in ("tiny", "tiny2"):  # two models: Compare's pairwise tests (a radio of sources) show
+        shutil.copytree(tiny_run, root / name, ignore=shutil.ignore_patterns("logs", "checkpoints"))
     (root / "DEFAULT").write_text("tiny\n")
     return root
 
@@ -122,6 +124,7 @@ def _hostile_zip() -> bytes:
             z.writestr(f"set/real/{BEACON}{i}.jpg", jpeg_bytes(smooth_image(rng, 48)))
             z.writestr(f"set/fake/{BADGE}_{i}.png", _png(fake_image(rng, 48)))
         z.writestr(f"set/fake/{FORMULA}/f.png", _png(fake_image(rng, 48)))  # a source named like a formula
+        z.writestr(f"set/fake/{BADGE}_source/g.png", _png(fake_image(rng, 48)))  # a source named like a badge
         z.writestr(f"set/fake/{BEACON}broken.jpg", b"broken")
     return buf.getvalue()
 
@@ -144,6 +147,7 @@ def test_compare_page_shows_hostile_member_names_as_text(tiny_models, monkeypatc
     assert not at.exception, at.exception
     texts = _markdown_texts(at)
     assert any(textsafe.md_escape(f"set/real/{BEACON}0.jpg") in t for t in texts)  # enlarged, named as text
+    assert textsafe.md_escape(f"{BADGE}_source") in at.radio(key="cmp_lab_pairs_on").options  # a source, as text
     assert _hostile_hits(at) == []
     assert _formula_cells(spy_csv) == []
     assert any(v.startswith("'=HYPERLINK") for f in spy_csv for v in f.to_numpy().ravel() if isinstance(v, str))
