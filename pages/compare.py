@@ -528,16 +528,30 @@ def robustness_section() -> None:
     tables = {m: comparison.robustness_frame(t) for m, t in tables.items() if t is not None and not t.empty}
     if not tables:
         return
-    metrics = [(k, name) for k, name in (("accuracy", "accuracy (bars: 95% CI)"), ("auc", "AUC"),
-                                         ("unfamiliar", "share called unfamiliar"))
-               if any(t[k].notna().any() for t in tables.values())]
     st.caption("Test images degraded the way the web degrades them (and past it), scored at each card's "
                "threshold: one row per number, accuracy (bars: 95% confidence intervals, Wilson, on these "
                "images), AUC and, for models with a novelty reference, the share of images called unlike the "
                "training faces. The first level of each chart is the untouched image. Click a model in a "
                "legend to hide it; the camera icon saves a chart as PNG.")
     cols = st.columns(len(ROBUSTNESS_AXES))
-    for col, (kind, axis) in zip(cols, ROBUSTNESS_AXES.items()):
+    key = tuple((m, ui.digest(pd.util.hash_pandas_object(t, index=False).to_numpy().tobytes()), colour[m])
+                for m, t in tables.items())
+    for col, (kind, fig) in zip(cols, robustness_figures(key, tables).items()):
+        ui.chart(fig, key=f"cmp_rob_{kind}", filename=f"robustness_{kind}", container=col)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def robustness_figures(key: tuple, _tables: dict) -> dict[str, go.Figure]:
+    """One figure per degradation (ROBUSTNESS_AXES), a row per number (accuracy with its 95%
+    interval, AUC, the share called unfamiliar when any model has it), a line per model in its
+    colour. Cached per (models, their tables, colours): built once, not on every rerun."""
+    tables = _tables
+    colours = {m: c for m, _, c in key}
+    metrics = [(k, name) for k, name in (("accuracy", "accuracy (bars: 95% CI)"), ("auc", "AUC"),
+                                         ("unfamiliar", "share called unfamiliar"))
+               if any(t[k].notna().any() for t in tables.values())]
+    figures = {}
+    for kind, axis in ROBUSTNESS_AXES.items():
         fig = make_subplots(rows=len(metrics), cols=1, shared_xaxes=True, vertical_spacing=0.09,
                             subplot_titles=[name for _, name in metrics])
         for m, t in tables.items():
@@ -554,7 +568,7 @@ def robustness_section() -> None:
                 fig.add_trace(go.Scatter(x=part["level"], y=part[metric], mode="lines+markers", error_y=bars,
                                          name=m if metric == "accuracy" else f"{m} {'AUC' if metric == 'auc' else metric}",
                                          showlegend=metric == "accuracy",
-                                         line=dict(color=colour[m]), legendgroup=m,
+                                         line=dict(color=colours[m]), legendgroup=m,
                                          hovertemplate=f"{m}: {metric} %{{y:.3f}} at {axis} %{{x}}<extra></extra>"),
                               row=row, col=1)
         fig.update_xaxes(type="category")
@@ -564,7 +578,8 @@ def robustness_section() -> None:
         fig.update_layout(title=axis, height=110 + 170 * len(metrics), margin=dict(l=10, r=10, t=90, b=10),
                           legend=dict(orientation="h", x=0, y=1.0, yanchor="bottom", yref="container",
                                       font=dict(size=11)))
-        ui.chart(fig, key=f"cmp_rob_{kind}", filename=f"robustness_{kind}", container=col)
+        figures[kind] = fig
+    return figures
 
 
 picked = saved_predictions() if source == SAVED else labelled_set()
