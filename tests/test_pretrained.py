@@ -287,7 +287,8 @@ def test_missing_lite1_package_names_its_wheel(monkeypatch):
         P.lite_weights_path("lite1")
 
 
-@pytest.mark.parametrize("variant, size", [("lite1", 240), pytest.param("lite2", 260, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("variant, size", [pytest.param("lite1", 240, marks=pytest.mark.slow),
+                                           pytest.param("lite2", 260, marks=pytest.mark.slow)])
 def test_larger_variants_see_an_egyptian_cat(variant, size):
     """Strides and normalisation are right only if the port still classifies the photo."""
     _variant_or_skip(variant)
@@ -355,7 +356,7 @@ def _reference_features(sd, img):
     return x.transpose(1, 2, 0)
 
 
-@pytest.mark.parametrize("size", [64, 75])
+@pytest.mark.parametrize("size", [64, pytest.param(75, marks=pytest.mark.slow)])
 def test_port_matches_pytorch_reference(state_dict, size):
     # odd sizes exercise TF-style asymmetric "same" padding on stride-2 convs
     img = _chelsea(size)
@@ -366,6 +367,7 @@ def test_port_matches_pytorch_reference(state_dict, size):
     np.testing.assert_allclose(got, want, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_features_256_and_save_roundtrip(tmp_path):
     import keras
 

@@ -515,6 +515,7 @@ def test_detect_page_goes_on_after_a_garbage_c2pa_box(monkeypatch, signed_ai):
     assert table.loc["plain.jpg", "reconciled"] == "none"
 
 
+@pytest.mark.slow
 def test_predict_cli_writes_evidence_custody_columns_and_a_pdf(tmp_path, capfd):
     """The issue's 'done when': predict on the sample gallery with --csv and --pdf (shipped default model)."""
     import csv as csv_mod

@@ -72,6 +72,7 @@ def test_down_up_scaling_softens_but_keeps_shape():
     assert np.abs(np.diff(out.astype(int), axis=1)).mean() < 0.7 * np.abs(np.diff(img.astype(int), axis=1)).mean()
 
 
+@pytest.mark.slow
 def test_training_with_self_blend_and_one_source(tiny_dataset, tmp_path, capsys):
     pytest.importorskip("keras")
     from detector.training import TrainConfig, train

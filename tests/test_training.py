@@ -365,6 +365,7 @@ def test_source_auc_logs_each_source_and_their_mean():
     assert _source_auc(x, y, one_class_b) is None
 
 
+@pytest.mark.slow
 def test_ema_keeps_the_moving_average_of_the_weights(tmp_path):
     """With `ema`, the checkpoint and the weights left in the model are the exponential moving
     average of the per-step weights (first step copied), not the last raw weights."""
