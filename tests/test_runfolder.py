@@ -39,12 +39,14 @@ def test_file_names_are_written_once():
 
 
 def test_file_names_are_distinct_and_store_uses_them():
+    """Two files cannot share a name, and store's names (used by the pages) are runfolder's."""
     assert len(set(runfolder.FILES)) == len(runfolder.FILES)
     assert (store.CARD, store.MODEL_FILE, store.PREDICTIONS, store.HISTORY, store.FOLDS) == (
         runfolder.CARD, runfolder.MODEL_FILE, runfolder.PREDICTIONS, runfolder.HISTORY, runfolder.FOLDS)
 
 
 def test_a_card_is_stamped_with_the_schema_and_reads_back(tmp_path):
+    """A written card carries the schema version, holds JSON-safe values and reads back as written."""
     written = runfolder.write_card(tmp_path, {"name": "x", "threshold": np.float32(0.25), "metrics": {}})
     stored = json.loads((tmp_path / runfolder.CARD).read_text())
     assert stored == written and stored["schema_version"] == runfolder.CARD_SCHEMA_VERSION
@@ -53,6 +55,7 @@ def test_a_card_is_stamped_with_the_schema_and_reads_back(tmp_path):
 
 
 def test_a_card_without_a_version_is_version_1_and_keeps_its_fields(tmp_path):
+    """Cards written before the field existed (the shipped ones) still read, and an update keeps them."""
     (tmp_path / runfolder.CARD).write_text(json.dumps({"name": "old", "threshold": 0.5}))
     assert runfolder.read_card(tmp_path) == {"name": "old", "threshold": 0.5}
     rewritten = runfolder.write_card(tmp_path, {**runfolder.read_card(tmp_path), "bench": {"ms": 1}})
@@ -67,6 +70,7 @@ def test_a_card_from_a_newer_schema_is_refused(tmp_path):
 
 
 def test_store_reads_and_updates_cards_through_the_contract(tmp_path):
+    """store.read_card adds name/dir on top of the stored card; update_card merges and stamps it."""
     folder = tmp_path / "run"
     folder.mkdir()
     runfolder.write_card(folder, {"name": "run", "input_size": 32})
@@ -80,6 +84,8 @@ def test_store_reads_and_updates_cards_through_the_contract(tmp_path):
 
 
 def test_predictions_use_label_names_and_optional_columns(tmp_path):
+    """predictions.csv keeps the contract's columns in order (unknown ones dropped, fold kept) and
+    writes labels as real/fake; a missing table reads as None."""
     preds = pd.DataFrame({"split": ["val", "test"], "path": ["a.jpg", "b.jpg"], "source": ["s", "s"],
                           "label": [0, 1], "p_fake": [0.1, 0.9], "p_raw": [0.2, 0.8], "extra": [1, 2],
                           "fold": [np.nan, 2.0]})
