@@ -273,8 +273,9 @@ def _confusion_counts(page, model: str) -> tuple[str, list[int]]:
     # the title: the model's name over "at threshold T" (lines of one svg text: joined without a space)
     title = next(" ".join(t.replace(model, model + " ").split()) for t in plot.locator("text").all_text_contents()
                  if t.startswith(model) and "at threshold" in t)
-    cells = plot.locator("text[data-unformatted*='<br>']").evaluate_all(
-        "els => els.map(e => [Number(e.getAttribute('x')), Number(e.getAttribute('y')), e.getAttribute('data-unformatted')])")
+    cells = plot.locator("text[data-unformatted*='<br>']").evaluate_all(  # the cells ("count<br>rate"), not the title
+        "els => els.filter(e => /^\\d+<br>/.test(e.getAttribute('data-unformatted')))"
+        ".map(e => [Number(e.getAttribute('x')), Number(e.getAttribute('y')), e.getAttribute('data-unformatted')])")
     assert len(cells) == 4, cells
     cells.sort(key=lambda c: (c[1], c[0]))  # rows top (true real) to bottom, columns left to right
     return title, [int(c[2].split("<br>")[0]) for c in cells]
@@ -326,7 +327,11 @@ def test_compare_disagreement_row_click_enlarges_it(server, page, models_root):
     """A click on an explorer row (its selection box) shows the image large with one Grad-CAM
     overlay per model, or says plainly that the image is not on this machine."""
     _open(page, server + "/compare", "Compare models")
-    models = store.model_names(models_root)
+    from detector import comparison
+
+    names = store.model_names(models_root)  # the page starts with the default model and the next best
+    models = comparison.preselect(names, {n: store.read_card(models_root / n) for n in names},
+                                  store.default_model_name(models_root))
     heading = page.get_by_role("heading", name=re.compile("^(Disagreements and shared mistakes|Mistakes)$"))
     heading.scroll_into_view_if_needed()
     grid = page.locator('[data-testid="stDataFrame"]').last  # the explorer is the page's last table
