@@ -294,13 +294,18 @@ def cmd_learning_curve(args) -> int:
     return 0
 
 
+def _fmt3(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
 def cmd_models(args) -> int:
-    from detector import store
+    from detector import generalization, store
 
     cards = store.list_cards()
     if args.json:
         print(json.dumps([{k: c.get(k) for k in ("name", "architecture", "input_size", "params", "file_mb",
                                                  "threshold", "default")} | {"test": c.get("metrics", {}).get("test")}
+                          | {"worst_heldout_auc": generalization.worst_heldout_auc(c)}
                           for c in cards]))
         return 0
     if not cards:
@@ -311,14 +316,17 @@ def cmd_models(args) -> int:
         return 0
     wn = max(len("name"), *(len(c["name"]) for c in cards)) + 2  # long names never run into the next column
     wa = max(len("arch"), *(len(c["architecture"]) for c in cards)) + 2
-    print(f"{'':2}{'name':<{wn}}{'arch':<{wa}}{'size':>5}{'params':>11}{'MB':>7}{'thr':>7}{'acc':>7}{'auc':>7}")
+    print(f"{'':2}{'name':<{wn}}{'arch':<{wa}}{'size':>5}{'params':>11}{'MB':>7}{'thr':>7}{'acc':>7}{'auc':>7}"
+          f"{'held-out':>10}")
     for c in cards:
         t = c.get("metrics", {}).get("test") or {}
         acc, auc = t.get("accuracy"), t.get("auc")
         print(f"{'*' if c['default'] else ' ':2}{c['name']:<{wn}}{c['architecture']:<{wa}}{c['input_size']:>5}"
               f"{c['params']:>11,}{c['file_mb']:>7.1f}{c['threshold']:>7.3f}"
-              f"{acc if acc is None else format(acc, '.3f'):>7}{auc if auc is None else format(auc, '.3f'):>7}")
-    print("* = default model")
+              f"{acc if acc is None else format(acc, '.3f'):>7}{auc if auc is None else format(auc, '.3f'):>7}"
+              f"{_fmt3(generalization.worst_heldout_auc(c)):>10}")
+    print("* = default model; acc/auc: shared test split; held-out: worst AUC on generators it never saw "
+          "(python -m detector generalization)")
     return 0
 
 

@@ -295,3 +295,35 @@ def shipped_result(cards: list[dict]) -> dict:
         rows.append({"model": card["name"], "trained_on": list(seen), "left_out": [], "cells": {**seen, **held}})
     return {"rows": rows, "sources": sources, "heldout": heldout, "columns": [*sources, *heldout],
             "explain": OFF_DIAGONAL}
+
+
+def worst_heldout_auc(card: dict) -> float | None:
+    """A card's lowest AUC on the held-out generators it was measured on (None: not measured)."""
+    return (card.get("coverage") or {}).get("worst_heldout_auc")
+
+
+def select_default(cards: list[dict]) -> str | None:
+    """The selection rule for the shipped default: the model whose *worst* held-out AUC is
+    highest (a gain on the shared split does not count if a held-out number falls); models
+    without held-out numbers are not candidates."""
+    measured = [c for c in cards if worst_heldout_auc(c) is not None]
+    return max(measured, key=worst_heldout_auc)["name"] if measured else None
+
+
+def load_result(raw: bytes | str) -> dict:
+    """A matrix saved with `--json`, checked enough to draw (ValueError with the reason)."""
+    import json
+
+    try:
+        result = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    if not isinstance(result, dict) or not isinstance(result.get("rows"), list) or not result["rows"]:
+        raise ValueError("no rows")
+    for row in result["rows"]:
+        if not isinstance(row, dict) or not isinstance(row.get("cells"), dict):
+            raise ValueError("a row without cells")
+        row.setdefault("left_out", [])
+        row.setdefault("trained_on", [])
+    result.setdefault("heldout", [])
+    return result

@@ -32,19 +32,34 @@ def heatmap(frame, metric: str, title: str) -> go.Figure:
     return fig
 
 
+def _draw(result: dict, metric: str, title: str, key: str) -> None:
+    frame = generalization.long_frame(result)
+    ui.chart(heatmap(frame, metric, title), key=f"{key}_heatmap", filename=key, use_container_width=True)
+    ui.show_table(frame, key=f"{key}_table")
+    ui.csv_download(frame, f"{key}.csv", "Matrix CSV", key=f"{key}_csv")
+
+
 def show(cards: list[dict]) -> None:
     result = generalization.shipped_result(cards)
     st.caption(result["explain"])
-    if not result["rows"]:
+    metric = st.segmented_control("Metric", list(METRICS), default="AUC", key="gen_metric",
+                                  help="AUC: how well scores rank fakes above reals (0.5 = guessing). Fakes caught "
+                                       "and reals called fake: at each row's own threshold.") or "AUC"
+    if result["rows"]:
+        _draw(result, metric, f"{metric}: shipped models (rows) on each test set (columns)", "generalization_matrix")
+    else:
         st.info("No shipped model has held-out numbers yet: run `python -m detector generalization "
                 "../shared/data --heldout ../shared/heldout/stylegan3 ../shared/heldout/diffusion_sd21 "
                 "--model NAME --record`.")
-        return
-    metric = st.segmented_control("Metric", list(METRICS), default="AUC", key="gen_metric",
-                                  help="AUC: how well scores rank fakes above reals (0.5 = guessing). Fakes caught "
-                                       "and reals called fake: at each model's own threshold.") or "AUC"
-    frame = generalization.long_frame(result)
-    ui.chart(heatmap(frame, metric, f"{metric}: shipped models (rows) on each test set (columns)"),
-             key="gen_heatmap", filename="generalization_matrix", use_container_width=True)
-    ui.show_table(frame, key="gen_table")
-    ui.csv_download(frame, "generalization_matrix.csv", "Matrix CSV", key="gen_csv")
+    upload = st.file_uploader("Or draw a matrix saved from `python -m detector generalization ... --json`",
+                              type=["json"], key="gen_upload",
+                              help="e.g. a leave-one-source-out matrix of a frozen-feature recipe (--recipe dinov2): "
+                                   "rows trained without one source, that source's column is the number that matters.")
+    if upload is not None:
+        try:
+            loaded = generalization.load_result(upload.getvalue())
+        except ValueError as exc:
+            st.error(f"Not a generalization matrix: {ui.safe_md(str(exc))}")
+            return
+        what = loaded.get("model") or f"recipe {loaded.get('recipe')}"
+        _draw(loaded, metric, f"{metric}: {what}, trained on (rows) x tested on (columns)", "generalization_loaded")

@@ -144,3 +144,36 @@ def test_coverage_line_states_worst_numbers_and_chance():
     assert "near or below chance" in line and "up to 40% of their real photos called fake" in line
     card["coverage"]["heldout"]["gen_a"]["auc"] = 0.8
     assert "chance" not in report.coverage_text(card)
+
+
+def test_select_default_takes_the_best_worst_heldout_auc():
+    cards = [{"name": "in_dist_star", "coverage": {"worst_heldout_auc": 0.48}},
+             {"name": "steady", "coverage": {"worst_heldout_auc": 0.67}},
+             {"name": "unmeasured"}]
+    assert generalization.select_default(cards) == "steady"
+    assert generalization.select_default([{"name": "unmeasured"}]) is None
+
+
+def test_shipped_default_is_chosen_by_its_worst_heldout_number():
+    """Every shipped model carries held-out numbers, and DEFAULT names the best worst case."""
+    cards = store.list_cards()
+    if not cards:
+        pytest.skip("no shipped models")
+    assert all(generalization.worst_heldout_auc(c) is not None for c in cards), [c["name"] for c in cards]
+    assert generalization.select_default(cards) == store.default_model_name()
+
+
+def test_a_saved_matrix_loads_and_draws_and_garbage_is_refused(tiny_dataset, heldout, monkeypatch, capsys):
+    monkeypatch.setitem(generalization.RECIPES, "toy", lambda: checker_energy)
+    assert main(["generalization", str(tiny_dataset), "--heldout", str(heldout), "--recipe", "toy", "--json"]) == 0
+    loaded = generalization.load_result(capsys.readouterr().out)
+    from pages import matrix_view
+
+    fig = matrix_view.heatmap(generalization.long_frame(loaded), "AUC", "toy")
+    z = fig.data[0].z
+    assert len(z) == 3 and len(z[0]) == 3  # rows: all, without alpha, without beta
+    assert list(fig.data[0].y) == ["all sources", "without alpha", "without beta"]
+    assert "held-out" in fig.data[0].x[2]
+    for bad in (b"not json", b"[]", b'{"rows": []}', b'{"rows": [{"no": "cells"}]}'):
+        with pytest.raises(ValueError):
+            generalization.load_result(bad)
