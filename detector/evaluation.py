@@ -149,21 +149,16 @@ def eer(y_true, scores) -> float:
     return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
 
 
-def binary_metrics(y_true, scores, threshold: float = 0.5) -> Dict[str, Any]:
-    """Headline metrics for a fake-vs-real detector as plain Python numbers.
-
-    precision/recall/f1 are for the fake class (what a detector is judged
-    on). auc/ap/eer are nan rather than an exception when only one class is
-    present, so evaluating a single-source folder never crashes the caller.
-    accuracy_ci / auc_ci are 95% intervals (Wilson; DeLong), see `detector.significance`.
-    """
+def threshold_metrics(y_true, scores, threshold: float = 0.5) -> Dict[str, Any]:
+    """The part of `binary_metrics` that depends on the threshold: n, threshold, accuracy with
+    its 95% interval (Wilson), precision / recall / f1 of the fake class, and the confusion
+    counts. Cheap (counting): what a threshold slider recomputes."""
     y, s = _prepare(y_true, scores)
     threshold = float(threshold)
     conf = confusion_counts(y, s, threshold)
     out: Dict[str, Any] = {"n": int(y.size), "threshold": threshold}
     if y.size == 0:
-        out.update(accuracy=_NAN, accuracy_ci=(_NAN, _NAN), precision=_NAN, recall=_NAN, f1=_NAN,
-                   auc=_NAN, auc_ci=(_NAN, _NAN), ap=_NAN, eer=_NAN, confusion=conf)
+        out.update(accuracy=_NAN, accuracy_ci=(_NAN, _NAN), precision=_NAN, recall=_NAN, f1=_NAN, confusion=conf)
         return out
     # from the counts, as sklearn's accuracy/precision/recall/f1 (pos_label=1, zero_division=0)
     # define them, without their per-call input checks
@@ -174,16 +169,33 @@ def binary_metrics(y_true, scores, threshold: float = 0.5) -> Dict[str, Any]:
     out["precision"] = tp / (tp + fp) if tp + fp else 0.0
     out["recall"] = tp / (tp + fn) if tp + fn else 0.0
     out["f1"] = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-    if _both_classes(y):
-        out["auc"] = float(skm.roc_auc_score(y, s))
-        out["auc_ci"] = significance.auc_interval(y, s)
-        out["ap"] = float(skm.average_precision_score(y, s))
-        out["eer"] = eer(y, s)
-    else:
-        out["auc"] = out["ap"] = out["eer"] = _NAN
-        out["auc_ci"] = (_NAN, _NAN)
     out["confusion"] = conf
     return out
+
+
+def ranking_metrics(y_true, scores) -> Dict[str, Any]:
+    """The part of `binary_metrics` that does not depend on the threshold: auc with its 95%
+    interval (DeLong), ap and eer; nan (and a nan interval) unless both classes occur."""
+    y, s = _prepare(y_true, scores)
+    if not _both_classes(y):
+        return {"auc": _NAN, "auc_ci": (_NAN, _NAN), "ap": _NAN, "eer": _NAN}
+    return {"auc": float(skm.roc_auc_score(y, s)), "auc_ci": significance.auc_interval(y, s),
+            "ap": float(skm.average_precision_score(y, s)), "eer": eer(y, s)}
+
+
+def binary_metrics(y_true, scores, threshold: float = 0.5) -> Dict[str, Any]:
+    """Headline metrics for a fake-vs-real detector as plain Python numbers:
+    `threshold_metrics` and `ranking_metrics` together.
+
+    precision/recall/f1 are for the fake class (what a detector is judged
+    on). auc/ap/eer are nan rather than an exception when only one class is
+    present, so evaluating a single-source folder never crashes the caller.
+    accuracy_ci / auc_ci are 95% intervals (Wilson; DeLong), see `detector.significance`.
+    """
+    y, s = _prepare(y_true, scores)
+    point = threshold_metrics(y, s, threshold)
+    conf = point.pop("confusion")
+    return {**point, **ranking_metrics(y, s), "confusion": conf}
 
 
 def classification_report_dict(y_true, scores, threshold: float = 0.5) -> Dict[str, Any]:

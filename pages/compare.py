@@ -23,6 +23,7 @@ SPLIT_ORDER = {"test": 0, "val": 1, "cv": 2}
 SAVED, LABELLED = "Saved predictions", "Your labelled set"
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 EXPLORER_ROWS = 300  # rows of the disagreement explorer (each gets a thumbnail)
+CURVE_TOLERANCE = 0.004  # ROC / PR points closer than this on both axes are drawn as one (~1.5 px)
 ROBUSTNESS_AXES = {"jpeg_quality": "JPEG quality", "downscale": "Downscale factor", "gaussian_blur": "Blur sigma (px)"}
 
 st.title("Compare models")
@@ -155,9 +156,16 @@ def frame_key(model: str, d: pd.DataFrame) -> str:
 # the frames themselves are not hashed (the leading underscore).
 
 @st.cache_data(show_spinner=False, max_entries=1024)
+def _threshold_part(key: str, threshold: float, _d: pd.DataFrame) -> dict:
+    return evaluation.threshold_metrics(_d["label"], _d["p_fake"], threshold)
+
+
 def point_metrics(key: str, threshold: float, _d: pd.DataFrame) -> dict:
-    """evaluation.binary_metrics of one model's frame at one threshold."""
-    return evaluation.binary_metrics(_d["label"], _d["p_fake"], threshold)
+    """evaluation.binary_metrics of one model's frame at one threshold: its threshold part
+    (counting, per threshold) and its ranking part (AUC with DeLong's interval, AP, EER: once
+    per frame, in `ranking`)."""
+    point = _threshold_part(key, threshold, _d)
+    return {**point, **ranking(key, _d)["ranking"]}
 
 
 @st.cache_data(show_spinner=False, max_entries=1024)
@@ -170,8 +178,11 @@ def source_metrics(key: str, threshold: float, _d: pd.DataFrame) -> pd.DataFrame
 def ranking(key: str, _d: pd.DataFrame) -> dict:
     """What does not depend on the threshold: ECE, ROC / PR / reliability points, sanity flags."""
     y, p = ui.labels01(_d), _d["p_fake"]
-    return {"ece": evaluation.expected_calibration_error(y, p),
-            "roc": evaluation.roc_points(_d["label"], p), "pr": evaluation.pr_points(_d["label"], p),
+    # the curves as drawn: thinned to what a chart shows (comparison.thin_curve), so the browser
+    # redraws a few hundred points per curve on every slider move, not one per image
+    return {"ece": evaluation.expected_calibration_error(y, p), "ranking": evaluation.ranking_metrics(_d["label"], p),
+            "roc": comparison.thin_curve(evaluation.roc_points(_d["label"], p), "fpr", "tpr", CURVE_TOLERANCE),
+            "pr": comparison.thin_curve(evaluation.pr_points(_d["label"], p), "recall", "precision", CURVE_TOLERANCE),
             "reliability": evaluation.reliability_curve(y, p, n_bins=10), "flags": comparison.sanity_flags(_d)}
 
 
@@ -182,7 +193,18 @@ def model_intervals(key: str, threshold: float, source: str | None, model: str, 
 
 
 def intervals(keys: dict, thr: dict, source: str | None, data: dict) -> pd.DataFrame:
-    return pd.concat([model_intervals(keys[m], thr[m], source, m, d) for m, d in data.items()], ignore_index=True)
+    """The forest plot's rows of every model; on all images straight from `point_metrics`
+    (the numbers of the table above), on one source from `model_intervals`."""
+    if source is not None:
+        return pd.concat([model_intervals(keys[m], thr[m], source, m, d) for m, d in data.items()],
+                         ignore_index=True)
+    rows = []
+    for m, d in data.items():
+        met = point_metrics(keys[m], thr[m], d)
+        for metric in ("accuracy", "auc"):
+            lo, hi = met[f"{metric}_ci"]
+            rows.append({"model": m, "metric": metric, "value": met[metric], "lo": lo, "hi": hi, "n": met["n"]})
+    return pd.DataFrame(rows, columns=["model", "metric", "value", "lo", "hi", "n"])
 
 
 # Figures of one model at one threshold, kept as they are (st.plotly_chart only reads them):
@@ -200,14 +222,19 @@ def confusion_chart(key: str, threshold: float, model: str, _counts: dict) -> go
 def histogram_chart(key: str, threshold: float, model: str, _d: pd.DataFrame) -> go.Figure:
     """P(fake) of real and fake images, the threshold as a dashed line."""
     y = ui.labels01(_d)
-    lo, hi = float(_d["p_fake"].min()), float(_d["p_fake"].max())
+    scores = _d["p_fake"].to_numpy(float)
+    lo, hi = float(np.nanmin(scores)), float(np.nanmax(scores))
     size = max((hi - lo) / 40, 1e-4)  # shared bins for both classes, fitted to the scores' range
+    edges = lo + size * np.arange(42)
     fig = go.Figure()
     for cls, name, col in ((0, "real", "#16a34a"), (1, "fake", "#dc2626")):
-        fig.add_trace(go.Histogram(x=_d["p_fake"][y == cls], name=name, marker_color=col, opacity=0.6,
-                                   xbins=dict(start=lo, end=hi + size, size=size)))
+        # counted here (41 bars) rather than binned in the browser from every score
+        counts, _ = np.histogram(scores[(y == cls) & np.isfinite(scores)], bins=edges)
+        fig.add_trace(go.Bar(x=(edges[:-1] + size / 2).tolist(), y=counts.tolist(), width=size, name=name,
+                             marker_color=col, opacity=0.6,
+                             hovertemplate=f"{name}: %{{y}} images at P(fake) %{{x:.3f}}<extra></extra>"))
     fig.add_vline(x=threshold, line_dash="dash", line_color="black")
-    fig.update_layout(barmode="overlay", title=model, height=300, xaxis_title="P(fake)", yaxis_title="images",
+    fig.update_layout(barmode="overlay", bargap=0, title=model, height=300, xaxis_title="P(fake)", yaxis_title="images",
                       margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=1.12, x=0.6))
     return fig
 

@@ -689,3 +689,22 @@ def test_read_labelled_folder_does_not_follow_links_out_of_the_folder(tmp_path):
     assert [i.name for i in items.good] == ["real/a.jpg"]
     (bad,) = items.bad
     assert bad.name == "real/link.jpg" and "outside this folder" in bad.image
+
+
+def test_thin_curve_keeps_the_shape_with_far_fewer_points():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 1400)
+    s = np.clip(y * 0.3 + rng.random(1400) * 0.7, 0, 1)
+    from detector import evaluation
+
+    pr = evaluation.pr_points(y, s)
+    thin = comparison.thin_curve(pr, "recall", "precision")
+    assert len(thin) < len(pr) / 2 and thin.index[0] == pr.index[0] and thin.index[-1] == pr.index[-1]
+    # every dropped point lies within the tolerance of a kept neighbour on each axis
+    kept = thin.index.to_numpy()
+    for i in pr.index:
+        j = kept[np.searchsorted(kept, i, side="right") - 1]
+        assert abs(pr.loc[i, "recall"] - pr.loc[j, "recall"]) <= 0.002 + 1e-12
+        assert abs(pr.loc[i, "precision"] - pr.loc[j, "precision"]) <= 0.002 + 1e-12
+    tiny = pr.head(2)
+    assert comparison.thin_curve(tiny, "recall", "precision") is tiny

@@ -294,3 +294,15 @@ def test_point_metrics_counted_by_hand_equal_sklearns(seed):
             assert m[name] == pytest.approx(fn(y, pred, pos_label=1, labels=[0, 1], zero_division=0)), (name, t)
         tn, fp, fn_, tp = skm.confusion_matrix(y, pred, labels=[0, 1]).ravel()
         assert m["confusion"] == {"tn": tn, "fp": fp, "fn": fn_, "tp": tp}
+
+
+def test_binary_metrics_is_its_threshold_and_ranking_parts():
+    rng = np.random.default_rng(7)
+    y, s = rng.integers(0, 2, 300), rng.random(300)
+    whole = ev.binary_metrics(y, s, 0.4)
+    assert whole == {**ev.threshold_metrics(y, s, 0.4), **ev.ranking_metrics(y, s)}
+    assert list(whole) == ["n", "threshold", "accuracy", "accuracy_ci", "precision", "recall", "f1", "auc", "auc_ci",
+                           "ap", "eer", "confusion"]
+    assert set(ev.ranking_metrics(np.ones(5), s[:5])) == {"auc", "auc_ci", "ap", "eer"}
+    assert math.isnan(ev.ranking_metrics(np.ones(5), s[:5])["auc"])
+    assert ev.binary_metrics([], [], 0.5)["n"] == 0
