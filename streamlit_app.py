@@ -8,11 +8,16 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
 import streamlit as st  # noqa: E402
+from streamlit import runtime  # noqa: E402
 
+from detector import warmup  # noqa: E402
 from pages import ui  # noqa: E402
 
 st.set_page_config(page_title=ui.APP_NAME, page_icon="🕵️", layout="wide")
 ui.shut_down_expired_sessions()  # closed tabs must not keep their uploads in memory
+if runtime.exists():  # a served app (not AppTest): the first visit starts loading, in the background,
+    default = ui.default_model()  # MTCNN and the default model, so a first upload finds them loaded
+    warmup.start([ui.model_dir(default)] if default else [])
 
 page = st.navigation([
     st.Page("pages/detect.py", title="Detect", icon=":material/face_retouching_off:", default=True),

@@ -11,6 +11,7 @@ unlike the training faces each face is (`detector.novelty`).
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,6 +247,16 @@ def _cached(path: str) -> Detector:
     return Detector(path)
 
 
+_loading: dict[str, threading.Lock] = {}
+_loading_guard = threading.Lock()
+
+
 def load_detector(name_or_path: str | Path | None = None) -> Detector:
-    """A Detector per model folder, built once per process."""
-    return _cached(str(store.resolve(name_or_path)))
+    """A Detector per model folder, built once per process. Two threads asking for the same
+    folder at once (a page and the start-up warm-up, `detector.warmup`) get one build: the
+    second waits for the first's instead of loading a second copy."""
+    path = str(store.resolve(name_or_path))
+    with _loading_guard:
+        lock = _loading.setdefault(path, threading.Lock())
+    with lock:
+        return _cached(path)

@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from detector import explain, forensics, images, inputs, memory, report
+from detector import explain, forensics, images, inputs, memory, report, warmup
 from pages import evidence as evidence_ui
 from pages import ui
 
@@ -115,9 +115,13 @@ coverage = (report.coverage_text(cards[0]) if len(models) == 1 else
             " ".join(f"{m}: {report.coverage_text(c)}" for m, c in zip(models, cards)))
 label = models[0] if len(models) == 1 else "ensemble(" + "+".join(models) + ")"
 labels = [e.label for e in entries]
-bar = st.progress(0.0, text="Loading model...")
+# what is not loaded yet (TensorFlow, MTCNN, each model, Grad-CAM) is loaded up front, the bar saying
+# which (#24): the start-up warm-up (streamlit_app) has usually done it; its steps are waited for
+bar = st.progress(0.0, text="Preparing...")
+warmup.run_all(warmup.plan([ui.model_dir(m) for m in models], gradcam),
+               lambda i, n, message: bar.progress(i / n, text=message))
 for m in models:
-    ui.detector(m)  # load once up front so the bar measures images, not model loading
+    ui.detector(m)  # the page's own handle (cached), so the bar below measures images, not loading
 errors_box = st.container()
 summary_slot = st.empty()
 table_slot = st.empty()

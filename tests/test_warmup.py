@@ -1,0 +1,82 @@
+"""detector.warmup (#24 item 6): the cold-start steps say what they load, run once per process
+even when the page and the background warm-up ask at the same time, and drop out of the plan
+once done. Fake steps stand in for TensorFlow, so these tests load nothing."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from detector import warmup
+
+
+@pytest.fixture(autouse=True)
+def fresh_state(monkeypatch):
+    monkeypatch.setattr(warmup, "_done", set())
+    monkeypatch.setattr(warmup, "_locks", {})
+    monkeypatch.setattr(warmup, "_thread", None)
+
+
+def test_plan_names_what_loads_in_the_order_a_first_verdict_needs_it(tmp_path):
+    """The messages are what the Detect page's bar shows: a user must read what is loading."""
+    messages = [s.message for s in warmup.plan([tmp_path / "efficientnet_lite0_experts", tmp_path / "custom_cnn"])]
+    assert messages == ["Loading TensorFlow…", "Loading the face detector (MTCNN)…",
+                        "Loading model efficientnet_lite0_experts…", "Loading model custom_cnn…",
+                        "Preparing Grad-CAM heatmaps for efficientnet_lite0_experts…"]
+    assert not any("Grad-CAM" in s.message for s in warmup.plan([tmp_path / "m"], gradcam=False))
+
+
+def test_a_step_runs_once_and_a_second_caller_waits_for_it():
+    """The page must not load a second copy of a model the warm-up thread is loading: it
+    waits for that load, and finds the step done."""
+    calls, started = [], threading.Event()
+
+    def slow():
+        started.set()
+        time.sleep(0.3)
+        calls.append(1)
+
+    step = warmup.Step(("model", "x"), "Loading model x…", slow)
+    other = threading.Thread(target=warmup.run, args=(step,))
+    other.start()
+    started.wait(5)
+    t0 = time.perf_counter()
+    warmup.run(step)  # returns only once the other thread's run is over
+    assert calls == [1] and time.perf_counter() - t0 > 0.1
+    other.join()
+    warmup.run(step)
+    assert calls == [1]
+
+
+def test_done_steps_leave_the_plan_and_reports_come_before_each_step(tmp_path):
+    seen = []
+    steps = [warmup.Step(("a",), "A…", lambda: seen.append("ran A")),
+             warmup.Step(("faces",), warmup.FACE_DETECTOR, lambda: seen.append("ran faces"))]
+    warmup.run_all(steps, lambda i, n, message: seen.append((i, n, message)))
+    assert seen == [(0, 2, "A…"), "ran A", (1, 2, warmup.FACE_DETECTOR), "ran faces"]
+    assert warmup.FACE_DETECTOR not in [s.message for s in warmup.plan([tmp_path / "m"])]
+
+
+def test_a_failing_step_is_not_marked_done():
+    """The page retries a step the warm-up could not do, and shows its error."""
+    def broken():
+        raise OSError("model file unreadable")
+
+    step = warmup.Step(("model", "bad"), "Loading model bad…", broken)
+    with pytest.raises(OSError):
+        warmup.run(step)
+    assert step.key not in warmup._done
+
+
+def test_start_runs_in_the_background_once_and_can_be_switched_off(monkeypatch, tmp_path):
+    ran = []
+    monkeypatch.setattr(warmup, "plan", lambda paths, gradcam=True: [warmup.Step(("x",), "X…", lambda: ran.append(1))])
+    monkeypatch.setenv(warmup.WARMUP_ENV, "0")
+    assert warmup.start([tmp_path / "m"]) is None
+    monkeypatch.delenv(warmup.WARMUP_ENV)
+    thread = warmup.start([tmp_path / "m"])
+    assert thread is not None and thread.daemon
+    assert warmup.start([tmp_path / "m"]) is thread  # once per process
+    thread.join(5)
+    assert ran == [1]
