@@ -34,7 +34,7 @@ def heatmap(frame, metric: str, title: str) -> go.Figure:
 
 def _draw(result: dict, metric: str, title: str, key: str) -> None:
     frame = generalization.long_frame(result)
-    ui.chart(heatmap(frame, metric, title), key=f"{key}_heatmap", filename=key, use_container_width=True)
+    ui.chart(heatmap(frame, metric, title), key=f"{key}_heatmap", filename=key, width="stretch")
     ui.show_table(frame, key=f"{key}_table")
     ui.csv_download(frame, f"{key}.csv", "Matrix CSV", key=f"{key}_csv")
 

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT, jpeg_bytes, smooth_image
-from detector import evaluation, images, inference
+from detector import evaluation, faces, images, inference
 from detector.__main__ import main
 
 EVALUATE_KEYS = {"model", "n", "threshold", "accuracy", "accuracy_ci", "precision", "recall", "f1", "auc",
@@ -265,7 +265,8 @@ def test_analyze_scores_the_whole_image_when_no_face(tiny_run):
     raw = float(model.predict(x, verbose=0)[0, 0])
     expected = float(evaluation.apply_temperature(np.array([raw]), det.temperature, det.bias)[0])
     assert face.p_fake == pytest.approx(expected, abs=1e-5)
-    assert face.verdict == inference.verdict_for(expected, det.threshold)
+    # scored, but no REAL/FAKE: the models only know faces (inference.cannot_judge)
+    assert face.verdict == inference.NO_FACE and face.reason == inference.NO_FACE_REASON
     assert result.threshold == det.threshold and result.model == tiny_run.name
 
 
@@ -320,10 +321,11 @@ def test_verdict_band_gives_uncertain(tiny_run):
     assert v(0.5, 0.5) == inference.FAKE and v(0.4999, 0.5) == inference.REAL
 
     det = inference.load_detector(str(tiny_run))
-    rgb = _gradient(48, 48)
-    p = det.analyze(rgb).p_fake
-    assert det.analyze(rgb, threshold=p, band=0.05).verdict == inference.UNCERTAIN
-    assert det.analyze(rgb, threshold=min(p + 0.2, 1.0), band=0.05).verdict == inference.REAL
+    rgb = _gradient(96, 96)
+    face = [faces.FaceRegion((0, 0, 96, 96), (10, 10, 70, 70), 0.99, "face", rgb)]  # a judgeable face region
+    p = det.analyze(rgb, regions=face).p_fake
+    assert det.analyze(rgb, regions=face, threshold=p, band=0.05).verdict == inference.UNCERTAIN
+    assert det.analyze(rgb, regions=face, threshold=min(p + 0.2, 1.0), band=0.05).verdict == inference.REAL
 
 
 def test_jet_colour_map_matches_matplotlib():
