@@ -30,12 +30,13 @@ IPTC = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 SAMPLES = {"credential_capture.jpg": "digitalCapture", "credential_ai_declared.jpg": "trainedAlgorithmicMedia"}
 
 
-def throwaway_chain() -> tuple[str, str]:
-    """(certificate chain PEM, private key PEM): a root CA and a signing certificate under it
-    (C2PA refuses self-signed signing certificates), valid for a year."""
+def throwaway_chain(org: str = "Deepfake Lab samples (untrusted)") -> tuple[str, str, str]:
+    """(certificate chain PEM, private key PEM, root PEM): a root CA and a signing certificate
+    under it (C2PA refuses self-signed signing certificates), valid for a year. The tests sign
+    with it too (tests/test_provenance.py)."""
     def name(cn):
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn),
-                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Deepfake Lab samples (untrusted)")])
+                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, org)])
 
     now = datetime.datetime.now(datetime.timezone.utc)
     usage = dict(content_commitment=False, key_encipherment=False, data_encipherment=False, key_agreement=False,
@@ -60,12 +61,13 @@ def throwaway_chain() -> tuple[str, str]:
             .sign(ca_key, hashes.SHA256()))
     pem = serialization.Encoding.PEM
     return ((leaf.public_bytes(pem) + ca.public_bytes(pem)).decode(),
-            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode())
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode(),
+            ca.public_bytes(pem).decode())
 
 
 def main() -> None:
     source = (HERE / "astronaut.jpg").read_bytes()
-    certs, key = throwaway_chain()
+    certs, key, _ = throwaway_chain()
     no_thumbnail = c2pa.Context(c2pa.Settings.from_dict({"builder": {"thumbnail": {"enabled": False}}}))
     for name, source_type in SAMPLES.items():
         signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, certs.encode(), key.encode(),

@@ -6,7 +6,6 @@ custody, the stability check, and the panel in the table, the HTML and the PDF r
 No TensorFlow: stand-in detectors and face finder."""
 from __future__ import annotations
 
-import datetime
 import io
 import json
 import re
@@ -53,41 +52,10 @@ def _png(**texts) -> bytes:
 @pytest.fixture(scope="module")
 def chain():
     """A throwaway root CA and a signing certificate under it (C2PA refuses self-signed
-    signing certificates): (chain PEM, key PEM, root PEM)."""
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    signing certificates): (chain PEM, key PEM, root PEM), made as the shipped samples are."""
+    from sample_images.make_credential_samples import throwaway_chain
 
-    def name(cn):
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn),
-                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Throwaway Test")])
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    usage = dict(content_commitment=False, key_encipherment=False, data_encipherment=False, key_agreement=False,
-                 encipher_only=False, decipher_only=False)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(name("Test Root")).issuer_name(name("Test Root"))
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=False, key_cert_sign=True, crl_sign=True, **usage), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (x509.CertificateBuilder().subject_name(name("Test Signer")).issuer_name(ca.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=False, crl_sign=False, **usage),
-                           critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    pem = serialization.Encoding.PEM
-    return ((leaf.public_bytes(pem) + ca.public_bytes(pem)).decode(),
-            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode(),
-            ca.public_bytes(pem).decode())
+    return throwaway_chain("Throwaway Test")
 
 
 def _sign(chain, data: bytes, source_type: str, ingredient: bool = False) -> bytes:
@@ -153,7 +121,7 @@ def test_signed_jpeg_is_valid_but_signer_not_on_trust_list(signed_ai):
     assert prov.c2pa == provenance.UNTRUSTED
     cred = prov.credential
     assert cred.claim_generator.startswith("deepfake-lab-test 1.0")
-    assert "Test Signer" in cred.signer
+    assert "Sample Signer" in cred.signer
     assert cred.actions[0]["action"] == "c2pa.created"
     assert cred.source_types == ["trainedAlgorithmicMedia"]
     assert prov.declares_ai and not prov.declares_capture
