@@ -80,3 +80,43 @@ def test_start_runs_in_the_background_once_and_can_be_switched_off(monkeypatch, 
     assert warmup.start([tmp_path / "m"]) is thread  # once per process
     thread.join(5)
     assert ran == [1]
+
+
+def test_a_step_not_waited_for_is_skipped_while_another_thread_does_it():
+    """The page goes on past the Grad-CAM trace the warm-up is doing (it draws its first
+    heatmaps eagerly meanwhile) instead of waiting seconds for it."""
+    step = warmup.Step(("gradcam", "x"), "Preparing…", lambda: pytest.fail("must not run twice"), wait=False)
+    lock = warmup._lock(step.key)
+    lock.acquire()
+    try:
+        t0 = time.perf_counter()
+        warmup.run(step)
+        assert time.perf_counter() - t0 < 0.5 and step.key not in warmup._done
+    finally:
+        lock.release()
+
+
+def test_gradcam_while_its_trace_is_under_way_is_computed_eagerly_with_the_same_maps(tiny_run):
+    """A heatmap asked for while another thread traces the compiled Grad-CAM must not wait
+    for it, and must equal the compiled one; once no one is tracing, the compiled one runs."""
+    import numpy as np
+
+    from conftest import smooth_image
+    from detector import explain, inference
+
+    det = inference.load_detector(str(tiny_run))
+    batch = det.prepare([smooth_image(np.random.default_rng(s), 48) for s in range(2)]).astype(np.float32)
+    key = (id(det.model), det.gradcam_layer)
+    explain._traced.discard(key)
+    with explain._tracing_guard:
+        lock = explain._tracing.setdefault(key, threading.Lock())
+    lock.acquire()  # a warm-up thread tracing it
+    try:
+        eager = explain.gradcam(det.model, batch, det.gradcam_layer)
+        assert key not in explain._traced
+    finally:
+        lock.release()
+    compiled = explain.gradcam(det.model, batch, det.gradcam_layer)
+    assert key in explain._traced
+    np.testing.assert_allclose(eager, compiled, atol=1e-4)
+    assert eager.shape == (2, *compiled.shape[1:]) and np.isfinite(eager).all()
