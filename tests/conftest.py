@@ -57,6 +57,17 @@ def jpeg_bytes(rgb: np.ndarray, quality: int = 95) -> bytes:
     return buf.getvalue()
 
 
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    """An in-memory zip of name -> bytes (deflated), as an upload would carry it."""
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
 def write_split_root(root: Path, per_class: int = PER_CLASS, seed: int = 0,
                      splits=("train", "val", "test")) -> Path:
     """train/val/test x real/fake JPEGs plus MANIFEST.csv (path,label,source)."""

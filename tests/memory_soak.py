@@ -58,15 +58,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, models: str | None, log_path: Path) -> subprocess.Popen:
+def start_server(port: int, models: str | None, log_path: Path, ttl: int | None = None,
+                 repo: Path = REPO_ROOT) -> subprocess.Popen:
+    """`streamlit run` as README command 1 starts it, on 127.0.0.1:port, once healthy
+    (ttl: seconds a closed session is kept, Streamlit's default when None; repo: the checkout served)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     env.setdefault("MALLOC_ARENA_MAX", "2")  # as README command 1 starts the server
     if models:
         env["DEEPFAKE_LAB_MODELS"] = str(Path(models).resolve())
     cmd = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.address", "127.0.0.1",
            "--server.port", str(port), "--server.headless", "true"]
+    if ttl is not None:
+        cmd += ["--server.disconnectedSessionTTL", str(ttl)]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
     while time.time() < deadline:
         if proc.poll() is not None:

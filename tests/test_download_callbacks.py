@@ -10,24 +10,14 @@ from __future__ import annotations
 
 import functools
 import gc
-import io
 import sys
 import types
-import zipfile
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, zip_bytes
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-def _zip(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 def _page_function(fn) -> bool:
@@ -59,7 +49,7 @@ def test_report_downloads_hold_no_upload(models_root, monkeypatch):
 
     member = (REPO_ROOT / "sample_images" / "astronaut.jpg").read_bytes()
     # a zip member is decompressed into a fresh bytes object held by the page's `entries`
-    upload = _zip({"set/astronaut.jpg": member + b"\0" * 4096})
+    upload = zip_bytes({"set/astronaut.jpg": member + b"\0" * 4096})
     deferred = []
     original = MediaFileManager.add_deferred
 

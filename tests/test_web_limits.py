@@ -11,14 +11,13 @@ from __future__ import annotations
 import io
 import threading
 import time
-import zipfile
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, zip_bytes
 from detector import comparison, images, jobs
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -67,17 +66,9 @@ def test_detect_page_lists_an_image_over_the_web_limit_with_the_reason(models_ro
                for e in shown), shown
 
 
-def _zip(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
 def test_compare_set_refuses_big_images_and_reads_at_most_max_files():
     small = _small_jpeg()
-    blob = _zip({"real/a.jpg": small, "real/b.jpg": small, "fake/big.png": _png(BIG_W, BIG_H),
+    blob = zip_bytes({"real/a.jpg": small, "real/b.jpg": small, "fake/big.png": _png(BIG_W, BIG_H),
                  "fake/c.jpg": small, "fake/d.jpg": small})
     items = comparison.read_labelled_zip(blob, max_files=4, max_pixels=images.WEB_MAX_PIXELS)
     assert len(items) == 4 and items.left_out == 1 and items.ignored == []
@@ -135,7 +126,7 @@ def test_zip_entries_hold_no_decompressed_member_and_read_one_at_a_time():
 
     member_mb, n = 4, 6
     members = {f"set/{i}.bmp": bytes([i]) * (member_mb * 1024 ** 2) for i in range(n)}
-    blob = _zip(members)
+    blob = zip_bytes(members)
     assert len(blob) < 1024 ** 2  # the upload is small
     tracemalloc.start()
     entries = inputs.expand_zip("set.zip", blob)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,34 +29,9 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from memory_soak import CHROMIUM, CHROMIUM_ARGS, free_port, rss_mb, write_image  # noqa: E402
+from memory_soak import CHROMIUM, CHROMIUM_ARGS, free_port, rss_mb, start_server, write_image  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def start_server(repo: Path, port: int, models: Path, ttl: int, log_path: Path) -> subprocess.Popen:
-    import urllib.request
-
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
-           "DEEPFAKE_LAB_MODELS": str(models)}
-    env.setdefault("MALLOC_ARENA_MAX", "2")
-    cmd = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.address", "127.0.0.1",
-           "--server.port", str(port), "--server.headless", "true", "--server.disconnectedSessionTTL", str(ttl)]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"streamlit exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=5) as r:
-                if r.read().strip() == b"ok":
-                    return proc
-        except OSError:
-            pass
-        time.sleep(0.5)
-    proc.terminate()
-    raise SystemExit("streamlit not healthy after 120 s")
 
 
 def write_zip(path: Path, members: int, width: int, height: int) -> int:
@@ -107,7 +81,7 @@ def main(argv=None) -> int:
         print(f"zip {upload.stat().st_size / 1e6:.1f} MB holding {args.members} BMPs, {raw / 1e6:.0f} MB decompressed",
               flush=True)
         port = free_port()
-        server = start_server(Path(args.repo), port, Path(args.models), args.ttl, tmp / "server.log")
+        server = start_server(port, str(args.models), tmp / "server.log", ttl=args.ttl, repo=Path(args.repo))
         url = f"http://127.0.0.1:{port}"
         try:
             with sync_playwright() as p:
