@@ -271,13 +271,12 @@ def reliability_figure(data: dict, keys: dict) -> go.Figure:
 
 
 def analyse(data: dict, where: str, ms: dict, ms_help: str, found: comparison.SetImages, key: str) -> None:
-    """What does not depend on the thresholds (sanity flags, calibration), drawn once per
-    choice of models and set, then the threshold fragment (`at_thresholds`): a slider move
-    reruns only that."""
+    """Sanity flags, the threshold fragment (`at_thresholds`: a slider move reruns only that)
+    and the calibration chart; what is outside the fragment is drawn once per choice of models
+    and set."""
     keys = {m: frame_key(m, d) for m, d in data.items()}
-    at_thresholds(data, keys, where, ms, ms_help, found, key)
 
-    # --- sanity flags ---------------------------------------------------------------------------
+    # --- sanity flags (first: a broken model's numbers below mean nothing) ------------------------
     flagged = False
     for m, d in data.items():
         if flags := ranking(keys[m], d)["flags"]:
@@ -287,6 +286,8 @@ def analyse(data: dict, where: str, ms: dict, ms_help: str, found: comparison.Se
     if not flagged:
         st.caption(f"Sanity checks passed: every model's scores vary (std of P(fake) >= "
                    f"{comparison.MIN_SCORE_STD}) and no AUC is within {comparison.AUC_MARGIN} of 0.5.")
+
+    at_thresholds(data, keys, where, ms, ms_help, found, key)
 
     # --- calibration ---------------------------------------------------------------------------
     st.subheader("Calibration")
