@@ -463,3 +463,22 @@ def test_four_sessions_at_once_each_get_their_verdict(server, browser, tmp_path)
     finally:
         for ctx in contexts:
             ctx.close()
+
+
+def test_signed_sample_shows_the_evidence_panel_and_the_pdf_downloads(server, page):
+    """Issue #25: a JPEG carrying a Content Credential that declares AI generation, uploaded in a
+    real browser, gets its evidence panel with the reconciled line; the PDF report downloads."""
+    signed = REPO_ROOT / "sample_images" / "credential_ai_declared.jpg"
+    _open(page, server + "/", "Detect deepfakes")
+    _upload(page, [signed])
+    _verdict_of(page, signed.name)
+    _settle(page)
+    _no_exception(page)
+    page.get_by_text("Evidence: model, Content Credentials, metadata").first.wait_for()
+    assert page.get_by_text(re.compile(r"Reconciled: .*declared AI-generated", re.I)).count() >= 1
+    assert page.get_by_text(re.compile(r"Trust list used:")).count() >= 1
+    with page.expect_download(timeout=SLOW) as info:
+        page.get_by_role("button", name=re.compile("PDF report")).click()
+    pdf = Path(info.value.path()).read_bytes()
+    assert pdf.startswith(b"%PDF") and len(pdf) > 5000, pdf[:20]
+    _shot(page, "detect_evidence")
