@@ -159,13 +159,21 @@ def _json(path: str, mtime: float) -> dict | None:
 
 
 def run_card(folder: str | Path) -> dict | None:
-    """A run folder's card.json (None while it is still training or if unreadable)."""
+    """A run folder's card.json (None while it is still training or if unreadable); a card
+    with a field of the wrong type or range (store.validate_card) is left out with a warning
+    that says which."""
     path = Path(folder) / store.CARD
     try:
         c = _json(str(path), _mtime(path))
     except (OSError, ValueError):
         return None
     if c is None:
+        return None
+    try:
+        store.validate_card(c, path)
+    except store.CardError as exc:
+        st.warning(f"Run {code_md(Path(folder).name)} is left out of the reports: {safe_md(exc)}",
+                   icon=":material/error:")
         return None
     return {**c, "name": c.get("name", Path(folder).name), "dir": str(folder)}
 

@@ -136,3 +136,21 @@ def test_a_model_with_a_bad_card_is_left_out_of_the_pages_with_the_reason(tiny_r
     at = open_page("pages/compare.py", monkeypatch)
     assert at.multiselect(key="cmp_models").value == ["good"] and len(at.multiselect(key="cmp_models").options) == 1
     assert any("bad" in e.value and "must be a number from 0 to 1" in e.value for e in at.error)
+
+
+def test_a_run_folder_with_a_bad_card_is_reported_not_crashed_on(tiny_run, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from conftest import open_page
+
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run, runs / "broken", ignore=shutil.ignore_patterns("logs", "checkpoints"))
+    card = json.loads((runs / "broken" / "card.json").read_text())
+    (runs / "broken" / "card.json").write_text(json.dumps({**card, "input_size": "big"}))
+    monkeypatch.setenv("DEEPFAKE_LAB_ROOTS", str(tmp_path))
+    at = open_page("pages/training.py", monkeypatch)
+    at.text_input(key="trn_folder").set_value(str(runs)).run()
+    assert not at.exception, at.exception
+    assert any("broken" in w.value and "input\\_size" in w.value and "whole number of pixels" in w.value
+               for w in at.warning)
