@@ -151,3 +151,22 @@ def test_compare_page_shows_hostile_member_names_as_text(tiny_models, monkeypatc
     assert _hostile_hits(at) == []
     assert _formula_cells(spy_csv) == []
     assert any(v.startswith("'=HYPERLINK") for f in spy_csv for v in f.to_numpy().ravel() if isinstance(v, str))
+
+
+def test_cli_predict_csv_keeps_a_formula_named_file_as_text(tiny_run, tmp_path, monkeypatch, capsys):
+    """`python -m detector predict --csv`: a file named like a formula is written quoted as
+    text (stdout and the file alike); numbers stay numbers."""
+    import csv
+
+    from detector.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    name = '=HYPERLINK("evil.example","x").png'  # no slash: a file name
+    (tmp_path / name).write_bytes(_png(smooth_image(np.random.default_rng(2), 64)))
+    assert main(["predict", name, "--model", str(tiny_run), "--csv", "rows.csv"]) == 0
+    with open(tmp_path / "rows.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and all(r["path"] == "'" + name for r in rows)
+    assert all(float(r["p_fake"]) >= 0 for r in rows)
+    printed = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert printed == rows
