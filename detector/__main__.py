@@ -22,13 +22,6 @@ def _expand(paths: list[str]) -> list[str]:
     return out
 
 
-def _expert_fields(route) -> dict:
-    from detector import report
-
-    top = report.top_route(route)
-    return {} if top is None else {"expert": top[0], "expert_weight": round(top[1], 4)}
-
-
 def cmd_predict(args) -> int:
     """One row per face (or per image when it failed): a bad file never stops the rest.
     Faces are numbered from 1, left to right, as on the Detect page. `verdict` is REAL / FAKE,
@@ -39,49 +32,25 @@ def cmd_predict(args) -> int:
     --stability re-scores each face under detector.stability (`unstable`)."""
     import csv
 
-    from detector import custody, evidence, images, inference, novelty, provenance, report, stability
+    if getattr(args, "engine", "local") == "ray":
+        from detector import scale
+
+        return scale.cmd_predict_ray(args)
+    from detector import batch, custody, inference, novelty
 
     det = inference.load_detector(args.model)
     threshold = det.threshold if args.threshold is None else args.threshold
-    fields = ["path", "face", "kind", "x", "y", "w", "h", "p_fake", "verdict", "reason", "error"]
-    if det.sources:  # a source-experts model: which expert judged each face
-        fields[fields.index("reason") + 1:fields.index("reason") + 1] = ["expert", "expert_weight"]
-    if det.familiarity is not None:  # how unlike the training faces each face is (> 1: unfamiliar)
-        fields.insert(fields.index("error"), "novelty")
-    if args.stability:
-        fields.insert(fields.index("error"), "unstable")
-    fields += ["sha256", "provenance", "reconciled", "reconciled_text"]
-    block = custody.block([det.card["dir"]], threshold, 0.0, trust_list=provenance.trust_list_name())
-    block["models"][0]["model"] = det.name
-    fields += list(custody.columns(block))
+    block = batch.custody_block(det, threshold)
+    fields = batch.fields(det, block, with_stability=args.stability)
     rows, scored, not_judged, scores = [], 0, 0, []
     for path in _expand(args.paths):
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-        except OSError:
-            data = None  # the decoder below says why, in its words
-        digest = "" if data is None else custody.sha256(data)
-        try:
-            rgb = images.decode_image(path if data is None else data)
-        except images.ImageDecodeError as exc:
-            rows.append({"path": path, "error": str(exc), "sha256": digest})
-            scores.append({"file": path, "error": str(exc), "sha256": digest})
-            continue
-        score = report.score_image(rgb, [det], gradcam=bool(args.pdf), name=path, stable=args.stability)
-        if not args.pdf:
-            score.preview = report.thumbnail(score.preview, 64)  # nothing to draw: keep memory flat
-        evidence.attach(score, data)
-        scores.append(score)
-        scored += 1
-        not_judged += score.verdict(threshold) in inference.NOT_JUDGED
-        ev = {k: v for k, v in evidence.columns(score, threshold).items() if k != "unstable"}
-        for i, f in enumerate(score.faces, start=1):
-            x, y, w, h = f.box
-            rows.append({"path": path, "face": i, "kind": f.kind, "x": x, "y": y, "w": w, "h": h,
-                         "p_fake": round(f.p_fake, 4), "verdict": f.verdict(threshold), "reason": f.reason,
-                         "error": "", "novelty": f.novelty, **_expert_fields(f.route),
-                         "unstable": stability.unstable(f.p_fake, f.stability, threshold), **ev})
+        # one way to build a file's rows, shared with the Ray engine (detector.batch)
+        result = batch.file_rows(path, batch.read_bytes(path), det, threshold, gradcam=bool(args.pdf),
+                                 stable=args.stability, keep_preview=bool(args.pdf))
+        rows += result.rows
+        scores.append(result.score)
+        scored += result.scored
+        not_judged += result.not_judged
     for r in rows:
         r.update(custody.columns(block))
     from detector import textsafe
@@ -444,6 +413,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--stability", action="store_true",
                     help="re-score each face after a JPEG q70 re-save, a 0.5x down-and-up scale and a small crop "
                          "shift; `unstable` says whether its verdict crossed the threshold (cost: `bench`)")
+    pr.add_argument("--engine", choices=("local", "ray"), default="local",
+                    help="local: one file after another in this process; ray: Ray Data actors, resumable "
+                         "(needs requirements-scale.txt and --csv or --out; docs/scale.md)")
+    pr.add_argument("--address", help="ray: a running cluster (ray://host:port, or auto); default: a local Ray "
+                                      "sized to this machine, shut down afterwards")
+    pr.add_argument("--workers", type=int, help="ray: scoring actors, each holding one model (default: one per CPU)")
+    pr.add_argument("--batch-size", type=int, default=16, help="ray: files per batch (a killed job loses at most "
+                                                               "the batches in flight)")
+    pr.add_argument("--out", help="ray: write the rows to this .parquet (a folder of parts) or .csv")
     pr.set_defaults(func=cmd_predict)
 
     ev = sub.add_parser("evaluate", help="metrics on a labelled folder (real/ fake/, or a split root)")

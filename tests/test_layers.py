@@ -25,9 +25,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
              "memory", "forensics", "jobs", "roots", "textsafe", "__init__"),
     "model": ("layers", "zoo", "pretrained", "novelty", "probes", "batching", "store", "foundation"),
     "serve": ("inference", "fastpath", "explain", "report", "provenance", "custody", "stability", "evidence",
-              "pdf_report", "warmup"),
+              "pdf_report", "warmup", "batch"),
     "pipelines": ("training", "experts", "robustness", "bench", "learning_curve", "generalization", "audit",
-                  "comparison", "inputs"),
+                  "comparison", "inputs", "scale"),
     "app": ("__main__",),
 }
 RANK = {module: i for i, modules in enumerate(LAYERS.values()) for module in modules}
