@@ -345,6 +345,16 @@ def cmd_audit(args) -> int:
 def cmd_bench(args) -> int:
     from detector import bench, evaluation, store
 
+    if args.engines:  # predict's engines end to end on the same images (detector.scale, docs/performance.md)
+        from detector import scale
+
+        try:
+            result = scale.bench_engines(args.engines, args.model, n=args.n, workers=tuple(args.workers))
+        except scale.ScaleError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        print(json.dumps(evaluation.to_jsonable(result)) if args.json else scale.format_bench(result))
+        return 0
     try:
         result = bench.bench([args.model] if args.model else None, repeats=args.repeats,
                              record=args.record)
@@ -484,6 +494,10 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--json", action="store_true", help="print one JSON object")
     be.add_argument("--record", action="store_true",
                     help="also write each model's numbers into its card.json (shown on the compare page)")
+    be.add_argument("--engines", metavar="SRC", help="instead: images/s of `predict` with the plain engine and "
+                                                     "with --engine ray on the first --n images under SRC")
+    be.add_argument("--n", type=int, default=200, help="--engines: how many images")
+    be.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="--engines: Ray worker counts to run")
     be.set_defaults(func=cmd_bench)
 
     ro = sub.add_parser("robustness", help="accuracy/AUC under JPEG, down-scaling and blur; writes robustness.csv")

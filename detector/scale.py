@@ -314,3 +314,52 @@ def cmd_predict_ray(args) -> int:
           + (f"; {c['not_judged']} image(s) NO FACE / CANNOT JUDGE (see reason)" if c["not_judged"] else ""),
           file=sys.stderr)
     return 0 if (c["scored"] + c["already"]) else 1
+
+
+def bench_engines(source: str, model=None, n: int = 200, workers: tuple[int, ...] = (1, 2),
+                  batch_size: int = 16) -> dict:
+    """Images/s of the plain engine and of the Ray engine with each count of local workers,
+    on the same first `n` images under `source`, each run end to end in a fresh interpreter
+    (start-up, model loading and, for Ray, starting the local cluster and its actors
+    included: what a user waits for). `ratio` is each Ray rate over the plain one."""
+    import subprocess
+    import tempfile
+
+    files = [p for p in list_files([source]) if not is_url(p)][:n]
+    if not files:
+        raise ScaleError(f"no images under {source}")
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="scale-bench-") as tmp:
+        folder = Path(tmp) / "images"
+        folder.mkdir()
+        for i, p in enumerate(files):  # the same files for every engine, by link
+            (folder / f"{i:05d}{Path(p).suffix.lower()}").symlink_to(Path(p).resolve())
+        base = [sys.executable, "-m", "detector", "predict", str(folder)] + (["--model", str(model)] if model else [])
+        plans = [("plain", None, [])] + [("ray", k, ["--engine", "ray", "--workers", str(k),
+                                                      "--batch-size", str(batch_size)]) for k in workers]
+        root = str(Path(__file__).resolve().parent.parent)
+        for engine, k, extra in plans:
+            out = Path(tmp) / f"{engine}-{k}.csv"
+            start = time.perf_counter()
+            done = subprocess.run(base + extra + ["--csv", str(out)], cwd=root, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True)
+            seconds = time.perf_counter() - start
+            if done.returncode:
+                raise ScaleError(f"{engine} engine failed: {done.stderr[-2000:]}")
+            with open(out, newline="") as fh:
+                rows = len({r["path"] for r in csv.DictReader(fh)})
+            runs.append({"engine": engine, "workers": k or 1, "images": rows, "seconds": seconds,
+                         "images_per_s": len(files) / seconds})
+    plain = runs[0]["images_per_s"]
+    for r in runs:
+        r["ratio"] = r["images_per_s"] / plain
+    return {"n": len(files), "model": model, "cpus": os.cpu_count(), "runs": runs}
+
+
+def format_bench(result: dict) -> str:
+    lines = [f"{result['n']} images, {result['cpus']} CPUs, end to end (start-up and model loading included)",
+             f"{'engine':<8}{'workers':>8}{'seconds':>10}{'images/s':>10}{'x plain':>9}"]
+    for r in result["runs"]:
+        lines.append(f"{r['engine']:<8}{r['workers']:>8}{r['seconds']:>10.1f}{r['images_per_s']:>10.2f}"
+                     f"{r['ratio']:>9.2f}")
+    return "\n".join(lines)

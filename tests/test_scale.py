@@ -147,6 +147,8 @@ def test_a_rerun_scores_only_what_is_missing_or_changed(collection, tiny_run, tm
     again = scale.run([str(folder)], out, str(tiny_run), workers=2, batch_size=2, progress=False)
     assert (again["scored"], again["failed"], again["already"]) == (0, 0, 6)
     assert len(rows()) == len(full)
+    if suffix == ".parquet":
+        return  # the rest is the same code for both formats (each Ray run here costs ~20 s)
 
     # a killed job: the rows of two files never reached the output
     lost = {str(folder / "astronaut.jpg"), str(folder / "sub" / "gen_fake.jpg")}
