@@ -214,7 +214,7 @@ def intervals(keys: dict, thr: dict, source: str | None, data: dict) -> pd.DataF
 def confusion_chart(key: str, threshold: float, model: str, _counts: dict) -> go.Figure:
     title = ui.chart_title(model, f"at threshold {threshold:.3f}")
     fig = ui.confusion_figure(_counts)
-    fig.update_layout(title=title, margin=dict(l=10, r=10, t=20 + 20 * (title["text"].count("<br>") + 1), b=10))
+    fig.update_layout(title=title, margin=dict(l=10, r=10, t=30 + 19 * (title["text"].count("<br>") + 1), b=10))
     return fig
 
 
@@ -603,8 +603,12 @@ def robustness_figures(key: tuple, _tables: dict) -> dict[str, go.Figure]:
         fig.update_xaxes(title=axis, row=len(metrics), col=1)
         fig.update_yaxes(range=[0, 1.02])
         fig.update_annotations(font_size=12)
-        fig.update_layout(title=axis, height=110 + 170 * len(metrics), margin=dict(l=10, r=10, t=90, b=10),
-                          legend=dict(orientation="h", x=0, y=1.0, yanchor="bottom", yref="container",
+        top = 54 + 26 * len(tables)  # the title, then the legend: a line per model in a narrow column
+        height = top + 20 + 170 * len(metrics)
+        # the title on top, the legend (one entry per model) under it, both in the top margin
+        fig.update_layout(title=dict(text=axis, yref="container", y=1 - 8 / height, yanchor="top"), height=height,
+                          margin=dict(l=10, r=10, t=top, b=10),
+                          legend=dict(orientation="h", x=0, yref="container", y=1 - 36 / height, yanchor="top",
                                       font=dict(size=11)))
         figures[kind] = fig
     return figures

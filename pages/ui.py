@@ -316,13 +316,14 @@ def show_table(df: pd.DataFrame, key: str | None = None, column_config: dict | N
 
 def chart(fig: go.Figure, key: str, filename: str | None = None, container=st, **kwargs):
     """st.plotly_chart with plotly's own camera button saving a PNG (2x, named after the chart)
-    in the modebar, which stays visible."""
-    config = {"displaylogo": False, "displayModeBar": True,
+    in the modebar, shown when the pointer is over the chart (always shown, it would cover
+    the titles)."""
+    config = {"displaylogo": False,
               "toImageButtonOptions": {"format": "png", "filename": filename or key, "scale": 2}}
     return container.plotly_chart(fig, key=key, config=config, **kwargs)
 
 
-def chart_title(*lines: str, size: int = 14) -> dict:
+def chart_title(*lines: str, size: int = 14, height: int = 330) -> dict:
     """A figure title on several lines (a name, then what it shows), small enough that a
     narrow column does not cut it; long names break at their underscores."""
     wrapped = []
@@ -332,7 +333,10 @@ def chart_title(*lines: str, size: int = 14) -> dict:
             wrapped.append(line[:cut])
             line = line[cut:]
         wrapped.append(line)
-    return dict(text="<br>".join(wrapped), font=dict(size=size), x=0.02, xanchor="left", y=0.98, yanchor="top")
+    # hung from the top of a figure `height` px tall (plotly anchors a multi-line title by its
+    # first line's middle, hence a line's height more): the top margin must hold the lines
+    return dict(text="<br>".join(wrapped), font=dict(size=size), x=0.02, xanchor="left",
+                yref="container", y=1 - (6 + size) / height, yanchor="top")
 
 
 # --- charts shared by the compare and training pages ------------------------------------------
