@@ -12,35 +12,26 @@ from PIL import Image
 from detector.store import MAX_LOADED as _MAX_LOADED
 
 
-def _cam(grad_model, x):
-    """Grad-CAM of a batch through `grad_model` (outputs: the conv layer's, then the model's)."""
-    import tensorflow as tf
-
-    with tf.GradientTape() as tape:
-        conv, pred = grad_model(x, training=False)
-        score = pred[:, 0]
-    grads = tape.gradient(score, conv)
-    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-    return tf.nn.relu(tf.reduce_sum(conv * weights, axis=-1))
-
-
-def _grad_model(model, layer_name: str):
-    import keras
-
-    return keras.Model(model.inputs, [model.get_layer(layer_name).output, model.output])
-
-
 @functools.lru_cache(maxsize=_MAX_LOADED)  # holds its model: as many as store keeps loaded
 def _gradcam_fn(model, layer_name: str):
     """One compiled Grad-CAM per (model, layer): graph mode makes the forward + backward pass
     several times faster than an eager GradientTape, and the fixed signature (any batch, the
     model's own size) never retraces. No AutoGraph: tracing writes no file to the temp folder."""
+    import keras
     import tensorflow as tf
 
-    grad_model = _grad_model(model, layer_name)
+    grad_model = keras.Model(model.inputs, [model.get_layer(layer_name).output, model.output])
     size = tuple(model.inputs[0].shape[1:])
-    return tf.function(lambda x: _cam(grad_model, x), input_signature=[tf.TensorSpec((None, *size), tf.float32)],
-                       autograph=False)
+
+    def cam(x):
+        with tf.GradientTape() as tape:
+            conv, pred = grad_model(x, training=False)
+            score = pred[:, 0]
+        grads = tape.gradient(score, conv)
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+        return tf.nn.relu(tf.reduce_sum(conv * weights, axis=-1))
+
+    return tf.function(cam, input_signature=[tf.TensorSpec((None, *size), tf.float32)], autograph=False)
 
 
 _traced: set[tuple[int, str]] = set()  # (id(model), layer) whose compiled Grad-CAM has run once
@@ -51,25 +42,20 @@ _tracing_guard = threading.Lock()
 def gradcam(model, batch: np.ndarray, layer_name: str) -> np.ndarray:
     """(N, S, S, 3) float pixels 0..255 -> (N, h, w) heatmaps in [0, 1].
 
-    The compiled function is traced on its first call (seconds for a large model). While
-    another thread is tracing it (the server's start-up warm-up, `detector.warmup`), the
-    heatmap is computed eagerly instead (the same numbers, slower per image but with no trace),
-    so a first upload does not wait for that trace."""
+    The compiled function is built and traced by its first caller (seconds for a large model);
+    a second thread asking meanwhile (a page while the start-up warm-up, `detector.warmup`,
+    traces it) waits for that trace rather than building and tracing a second copy: a second
+    trace, or an eager pass beside it, leaves the server larger for good (docs/performance.md)."""
     x = np.asarray(batch, np.float32)
     key = (id(model), layer_name)
-    if key in _traced:
-        cam = _gradcam_fn(model, layer_name)(x).numpy()
-    else:
+    if key not in _traced:
         with _tracing_guard:
             lock = _tracing.setdefault(key, threading.Lock())
-        if lock.acquire(blocking=False):
-            try:
-                cam = _gradcam_fn(model, layer_name)(x).numpy()
-                _traced.add(key)
-            finally:
-                lock.release()
-        else:
-            cam = _cam(_grad_model(model, layer_name), x).numpy()
+        with lock:
+            cam = _gradcam_fn(model, layer_name)(x).numpy()
+            _traced.add(key)
+    else:
+        cam = _gradcam_fn(model, layer_name)(x).numpy()
     peak = cam.reshape(len(cam), -1).max(axis=1).reshape(-1, 1, 1)
     return np.where(peak > 0, cam / np.maximum(peak, 1e-12), 0.0).astype("float32")
 

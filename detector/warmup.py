@@ -8,8 +8,7 @@ lists the steps still to do for a set of model folders, each with a message that
 is loading; `start` runs them for the default model in a background thread when the server
 takes its first visitor, so an upload a few seconds later finds them done. A page runs the
 same `plan` before scoring, showing each message: a step the background thread is doing is
-waited for (one lock per step), never done twice, except the Grad-CAM trace: meanwhile the
-page computes its heatmaps eagerly (`explain.gradcam`).
+waited for (one lock per step), never done twice.
 
 Each step is done at most once per process (the `inference` / `explain` caches keep their
 results, within `store.MAX_LOADED` models); a model evicted from those caches is loaded
@@ -39,7 +38,6 @@ class Step:
     key: tuple
     message: str
     run: Callable[[], object]
-    wait: bool = True  # False: a caller that finds another thread doing it goes on without it
 
 
 _done: set[tuple] = set()
@@ -89,25 +87,19 @@ def plan(model_paths: Iterable[str | Path], gradcam: bool = True) -> list[Step]:
     for p in paths:
         steps.append(Step(("model", p), MODEL.format(name=Path(p).name), lambda p=p: _load_model(p)))
     if gradcam and paths:
-        # not waited for: while the warm-up traces it, the page's first heatmaps are computed
-        # eagerly (`explain.gradcam`), which is quicker than waiting for the trace
+        # waited for, not done eagerly beside the trace: quicker for a photo picked during the
+        # trace, but it leaves the server larger for good (docs/performance.md)
         steps.append(Step(("gradcam", paths[0]), GRADCAM.format(name=Path(paths[0]).name),
-                          lambda p=paths[0]: _trace_gradcam(p), wait=False))
+                          lambda p=paths[0]: _trace_gradcam(p)))
     return [s for s in steps if s.key not in _done]
 
 
 def run(step: Step) -> None:
-    """Do a step once per process: a caller that finds another thread doing it waits for it,
-    or, for a step that need not be waited for (`Step.wait` False), goes on at once."""
-    lock = _lock(step.key)
-    if not lock.acquire(blocking=step.wait):
-        return
-    try:
+    """Do a step once per process: a caller that finds another thread doing it waits for it."""
+    with _lock(step.key):
         if step.key not in _done:
             step.run()
             _done.add(step.key)
-    finally:
-        lock.release()
 
 
 def run_all(steps: Iterable[Step], report: Callable[[int, int, str], object] | None = None) -> None:
