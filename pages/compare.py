@@ -174,9 +174,10 @@ def source_metrics(key: str, threshold: float, _d: pd.DataFrame) -> pd.DataFrame
     return ui.per_source_frame(_d, threshold)
 
 
-@st.cache_data(show_spinner=False, max_entries=128)
+@st.cache_resource(show_spinner=False, max_entries=128)  # shared, read-only: no copy per call
 def ranking(key: str, _d: pd.DataFrame) -> dict:
-    """What does not depend on the threshold: ECE, ROC / PR / reliability points, sanity flags."""
+    """What does not depend on the threshold: ECE, AUC / AP / EER, ROC / PR / reliability
+    points, sanity flags. Callers only read it."""
     y, p = ui.labels01(_d), _d["p_fake"]
     # the curves as drawn: thinned to what a chart shows (comparison.thin_curve), so the browser
     # redraws a few hundred points per curve on every slider move, not one per image
