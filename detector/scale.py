@@ -165,6 +165,10 @@ class Output:
             with open(path, "w", newline="") as fh:
                 csv.DictWriter(fh, fields).writeheader()
 
+    def key(self, path: str) -> str:
+        """How `path` is stored in this output (a CSV cell neutralises a formula-like path)."""
+        return path if self.parquet else textsafe.csv_cell(path)
+
     def _check(self, columns: list[str]) -> None:
         if list(columns) != list(self.fields):
             raise ScaleError(f"{self.path} holds other columns (another model or --stability setting?); "
@@ -235,7 +239,8 @@ def run(sources: list[str], out: str, model=None, threshold: float | None = None
     fields = batch.fields(det, block, with_stability=stable)
     output = Output(out, fields)
     files = list_files(sources)
-    paths_done = set(output.done)
+    done = {p: output.done[output.key(p)] for p in files if output.key(p) in output.done}
+    paths_done = set(done)
     todo = [p for p in files if p not in paths_done]
     maybe_done = [p for p in files if p in paths_done]  # skipped in the actor when the SHA-256 still matches
     counts = {"files": len(files), "already": 0, "scored": 0, "not_judged": 0, "failed": 0}
@@ -254,7 +259,7 @@ def run(sources: list[str], out: str, model=None, threshold: float | None = None
             model_ref = det.card["dir"] if model is None else model
             ds = ds.map_batches(Scorer, batch_size=batch_size, concurrency=n_workers, num_cpus=1,
                                 fn_constructor_kwargs={"model": str(model_ref), "threshold": threshold,
-                                                       "stable": stable, "done": output.done})
+                                                       "stable": stable, "done": done})
             custody_cols = custody.columns(block)
             bar = _bar(len(todo), progress)
             pending: list[dict] = []
