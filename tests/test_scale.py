@@ -165,3 +165,18 @@ def test_a_rerun_scores_only_what_is_missing_or_changed(collection, tiny_run, tm
     (folder / "gen_real.jpg").write_bytes(jpeg_bytes(smooth_image(np.random.default_rng(9), 96)))
     changed = scale.run([str(folder)], out, str(tiny_run), workers=2, batch_size=2, progress=False)
     assert (changed["scored"], changed["already"]) == (1, 5)
+
+
+@pytest.mark.slow
+def test_bench_engines_times_each_engine_on_the_same_images(collection, tiny_run, capsys):
+    """`bench --engines`: one line per engine, every run over the same files (the error
+    files included), the plain engine's ratio 1 and the Ray runs' ratios their rates over it."""
+    pytest.importorskip("ray")
+    result = scale.bench_engines(str(collection), str(tiny_run), n=3, workers=(1,))
+    assert result["n"] == 3
+    assert [(r["engine"], r["workers"], r["images"]) for r in result["runs"]] == [("plain", 1, 3), ("ray", 1, 3)]
+    plain, ray_run = result["runs"]
+    assert plain["ratio"] == 1.0
+    assert ray_run["ratio"] == pytest.approx(ray_run["images_per_s"] / plain["images_per_s"])
+    assert all(r["seconds"] > 0 for r in result["runs"])
+    assert "x plain" in scale.format_bench(result)
