@@ -1,14 +1,17 @@
 """The CPU fast path: a LiteRT (TFLite) copy of a model run with XNNPACK.
 
 The Keras model stays the source of truth; `model.tflite` is derived from it by `export`
-and verified against it (`verify`) before the card records it. `Detector` uses it for
-scoring when present and verified; Grad-CAM still runs on the Keras model. When the model
-folder has a novelty reference, the copy also outputs the reference's features, so one
+and verified against it (`export_and_verify`) before the card records it, with the SHA-256
+of the bytes that were verified (`fast_path.sha256`). `Detector` uses it for scoring when
+present, verified and still those bytes (`verified_runner`: a file changed after export is
+refused with `FastPathError`, never run); Grad-CAM still runs on the Keras model. When the
+model folder has a novelty reference, the copy also outputs the reference's features, so one
 LiteRT call gives both P(fake) and how familiar the face is.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import threading
@@ -16,7 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from detector import runfolder
 from detector.runfolder import TFLITE as TFLITE_FILE
+
+log = logging.getLogger(__name__)
 
 
 def export(model, size: int, path: str | Path, feature_layers=None) -> Path:
@@ -50,8 +56,10 @@ class LiteRTRunner:
     re-allocate when the batch size changes, so calls are serialised and one interpreter
     is kept per batch size (at most two: the micro-batch and a remainder)."""
 
-    def __init__(self, path: str | Path, threads: int | None = None, micro_batch: int = MICRO_BATCH):
+    def __init__(self, path: str | Path, threads: int | None = None, micro_batch: int = MICRO_BATCH,
+                 content: bytes | None = None):
         self.path = str(path)
+        self.content = content  # the file's bytes, already checked (verified_runner): never re-read
         self.threads = threads or os.cpu_count() or 1
         self.micro_batch = max(1, int(micro_batch))
         self._by_batch: dict[int, object] = {}
@@ -62,7 +70,10 @@ class LiteRTRunner:
         if it is None:
             from ai_edge_litert.interpreter import Interpreter
 
-            it = Interpreter(model_path=self.path, num_threads=self.threads)
+            if self.content is not None:
+                it = Interpreter(model_content=self.content, num_threads=self.threads)
+            else:
+                it = Interpreter(model_path=self.path, num_threads=self.threads)
             inp = it.get_input_details()[0]
             it.resize_tensor_input(inp["index"], [n, *inp["shape"][1:]])
             it.allocate_tensors()
@@ -110,6 +121,35 @@ def available() -> bool:
     return True
 
 
+class FastPathError(runfolder.FileHashError):
+    """A model folder's model.tflite is not the file that was verified at export: refused."""
+
+
+def verified_runner(card: dict, threads: int | None = None) -> LiteRTRunner | None:
+    """The LiteRT runner of a model folder's fast path (`card` as `store.read_card` gives it),
+    over the file's bytes checked against the card's `fast_path.sha256`; None when there is
+    no fast path to use (no file, not verified, LiteRT not installed, or a copy exported
+    before hashes were recorded: the Keras model scores then, and a log line says why).
+    Raises FastPathError when the file's bytes are not the verified ones: a file changed or
+    swapped after export is never run, and the model is not served until it is re-exported or
+    the file removed (docs/security.md)."""
+    record = card.get("fast_path") or {}
+    folder = Path(card["dir"])
+    path = folder / TFLITE_FILE
+    if not record.get("verified") or not path.is_file() or not available():
+        return None
+    if not record.get("sha256"):
+        log.info("%s: the card records no SHA-256 of the fast path (exported before it was recorded); scoring "
+                 "with the Keras model. `python -m detector export-fast --model %s` records it.", path, folder)
+        return None
+    try:
+        content = runfolder.read_checked(folder, TFLITE_FILE, record["sha256"])
+    except runfolder.FileHashError as exc:
+        raise FastPathError(f"fast path refused: {exc}. Re-export it (`python -m detector export-fast --model "
+                            f"{folder}`) or delete {TFLITE_FILE} to score with the Keras model.") from None
+    return LiteRTRunner(path, threads, content=content)
+
+
 def compare(model, runner: LiteRTRunner, batch: np.ndarray) -> float:
     """Largest |P_keras - P_litert| on a batch of uint8/float pixels."""
     keras_p = model(np.asarray(batch, np.float32), training=False).numpy().reshape(-1)
@@ -129,7 +169,9 @@ def export_and_verify(name_or_path=None, data_root: str | Path | None = None, n:
     size = int(card["input_size"])
     model = store.load_keras_model(folder)
     reference = novelty.load(folder)
-    runner = LiteRTRunner(export(model, size, folder / TFLITE_FILE, reference.layers if reference else None))
+    path = export(model, size, folder / TFLITE_FILE, reference.layers if reference else None)
+    content = path.read_bytes()  # verified below and hashed: the card vouches for these bytes only
+    runner = LiteRTRunner(path, content=content)
 
     preds = store.read_predictions(folder)
     root = Path(data_root) if data_root else Path(card.get("data", {}).get("path", ""))
@@ -153,7 +195,7 @@ def export_and_verify(name_or_path=None, data_root: str | Path | None = None, n:
     record = {"file": TFLITE_FILE, "checked_on": source, "n": int(len(pixels)),
               "max_abs_diff": float(np.max(np.abs(keras_p - lite_p))),
               "verdict_mismatches": int(np.sum(kv != lv)),
-              "file_mb": round((folder / TFLITE_FILE).stat().st_size / 1e6, 2)}
+              "file_mb": round(len(content) / 1e6, 2), "sha256": runfolder.sha256_bytes(content)}
     record["verified"] = record["max_abs_diff"] < 1e-3 and record["verdict_mismatches"] == 0
     if reference is not None:  # the copy's features must give the Keras model's novelty
         keras_n = reference.novelty(novelty.extractor(model, reference.layers)(pixels))

@@ -167,11 +167,9 @@ class Detector:
             # folder on the first trace, and uploads must never touch the disk
             autograph=False,
         )
-        self.fast = None  # the verified LiteRT copy, when the folder has one
-        fast = self.card.get("fast_path") or {}
-        tflite = Path(self.card["dir"]) / fastpath.TFLITE_FILE
-        if use_fast_path and fast.get("verified") and tflite.is_file() and fastpath.available():
-            self.fast = fastpath.LiteRTRunner(tflite)
+        # the verified LiteRT copy, when the folder has one; a copy whose bytes are not the
+        # verified ones (card's fast_path.sha256) raises fastpath.FastPathError: never run
+        self.fast = fastpath.verified_runner(self.card) if use_fast_path else None
         if self.fast is not None and self.familiarity is not None and not self.fast.has_features():
             # a copy exported before the reference existed gives P(fake) only: the features
             # then come from the Keras layers below them

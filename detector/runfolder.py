@@ -8,7 +8,8 @@ Every trained model is a folder that training writes and everything else reads:
     history.csv      one row per epoch
     folds.csv        per-fold metrics (k-fold runs)
     novelty.npz      the reference that says how unlike the training faces an input is
-    model.tflite     the verified LiteRT copy (optional)
+    model.tflite     the verified LiteRT copy (optional; the card's fast_path.sha256 is the
+                     SHA-256 of the bytes that were verified, checked by `read_checked` on load)
     robustness.csv   accuracy under degradations (optional)
 
 `detector.training` writes through this module and `detector.store` reads through it, so a
@@ -16,6 +17,7 @@ file name or a column is defined once. Core layer: no TensorFlow.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -42,6 +44,11 @@ PREDICTION_COLUMNS = ["split", "path", "source", "label", "p_fake", "p_raw"]  # 
 
 class CardSchemaError(ValueError):
     """A card written by a newer version of the format than this code reads."""
+
+
+class FileHashError(ValueError):
+    """A run-folder file whose bytes are not the ones its card recorded (changed or swapped
+    after it was written and checked)."""
 
 
 def is_run_folder(folder: str | Path) -> bool:
@@ -90,3 +97,27 @@ def write_predictions(preds: pd.DataFrame, folder: str | Path) -> None:
         preds["fold"] = preds["fold"].astype("Int64")
         cols.append("fold")
     preds[cols].to_csv(Path(folder) / PREDICTIONS, index=False, float_format="%.6f")
+
+
+def sha256_bytes(data: bytes) -> str:
+    """SHA-256 of `data` as 64 lower-case hex digits: what a card records for a derived file
+    (the fast path's `fast_path.sha256`)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_checked(folder: str | Path, filename: str, sha256: str | None) -> bytes:
+    """The bytes of `folder/filename` when their SHA-256 is `sha256` (as the card recorded it
+    at export); FileHashError otherwise, a missing record included. Read once and returned, so
+    the caller uses the very bytes that were checked (no second read a swap could slip into).
+    `filename` is the caller's (one of FILES), never a name taken from the card."""
+    if filename not in FILES:
+        raise ValueError(f"not a run-folder file: {filename!r}")
+    path = Path(folder) / filename
+    if not isinstance(sha256, str) or not sha256.strip():
+        raise FileHashError(f"{path}: the card records no SHA-256 for it, so it cannot be checked")
+    data = path.read_bytes()
+    actual = sha256_bytes(data)
+    if actual != sha256.strip().lower():
+        raise FileHashError(f"{path} is not the file its card recorded: SHA-256 {actual[:16]}... instead of "
+                            f"{sha256.strip()[:16]}... (changed or swapped after it was exported and verified)")
+    return data
