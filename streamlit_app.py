@@ -10,8 +10,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports Te
 import streamlit as st  # noqa: E402
 from streamlit import runtime  # noqa: E402
 
+from app import ui  # noqa: E402
 from detector import warmup  # noqa: E402
-from pages import ui  # noqa: E402
 
 st.set_page_config(page_title=ui.APP_NAME, page_icon="🕵️", layout="wide")
 ui.shut_down_expired_sessions()  # closed tabs must not keep their uploads in memory
@@ -20,9 +20,9 @@ if runtime.exists():  # a served app (not AppTest): the first visit starts loadi
     warmup.start([ui.model_dir(default)] if default else [])
 
 page = st.navigation([
-    st.Page("pages/detect.py", title="Detect", icon=":material/face_retouching_off:", default=True),
-    st.Page("pages/compare.py", title="Compare models", icon=":material/compare_arrows:"),
-    st.Page("pages/training.py", title="Training runs", icon=":material/monitoring:"),
+    st.Page("app/pages/detect.py", title="Detect", icon=":material/face_retouching_off:", default=True),
+    st.Page("app/pages/compare.py", title="Compare models", icon=":material/compare_arrows:"),
+    st.Page("app/pages/training.py", title="Training runs", icon=":material/monitoring:"),
 ])
 
 with st.sidebar:

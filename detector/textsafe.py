@@ -5,7 +5,7 @@ files. Rendered as Markdown they could draw a remote image (a tracking beacon:
 ``![x](http://host/beacon.png)``), a link, a fake verdict badge (Streamlit's
 ``:green-badge[REAL]`` directive), colours, icons or LaTeX; opened in a spreadsheet, a CSV
 cell starting with ``=`` ``+`` ``-`` ``@`` is a formula (CSV injection). These helpers are the
-one place that neutralises both; the pages call them for every such string (`pages/ui.py`
+one place that neutralises both; the pages call them for every such string (`app/ui.py`
 ``safe_md`` / ``code_md`` / ``csv_download``). Pure Python, no Streamlit.
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@ three shipped models. Not a test (no test_ prefix): run it by hand.
 
 The zip is built in memory at run time from ../shared/data/test (the first 20 files of real/
 and of fake/ by name); nothing is written to disk or copied into the repository. Without that
-folder the script says so and exits 0. It is scored by `pages/ui.labelled_zip_scores`, the
+folder the script says so and exits 0. It is scored by `app/ui.labelled_zip_scores`, the
 function the page calls (read + decode in memory, then `comparison.score_labelled`), in a fresh
 process, so the time includes importing TensorFlow and loading the models: what the first
 user of a freshly started app waits.
@@ -42,7 +42,7 @@ def build_zip(folder: Path = TEST_DATA, per_class: int = PER_CLASS) -> bytes:
 
 
 def time_function(blob: bytes, models: list[str]) -> float:
-    from pages import ui
+    from app import ui
 
     t0 = time.perf_counter()
     result = ui.labelled_zip_scores(blob, models)
@@ -64,7 +64,7 @@ def time_page(blob: bytes, models: list[str]) -> float:
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=300).run()
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app/pages/compare.py").run()
     at.multiselect(key="cmp_models").set_value(models).run()
     at.button_group(key="cmp_source").set_value("Your labelled set").run()
     t0 = time.perf_counter()

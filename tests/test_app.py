@@ -72,7 +72,7 @@ def models_dir(tmp_path_factory) -> Path:
     shipped = ROOT / "models"
     root = shipped if store.model_names(shipped) else _train_tiny(tmp_path_factory.mktemp("app_models"))
     old = os.environ.get("DEEPFAKE_LAB_MODELS")
-    os.environ["DEEPFAKE_LAB_MODELS"] = str(root)  # pages/ui.py reads it on every call
+    os.environ["DEEPFAKE_LAB_MODELS"] = str(root)  # app/ui.py reads it on every call
     yield root
     if old is None:
         os.environ.pop("DEEPFAKE_LAB_MODELS", None)
@@ -102,7 +102,7 @@ def test_every_page_renders(app, models_dir, monkeypatch):
     assert app.title[0].value == "Detect deepfakes"
     assert any("Add images" in i.value for i in app.info)
     assert app.selectbox(key="det_model").value == store.default_model_name(models_dir)
-    for page, title in (("pages/compare.py", "Compare models"), ("pages/training.py", "Training runs")):
+    for page, title in (("app/pages/compare.py", "Compare models"), ("app/pages/training.py", "Training runs")):
         app.switch_page(page).run()
         assert not app.exception, (page, app.exception)
         assert app.title[0].value == title
@@ -311,7 +311,7 @@ def test_uploader_limit_and_toolbar_match_the_real_ones():
 
 
 def test_compare_threshold_slider_moves_the_confusion_matrix(app, models_dir):
-    app.switch_page("pages/compare.py").run()
+    app.switch_page("app/pages/compare.py").run()
     assert not app.exception, app.exception
     model = store.default_model_name(models_dir)
     preds = pd.read_csv(models_dir / model / "predictions.csv")

@@ -262,7 +262,7 @@ def test_training_page_audits_a_folder(tmp_path, monkeypatch):
     """AppTest: the Data audit tab audits a typed folder and shows leakage and the shortcut."""
     root = make_root(tmp_path / "planted_app")
     monkeypatch.setenv("DEEPFAKE_LAB_ROOTS", str(tmp_path))  # server folders are off without data roots
-    at = open_page("pages/training.py", monkeypatch)
+    at = open_page("app/pages/training.py", monkeypatch)
     at.text_input(key="aud_folder").set_value(str(root)).run()
     at.button(key="aud_run").click().run()
     assert not at.exception, at.exception

@@ -309,10 +309,10 @@ def compare_models(tiny_run, tmp_path_factory) -> Path:
 def compare_page(compare_models, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    monkeypatch.setenv("DEEPFAKE_LAB_MODELS", str(compare_models))  # pages/ui.py reads it per call
+    monkeypatch.setenv("DEEPFAKE_LAB_MODELS", str(compare_models))  # app/ui.py reads it per call
     at = AppTest.from_file(APP, default_timeout=180)
     at.run()
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app/pages/compare.py").run()
     assert not at.exception, at.exception
     assert at.title[0].value == "Compare models"
     return at
@@ -414,7 +414,7 @@ def test_compare_page_does_not_import_tensorflow_until_a_set_is_scored(compare_m
     import sys
 
     code = ("import sys\nfrom streamlit.testing.v1 import AppTest\n"
-            "at = AppTest.from_file('pages/compare.py', default_timeout=120).run()\n"
+            "at = AppTest.from_file('app/pages/compare.py', default_timeout=120).run()\n"
             "assert not at.exception, at.exception\n"
             "assert any(h.value.startswith('Metrics on test') for h in at.subheader), [h.value for h in at.subheader]\n"
             "print('TF' if 'tensorflow' in sys.modules or 'keras' in sys.modules else 'NO-TF')\n")
@@ -559,7 +559,7 @@ def test_compare_page_three_models_follow_their_own_threshold(three_models, monk
 
     monkeypatch.setenv("DEEPFAKE_LAB_MODELS", str(three_models))
     at = AppTest.from_file(APP, default_timeout=180).run()
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app/pages/compare.py").run()
     models = store.model_names(three_models)[:3]
     at.multiselect(key="cmp_models").set_value(models).run()
     assert not at.exception, at.exception
@@ -663,7 +663,7 @@ def test_compare_slider_move_reruns_only_the_fragment(models_root, monkeypatch):
     monkeypatch.setattr(streamlit, "fragment", timed)
     monkeypatch.setenv("DEEPFAKE_LAB_MODELS", str(models_root))
     at = AppTest.from_file(APP, default_timeout=300).run()
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app/pages/compare.py").run()
     assert not at.exception, at.exception
     default = store.default_model_name(models_root)
     assert at.multiselect(key="cmp_models").value[0] == default

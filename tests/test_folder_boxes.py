@@ -12,9 +12,9 @@ import pytest
 from conftest import REPO_ROOT, open_page
 from detector import roots
 
-BOXES = [("pages/detect.py", "det_folder", None), ("pages/compare.py", "cmp_folder", "Your labelled set"),
-         ("pages/training.py", "aud_folder", None), ("pages/training.py", "lc_folder", None),
-         ("pages/training.py", "trn_folder", None)]
+BOXES = [("app/pages/detect.py", "det_folder", None), ("app/pages/compare.py", "cmp_folder", "Your labelled set"),
+         ("app/pages/training.py", "aud_folder", None), ("app/pages/training.py", "lc_folder", None),
+         ("app/pages/training.py", "trn_folder", None)]
 
 
 def _open(page: str, source: str | None, monkeypatch, models_root):
@@ -66,7 +66,7 @@ def test_secrets_name_data_roots_too(models_root, monkeypatch, tmp_path):
     monkeypatch.delenv(roots.ENV, raising=False)
     monkeypatch.setenv("DEEPFAKE_LAB_MODELS", str(models_root))
     monkeypatch.chdir(REPO_ROOT)
-    at = AppTest.from_file(str(REPO_ROOT / "pages" / "training.py"), default_timeout=120)
+    at = AppTest.from_file(str(REPO_ROOT / "app" / "pages" / "training.py"), default_timeout=120)
     at.secrets["deepfake_lab"] = {"roots": [str(tmp_path)]}
     at.run()
     assert not at.exception, at.exception

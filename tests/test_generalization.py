@@ -125,7 +125,7 @@ def test_training_page_draws_the_matrix_of_recorded_models(tiny_run, tmp_path, m
     store.update_card(root / "tiny", coverage={"trained_on": ["face swaps"], "heldout": {"gen_x": cell},
                                                "shared_test": {"alpha": {**cell, "auc": 0.97}}})
     monkeypatch.setenv("DEEPFAKE_LAB_MODELS", str(root))
-    at = open_page("pages/training.py", monkeypatch)
+    at = open_page("app/pages/training.py", monkeypatch)
     assert any("never saw" in c.value for c in at.caption)
     frames = [d.value for d in at.dataframe if "tested_on" in d.value.columns]
     assert len(frames) == 1
@@ -167,7 +167,7 @@ def test_a_saved_matrix_loads_and_draws_and_garbage_is_refused(tiny_dataset, hel
     monkeypatch.setitem(generalization.RECIPES, "toy", lambda: checker_energy)
     assert main(["generalization", str(tiny_dataset), "--heldout", str(heldout), "--recipe", "toy", "--json"]) == 0
     loaded = generalization.load_result(capsys.readouterr().out)
-    from pages import matrix_view
+    from app import matrix_view
 
     fig = matrix_view.heatmap(generalization.long_frame(loaded), "AUC", "toy")
     z = fig.data[0].z

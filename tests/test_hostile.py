@@ -219,7 +219,7 @@ def test_predict_whole_folder_subprocess(hostile_dir, tiny_run):
 def test_detect_page_takes_all_of_them_in_one_upload(tiny_models, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    monkeypatch.setenv("DEEPFAKE_LAB_MODELS", str(tiny_models))  # pages/ui.py reads it per call
+    monkeypatch.setenv("DEEPFAKE_LAB_MODELS", str(tiny_models))  # app/ui.py reads it per call
     app = AppTest.from_file(APP, default_timeout=300)
     app.run()
     assert not app.exception, app.exception

@@ -135,7 +135,7 @@ def test_compare_page_shows_hostile_member_names_as_text(tiny_models, monkeypatc
 
     monkeypatch.setenv("DEEPFAKE_LAB_MODELS", str(tiny_models))
     at = AppTest.from_file(APP, default_timeout=240).run()
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app/pages/compare.py").run()
     at.button_group(key="cmp_source").set_value("Your labelled set").run()
     at.file_uploader(key="cmp_zip").set_value((f"{BEACON}.zip", _hostile_zip(), "application/zip")).run()
     assert not at.exception, at.exception

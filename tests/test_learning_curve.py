@@ -97,7 +97,7 @@ def test_training_page_draws_a_learning_curve(tiny_dataset, monkeypatch):
     """AppTest: the "Would more data help?" tab lists the folder's sources, runs the curve with a
     progress bar and draws it (every draw and the means of val and test), with its table."""
     monkeypatch.setenv("DEEPFAKE_LAB_ROOTS", str(tiny_dataset))  # server folders are off without data roots
-    at = open_page("pages/training.py", monkeypatch, timeout=240)
+    at = open_page("app/pages/training.py", monkeypatch, timeout=240)
     at.text_input(key="lc_folder").set_value(str(tiny_dataset)).run()
     assert at.selectbox(key="lc_source").options == ["alpha", "beta"]
     at.selectbox(key="lc_source").set_value("beta").run()

@@ -46,7 +46,7 @@ class _Info:
 def test_disconnected_sessions_are_shut_down_when_streamlit_drops_them():
     """Streamlit forgets a closed tab's session after its TTL without shutting it down (its
     uploads stay in memory); our store shuts it down then, and only then."""
-    from pages import ui
+    from app import ui
 
     now = [0.0]
     cache = ui.ShutdownOnExpiryCache(maxsize=2, ttl=10, timer=lambda: now[0])
@@ -64,6 +64,6 @@ def test_disconnected_sessions_are_shut_down_when_streamlit_drops_them():
 
 
 def test_session_fix_is_a_no_op_without_a_server():
-    from pages import ui
+    from app import ui
 
     assert ui.shut_down_expired_sessions() is False  # no Streamlit runtime in pytest

@@ -14,7 +14,7 @@ from conftest import REPO_ROOT
 @pytest.mark.slow
 def test_every_model_cache_has_the_one_bound():
     code = ("from detector import explain, inference, store\n"
-            "from pages import ui\n"
+            "from app import ui\n"
             "print(store.MAX_LOADED, store._load.cache_info().maxsize, inference._cached.cache_info().maxsize,"
             " explain._gradcam_fn.cache_info().maxsize, ui._detector._info.max_entries)\n")
     for env, want in (("3", 3), ("", 5), ("junk", 5), ("0", 1)):

@@ -33,7 +33,7 @@ def _no_png(at) -> list[str]:
     return bad
 
 
-@pytest.mark.parametrize("page", ["pages/compare.py", "pages/training.py"])
+@pytest.mark.parametrize("page", ["app/pages/compare.py", "app/pages/training.py"])
 def test_pages_show_no_raw_values_and_every_chart_saves_a_png(page, models_root, monkeypatch):
     from conftest import open_page
 
@@ -48,7 +48,7 @@ def test_pages_show_no_raw_values_and_every_chart_saves_a_png(page, models_root,
 
 
 def test_readable_says_n_a_and_yes_no_and_keeps_clean_columns_numeric():
-    from pages import ui
+    from app import ui
 
     df = pd.DataFrame({"ms": [1.25, None], "kept": [True, False], "n": [3, 4], "share": [0.5, np.nan],
                        "name": ["a", None]})
@@ -64,7 +64,7 @@ def test_readable_says_n_a_and_yes_no_and_keeps_clean_columns_numeric():
 
 
 def test_run_names_reach_plotly_labels_as_text():
-    from pages import ui
+    from app import ui
 
     assert ui.plot_text('<a href="http://example.com">run</a>') == '&lt;a href="http://example.com"&gt;run&lt;/a&gt;'
     assert ui.plot_text("tiny · openforensics") == "tiny · openforensics"

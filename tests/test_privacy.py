@@ -188,7 +188,7 @@ def _images(seed: int) -> list[tuple[str, bytes, str]]:
 def test_detect_page_upload_writes_no_file(models_root, quiet_tmp, recorder, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    monkeypatch.setenv("DEEPFAKE_LAB_MODELS", str(models_root))  # pages/ui.py reads it per call
+    monkeypatch.setenv("DEEPFAKE_LAB_MODELS", str(models_root))  # app/ui.py reads it per call
     app = AppTest.from_file(APP, default_timeout=300)
     app.run()
     assert not app.exception, app.exception
@@ -221,7 +221,7 @@ def test_compare_page_labelled_zip_and_enlarged_heatmaps_write_no_file(models_ro
     models = store.model_names(models_root)[:3]
     app = AppTest.from_file(APP, default_timeout=300)
     app.run()
-    app.switch_page("pages/compare.py").run()
+    app.switch_page("app/pages/compare.py").run()
     app.multiselect(key="cmp_models").set_value(models).run()
     app.button_group(key="cmp_source").set_value("Your labelled set").run()
     assert not app.exception, app.exception

@@ -444,7 +444,7 @@ def test_detect_page_shows_the_evidence_panel_of_the_signed_sample(monkeypatch):
 
     if not store.model_names():
         pytest.skip("no shipped models")
-    at = open_page("pages/detect.py", monkeypatch, timeout=300)
+    at = open_page("app/pages/detect.py", monkeypatch, timeout=300)
     at.multiselect(key="det_samples").set_value(["credential_capture.jpg", "astronaut.jpg"]).run()
     assert not at.exception, at.exception
     table = at.dataframe[0].value.set_index("file")
@@ -473,7 +473,7 @@ def test_detect_page_goes_on_after_a_garbage_c2pa_box(monkeypatch, signed_ai):
 
     if not store.model_names():
         pytest.skip("no shipped models")
-    at = open_page("pages/detect.py", monkeypatch, timeout=300)
+    at = open_page("app/pages/detect.py", monkeypatch, timeout=300)
     at.file_uploader(key="det_upload").set_value([("garbage.jpg", _garbage_c2pa(signed_ai), "image/jpeg"),
                                                   ("plain.jpg", _jpeg(), "image/jpeg")]).run()
     assert not at.exception, at.exception

@@ -133,7 +133,7 @@ def test_a_model_with_a_bad_card_is_left_out_of_the_pages_with_the_reason(tiny_r
     with pytest.raises(store.CardError, match="field 'threshold' must be a number from 0 to 1"):
         store.read_card(tmp_path / "bad")
     monkeypatch.setenv("DEEPFAKE_LAB_MODELS", str(tmp_path))
-    at = open_page("pages/compare.py", monkeypatch)
+    at = open_page("app/pages/compare.py", monkeypatch)
     assert at.multiselect(key="cmp_models").value == ["good"] and len(at.multiselect(key="cmp_models").options) == 1
     assert any("bad" in e.value and "must be a number from 0 to 1" in e.value for e in at.error)
 
@@ -149,7 +149,7 @@ def test_a_run_folder_with_a_bad_card_is_reported_not_crashed_on(tiny_run, tmp_p
     card = json.loads((runs / "broken" / "card.json").read_text())
     (runs / "broken" / "card.json").write_text(json.dumps({**card, "input_size": "big"}))
     monkeypatch.setenv("DEEPFAKE_LAB_ROOTS", str(tmp_path))
-    at = open_page("pages/training.py", monkeypatch)
+    at = open_page("app/pages/training.py", monkeypatch)
     at.text_input(key="trn_folder").set_value(str(runs)).run()
     assert not at.exception, at.exception
     assert any("broken" in w.value and "input\\_size" in w.value and "whole number of pixels" in w.value

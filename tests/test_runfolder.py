@@ -32,7 +32,7 @@ def test_file_names_are_written_once():
     """No module but runfolder spells a run-folder file name as a literal: a renamed file or a
     new reader changes one place (docstrings and messages inside f-strings may still name them)."""
     offenders = [f"{p.relative_to(ROOT)}:{line}: {value!r}"
-                 for p in sorted([*ROOT.glob("detector/*.py"), *ROOT.glob("pages/*.py"), ROOT / "train.py"])
+                 for p in sorted([*ROOT.glob("detector/*.py"), *ROOT.glob("app/**/*.py"), ROOT / "train.py"])
                  if p.name != "runfolder.py"
                  for line, value in _string_literals(p) if value in runfolder.FILES]
     assert not offenders, "use the detector.runfolder constants:\n" + "\n".join(offenders)

@@ -46,7 +46,7 @@ def test_web_limit_is_below_the_cli_limit():
 
 
 def test_app_scoring_refuses_an_image_over_the_web_limit():
-    from pages import ui
+    from app import ui
 
     with pytest.raises(images.ImageDecodeError, match=r"exceeds the 20-megapixel limit"):
         ui.score("big.png", _png(BIG_W, BIG_H), [], gradcam=False)
@@ -86,7 +86,7 @@ def test_audit_and_learning_curve_refuse_more_than_max_files(tiny_dataset):
 
 
 def test_compare_scoring_waits_for_another_heavy_job_and_says_so(monkeypatch):
-    from pages import ui
+    from app import ui
 
     def fake_scores(items, paths, progress=None):
         frame = pd.DataFrame({"model": [], "p_fake": []})

@@ -12,8 +12,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from app import matrix_view, ui
 from detector import audit, evaluation, jobs, learning_curve, report, store
-from pages import matrix_view, ui
 
 ui.run_under_router()  # a direct link to a fresh server: let the router open this page
 

@@ -7,9 +7,9 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from app import evidence as evidence_ui
+from app import ui
 from detector import explain, forensics, images, inputs, memory, report, warmup
-from pages import evidence as evidence_ui
-from pages import ui
 
 ui.run_under_router()  # a direct link to a fresh server: let the router open this page
 

@@ -14,8 +14,8 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from app import ui
 from detector import comparison, evaluation, images, jobs
-from pages import ui
 
 ui.run_under_router()  # a direct link to a fresh server: let the router open this page
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
+from app import ui
 from detector import generalization
-from pages import ui
 
 METRICS = {"AUC": "auc", "accuracy": "accuracy", "fakes caught": "recall", "reals called fake": "real_called_fake"}
 

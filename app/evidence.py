@@ -10,8 +10,8 @@ import functools
 import pandas as pd
 import streamlit as st
 
+from app import ui
 from detector import custody, evidence, provenance
-from pages import ui
 
 # Measured by `python -m detector bench` (stability_ms_p50: 290 ms; photo without it: 169 ms) on a 2-core CPU,
 # default model efficientnet_lite0_experts, one 1024x768 photo with one face; see docs/evidence.md.
