@@ -243,7 +243,7 @@ def cmd_learning_curve(args) -> int:
         if not args.json else None
     try:
         result = learning_curve.run(args.data or str(store.SHARED_DATA), args.source, args.model, args.img_size,
-                                    args.sizes, args.draws, args.seed, progress=say)
+                                    args.sizes, args.draws, args.seed, progress=say, confine=False)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -333,8 +333,8 @@ def models_markdown(cards: list[dict]) -> str:
 def cmd_audit(args) -> int:
     from detector import audit, evaluation
 
-    report = audit.audit(args.folder, max_distance=args.max_distance,
-                         min_similarity=None if args.min_similarity < -1 else args.min_similarity)
+    report = audit.audit(args.folder, max_distance=args.max_distance,  # the CLI's user may follow links
+                         min_similarity=None if args.min_similarity < -1 else args.min_similarity, confine=False)
     if args.json:
         print(json.dumps(evaluation.to_jsonable(report)))
     else:

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from detector import data, images
+from detector import data, images, roots
 
 NEAR_DISTANCE = 4
 """Largest Hamming distance between two 64-bit dhashes still called a near duplicate."""
@@ -258,16 +258,19 @@ def _by_class(files: list[FileInfo]) -> dict[str, list[FileInfo]]:
 
 def audit(root: str | os.PathLike, *, max_distance: int = NEAR_DISTANCE,
           min_similarity: float | None = MIN_SIMILARITY, progress=True,
-          max_items: int = MAX_ITEMS, max_files: int | None = None) -> dict:
+          max_items: int = MAX_ITEMS, max_files: int | None = None, confine: bool = True) -> dict:
     """Audit a labelled folder; returns a JSON-ready dict (see the module docstring).
 
     Near duplicates are dhash matches (distance <= `max_distance`) whose thumbnails also
     correlate >= `min_similarity`; `min_similarity=None` keeps every dhash match.
     `progress`: True for a terminal bar, or a callable(done, total) (e.g. a page's bar).
     `max_files`: refuse (ValueError, before reading any image) a folder holding more labelled
-    images than this (the web app's per-job cap, `jobs.WEB_MAX_FILES`); None: no cap."""
+    images than this (the web app's per-job cap, `jobs.WEB_MAX_FILES`); None: no cap.
+    `confine` (default): a file below `root` that is a link leading out of it is not read; it is
+    listed among the unreadable files with the reason (`data.scan(confine=True)`). The CLI
+    passes False: its user may audit a folder of links."""
     t0 = time.time()
-    frame = data.scan(root)
+    frame = data.scan(root, confine=confine)
     if max_files is not None and len(frame) > max_files:
         raise ValueError(f"it holds {len(frame)} labelled images; this server audits at most {max_files} "
                          f"at a time: run `python -m detector audit {root}` instead")
@@ -287,6 +290,8 @@ def audit(root: str | os.PathLike, *, max_distance: int = NEAR_DISTANCE,
                         mininterval=0.2 if os.isatty(2) else 10)
     files = [inspect_file(p, rel, split, data.CLASS_NAMES[int(label)], source)
              for p, rel, split, label, source in iterator]
+    files += [FileInfo(rel, split, data.CLASS_NAMES[int(label)], "", "", 0, error=roots.LINK_OUT)
+              for rel, split, label in frame.attrs.get("links_out", [])]
 
     splits = list(dict.fromkeys(f.split for f in files))
     sources = sorted({f.source for f in files if f.source})

@@ -33,7 +33,7 @@ from typing import Callable, Iterable, NamedTuple
 import numpy as np
 import pandas as pd
 
-from detector import data, evaluation, images, significance
+from detector import data, evaluation, images, roots, significance
 
 SPLIT = "labelled"  # the `split` value of live-scored rows
 COLUMNS = ["split", "path", "source", "label", "p_fake"]
@@ -183,12 +183,8 @@ def read_labelled_folder(folder: str | os.PathLike, max_files: int = MAX_FILES,
         if found is None:
             ignored.append(rel)
             continue
-        try:  # a link that leads out of the folder is not followed (the app confines folders: roots.py)
-            outside = not path.resolve().is_relative_to(base)
-        except (OSError, RuntimeError):
-            outside = True
-        if outside:
-            items.append(Item(rel, found[0], "a link to a file outside this folder (not read)", found[1]))
+        if not roots.inside(path, [base]):  # a link out of the folder is not followed (roots.py)
+            items.append(Item(rel, found[0], roots.LINK_OUT, found[1]))
             continue
         if len(items) >= max_files:
             left_out += 1

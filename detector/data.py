@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from detector import images
+from detector import images, roots
 
 log = logging.getLogger(__name__)
 
@@ -112,19 +112,25 @@ def _labelled_files(folder: Path) -> list[tuple[Path, int]]:
     return rows
 
 
-def _read_manifest(root: Path) -> tuple[Path, pd.DataFrame] | None:
-    for folder in (root, root.parent):
+def _read_manifest(root: Path, confine: bool = False) -> tuple[Path, pd.DataFrame] | None:
+    for folder in (root,) if confine else (root, root.parent):
         path = folder / "MANIFEST.csv"
-        if path.is_file():
+        if path.is_file() and (not confine or roots.inside(path, [root])):
             return folder, pd.read_csv(path, dtype=str, keep_default_na=False)
     return None
 
 
-def scan(root: str | Path) -> pd.DataFrame:
+def scan(root: str | Path, *, confine: bool = False) -> pd.DataFrame:
     """Every labelled image under `root` as a frame: path, rel, split, label, source.
 
     `split` is train/val/test when the root holds split folders, the root's own name when
     the root itself is one of those split folders, else "all".
+
+    `confine=True` (what the web app's audit and learning curve read through): a file whose
+    real location (symlinks followed) is outside `root` is not listed (a link to a file, or a
+    real/, fake/ or split folder that is a link out), and MANIFEST.csv is read only from
+    `root` itself, not its parent; `frame.attrs["links_out"]` lists the skipped files as
+    (rel, split, label). The default follows links, as training from the command line does.
     """
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
@@ -135,19 +141,28 @@ def scan(root: str | Path) -> pd.DataFrame:
     else:
         parts = [(root.name if root.name in SPLITS else "all", _labelled_files(root))]
     rows = [(str(p), split, label) for split, files in parts for p, label in files]
+    links_out = []
+    if confine:
+        kept = [roots.inside(r[0], [root]) for r in rows]
+        links_out = [(os.path.relpath(r[0], root).replace(os.sep, "/"), r[1], r[2]) for r, k in zip(rows, kept) if not k]
+        rows = [r for r, k in zip(rows, kept) if k]
     if not rows:
-        raise ValueError(f"no images found under {root}: expected real/ and fake/ folders "
+        n = len(links_out)
+        why = f" ({n} link{'s' * (n != 1)} to files outside this folder, not read)" if n else ""
+        raise ValueError(f"no images found under {root}{why}: expected real/ and fake/ folders "
                          f"(or train/ val/ test/ splits holding them)")
     df = pd.DataFrame(rows, columns=["path", "split", "label"])
     df["source"] = ""
-    manifest = _read_manifest(root)
+    manifest = _read_manifest(root, confine)
     if manifest is not None and "source" in manifest[1].columns:
         base, table = manifest
         sources = dict(zip(table["path"], table["source"]))
         rel = [os.path.relpath(p, base).replace(os.sep, "/") for p in df["path"]]
         df["source"] = [sources.get(r, "") for r in rel]
     df["rel"] = [os.path.relpath(p, root).replace(os.sep, "/") for p in df["path"]]
-    return df[["path", "rel", "split", "label", "source"]]
+    df = df[["path", "rel", "split", "label", "source"]]
+    df.attrs["links_out"] = links_out
+    return df
 
 
 def ensure_splits(df: pd.DataFrame, seed: int = 42, val_fraction: float = 0.15,

@@ -25,7 +25,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import Iterable, NamedTuple
 
-from detector import images
+from detector import images, roots
 from detector.comparison import label_of
 
 MAX_MEMBERS = 500                    # files read from one zip
@@ -289,8 +289,8 @@ def read_folder(listing: Listing, chosen: Iterable[str], max_bytes: int = MAX_ME
         name, path = f"{listing.root.name or listing.root}/{rel}", listing.root / rel
         label = labels.get(rel, known_label(rel))
         try:
-            if not path.resolve().is_relative_to(listing.root.resolve()):  # a link out of the folder
-                out.append(Entry(name, None, "a link to a file outside this folder (not read)", label))
+            if not roots.inside(path, [listing.root]):  # a link out of the folder (or `..`): not read
+                out.append(Entry(name, None, roots.LINK_OUT, label))
                 continue
             size = path.stat().st_size
             if size > max_bytes:

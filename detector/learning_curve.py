@@ -96,29 +96,34 @@ def default_sizes(n_train: int) -> list[int]:
     return sorted({max(4, n_train * k // 8) for k in (1, 2, 4, 6)} | {n_train})
 
 
-def sources(data_root: str) -> list[str]:
-    """The sources a split root's MANIFEST.csv names for its training images (sorted)."""
+def sources(data_root: str, confine: bool = True) -> list[str]:
+    """The sources a split root's MANIFEST.csv names for its training images (sorted); with
+    `confine` (default) files that are links leading out of `data_root` are not counted
+    (`data.scan(confine=True)`)."""
     from detector import data
 
-    frame = data.scan(data_root)
+    frame = data.scan(data_root, confine=confine)
     return sorted(set(frame.loc[frame["split"] == "train", "source"]) - {""})
 
 
 def run(data_root: str, source: str, model: str = "efficientnet_lite0", size: int = 256,
         sizes: list[int] | None = None, draws: int = 3, seed: int = 0,
-        progress: Progress | None = None, max_files: int | None = None) -> dict:
+        progress: Progress | None = None, max_files: int | None = None, confine: bool = True) -> dict:
     """The probes' learning curve on one `source` of a split root (train/ val/ and, when present,
     test/ scored too; test only reported), on the frozen ImageNet trunk of `model` at `size` px
     with that zoo model's probe layers and both probe views. Returns {"table", "law" (through
     val; None when val AUC reaches 1.0 at all but one size), "images_for" {AUC target: images},
     "source", "n_train"}. `max_files`: refuse (ValueError, before building the trunk) a source
-    with more images than this in all its splits (the web app's per-job cap); None: no cap."""
+    with more images than this in all its splits (the web app's per-job cap); None: no cap.
+    `confine` (default): files that are links leading out of `data_root` are not read
+    (`data.scan(confine=True)`; the result's "links_out" counts them); the CLI passes False."""
     from detector import data, zoo
 
     spec = zoo.get_spec(model)
     if not spec.probe_layers:
         raise ValueError(f"{model} names no probe layers; choose a zoo model that does (e.g. efficientnet_lite0)")
-    frame = data.scan(data_root)
+    frame = data.scan(data_root, confine=confine)
+    links_out = len(frame.attrs.get("links_out", []))
     frame = frame[frame["source"] == source]
     splits = [s for s in ("train", "val", "test") if (frame["split"] == s).any()]
     if "train" not in splits or "val" not in splits:
@@ -145,4 +150,4 @@ def run(data_root: str, source: str, model: str = "efficientnet_lite0", size: in
     except ValueError:  # val AUC already 1.0: nothing to extrapolate, the data are not the limit
         law = None
     return {"source": source, "n_train": n, "table": table, "law": law,
-            "images_for": {t: images_for(t, law) for t in TARGETS} if law else {}}
+            "images_for": {t: images_for(t, law) for t in TARGETS} if law else {}, "links_out": links_out}

@@ -77,9 +77,16 @@ def confine(text: str | os.PathLike, roots: Iterable[str | os.PathLike]) -> Path
     return resolved
 
 
+LINK_OUT = "a link to a file outside this folder (not read)"
+"""What a reader of a confined folder says of a file below it whose real location (links
+followed) is outside it: the file is listed with this reason, never read."""
+
+
 def inside(path: str | os.PathLike, roots: Iterable[str | os.PathLike]) -> bool:
     """Whether a file or folder really lies inside one of `roots` (symlinks followed): for
-    code that reads files found below a confined folder."""
+    code that reads files found below a confined folder (`comparison.read_labelled_folder`,
+    `inputs.read_folder`, `data.scan(confine=True)` under the audit and the learning curve);
+    such a file elsewhere is not read and is reported as `LINK_OUT`."""
     try:
         resolved = Path(path).resolve()
     except (OSError, RuntimeError, ValueError):
