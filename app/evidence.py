@@ -108,37 +108,10 @@ def pdf_button(results: list, models: list[str], threshold: float, band: float, 
              "heatmaps and its evidence panel.")
 
 
-ICONS = {provenance.DECLARED_AI: ":red[:material/smart_toy:]", provenance.CONFLICT: ":orange[:material/warning:]",
-         provenance.DECLARED_CAPTURE: ":green[:material/photo_camera:]", provenance.NO_CLAIM: ":material/help:"}
-
-
 def panel(r, threshold: float, band: float) -> None:
     """The evidence panel of one image: the model verdict, each provenance finding, the
-    stability of each face, and the reconciled line."""
-    p = evidence.panel(r, threshold, band)
+    stability of each face, and the reconciled line. The lines come escaped from
+    `detector.evidence.panel_markdown` (metadata text never becomes a link, image or badge)."""
     with st.expander("Evidence: model, Content Credentials, metadata", expanded=True):
-        st.markdown(f"**Model:** {p['verdict']} (P(fake) {p['p_fake']:.3f}, {p['model']})")
-        st.markdown(f"**Content Credentials:** {p['c2pa_text']}")
-        st.caption(f"Trust list used: {p['trust_list']}. Set ${provenance.TRUST_ENV} to a PEM file of trusted "
-                   "roots to use another list.")
-        if p["findings"]:
-            for _, text, declares in p["findings"]:
-                tag = " — *declares AI generation*" if declares == "ai" else (
-                    " — *declares a camera capture*" if declares == "capture" else "")
-                st.markdown(f"- {_md(text)}{tag}")
-        else:
-            st.caption("No provenance metadata. Most platforms strip metadata on upload: its absence says nothing "
-                       "either way.")
-        for j, t in enumerate(p["stability"], start=1):
-            if t:
-                st.markdown(f"Face {j}: " + (f":orange[**{_md(t)}**]" if t.startswith("UNSTABLE") else _md(t)))
-        st.markdown(f"{ICONS[p['reconciled']]} **Reconciled: {p['reconciled_label']}** — {_md(p['reconciled_text'])}")
-        if p["sha256"]:
-            st.caption(f"SHA-256 of the file as received: `{p['sha256']}`")
-
-
-def _md(text: str) -> str:
-    """Plain text shown as Markdown without being read as Markdown (prompts hold * and _)."""
-    for ch in "\\`*_[]<>#|$~":
-        text = text.replace(ch, "\\" + ch)
-    return text
+        for kind, text in evidence.panel_markdown(r, threshold, band):
+            (st.caption if kind == "caption" else st.markdown)(text)

@@ -10,13 +10,16 @@ so they say the same thing:
   (`provenance.reconcile`, the one set of rules) and each face's stability;
 * `columns(...)` is the table/CSV view of it (sha256, provenance, reconciled,
   reconciled_text, and `unstable` when the stability check ran);
-* `panel_html(...)` is the HTML report's rendering.
+* `panel_html(...)` is the HTML report's rendering;
+* `panel_markdown(...)` is the Detect page's: (kind, Markdown) lines in which every text the
+  file supplied (EXIF/XMP/C2PA fields, quoted in the findings and the reconciled line) is
+  escaped (`textsafe.md_escape`), so a URL, a link or a badge in metadata shows as text.
 """
 from __future__ import annotations
 
 import html
 
-from detector import custody, provenance, stability
+from detector import custody, provenance, stability, textsafe
 
 RECONCILED_LABELS = {
     provenance.DECLARED_AI: "declared AI-generated",
@@ -109,3 +112,34 @@ def panel_html(score, threshold: float, band: float = 0.0) -> str:
             + (f"<p class='note'>SHA-256 of the file as received: <code>{esc(p['sha256'])}</code></p>"
                if p["sha256"] else "")
             + "</div>")
+
+
+# Streamlit Markdown icons of the reconciled line (the page renders the Markdown; the
+# directives are fixed strings here, never built from the file's text)
+MD_ICONS = {provenance.DECLARED_AI: ":red[:material/smart_toy:]", provenance.CONFLICT: ":orange[:material/warning:]",
+            provenance.DECLARED_CAPTURE: ":green[:material/photo_camera:]", provenance.NO_CLAIM: ":material/help:"}
+
+
+def panel_markdown(score, threshold: float, band: float = 0.0) -> list[tuple[str, str]]:
+    """The evidence panel of one image as (kind, Markdown) lines for a Markdown renderer (the
+    Detect page; kind "markdown" or "caption"). Every text in it that the file (or its name)
+    supplied, and the model label, is escaped (`textsafe.md_escape`): an EXIF comment or a C2PA
+    claim holding ``[click](http://evil.example)``, ``https://evil.example``, an image or
+    ``:green-badge[REAL]`` shows as those characters, never as a link, an image or a badge."""
+    esc = textsafe.md_escape
+    p = panel(score, threshold, band)
+    lines = [("markdown", f"**Model:** {esc(p['verdict'])} (P(fake) {p['p_fake']:.3f}, {esc(p['model'])})"),
+             ("markdown", f"**Content Credentials:** {esc(p['c2pa_text'])}"),
+             ("caption", f"Trust list used: {esc(p['trust_list'])}. Set {textsafe.md_code(provenance.TRUST_ENV)} "
+                         "to a PEM file of trusted roots to use another list.")]
+    tags = {"ai": " — *declares AI generation*", "capture": " — *declares a camera capture*"}
+    lines += [("markdown", f"- {esc(text)}{tags.get(declares, '')}") for _, text, declares in p["findings"]] or [
+        ("caption", "No provenance metadata. Most platforms strip metadata on upload: its absence says nothing "
+                    "either way.")]
+    lines += [("markdown", f"Face {j}: " + (f":orange[**{esc(t)}**]" if t.startswith("UNSTABLE") else esc(t)))
+              for j, t in enumerate(p["stability"], start=1) if t]
+    lines.append(("markdown", f"{MD_ICONS[p['reconciled']]} **Reconciled: {p['reconciled_label']}** — "
+                              f"{esc(p['reconciled_text'])}"))
+    if p["sha256"]:
+        lines.append(("caption", f"SHA-256 of the file as received: {textsafe.md_code(p['sha256'])}"))
+    return lines
