@@ -36,9 +36,13 @@ def cmd_predict(args) -> int:
         from detector import scale
 
         return scale.cmd_predict_ray(args)
-    from detector import batch, custody, inference, novelty
+    from detector import batch, custody, fastpath, inference, novelty, store
 
-    det = inference.load_detector(args.model)
+    try:
+        det = inference.load_detector(args.model)
+    except (store.ModelNotFoundError, store.CardError, fastpath.FastPathError) as exc:
+        print(exc, file=sys.stderr)  # the reason and the way out, not a traceback
+        return 1
     threshold = det.threshold if args.threshold is None else args.threshold
     block = batch.custody_block(det, threshold)
     fields = batch.fields(det, block, with_stability=args.stability)

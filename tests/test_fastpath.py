@@ -117,6 +117,22 @@ def test_a_fast_path_changed_after_export_is_refused(fast_copy, tmp_path, tamper
     assert inference.Detector(fast_copy).fast is not None  # the intact original still loads
 
 
+def test_cli_predict_refuses_a_tampered_fast_path_with_the_reason(fast_copy, tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from detector.__main__ import main
+
+    folder = tmp_path / "tampered_cli"
+    shutil.copytree(fast_copy, folder)
+    with open(folder / fastpath.TFLITE_FILE, "ab") as fh:
+        fh.write(b"\0")
+    Image.new("RGB", (64, 64), (90, 120, 150)).save(tmp_path / "a.png")
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", "a.png", "--model", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert "fast path refused" in err and "export-fast" in err and "Traceback" not in err
+
+
 def test_a_fast_path_without_a_recorded_hash_is_not_used(fast_copy, tmp_path):
     """A card from before hashes were recorded: the file cannot be checked, so the Keras
     model scores (no error: nothing says the file changed)."""
