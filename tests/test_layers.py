@@ -25,7 +25,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
              "memory", "forensics", "jobs", "roots", "textsafe", "__init__"),
     "model": ("layers", "zoo", "pretrained", "novelty", "probes", "batching", "store", "foundation"),
     "serve": ("inference", "fastpath", "explain", "report", "provenance", "custody", "stability", "evidence",
-              "pdf_report", "warmup", "batch"),
+              "pdf_report", "warmup", "batch", "live"),
     "pipelines": ("training", "experts", "robustness", "bench", "learning_curve", "generalization", "audit",
                   "comparison", "inputs", "scale"),
     "app": ("__main__",),
