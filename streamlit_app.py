@@ -1,7 +1,9 @@
 """Deepfake Lab dashboard: `streamlit run streamlit_app.py`.
 
-The router only: page config, the three pages (st.navigation) and the shared sidebar.
-Each page is a thin UI over the `detector` library (see ARCHITECTURE.md section 7).
+The router only: page config, the three pages of app/pages/ (st.navigation) and the shared
+sidebar. Each page is a thin UI over the `detector` library (docs/architecture.md). There is
+no pages/ folder beside this file on purpose: Streamlit would read it as its legacy multipage
+folder and serve a direct link such as /compare without this router.
 """
 import os
 
@@ -10,11 +12,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports Te
 import streamlit as st  # noqa: E402
 from streamlit import runtime  # noqa: E402
 
-from app import ui  # noqa: E402
+from app import session_expiry, ui  # noqa: E402
 from detector import warmup  # noqa: E402
 
 st.set_page_config(page_title=ui.APP_NAME, page_icon="🕵️", layout="wide")
-ui.shut_down_expired_sessions()  # closed tabs must not keep their uploads in memory
+session_expiry.install()  # closed tabs must not keep their uploads in memory
 if runtime.exists():  # a served app (not AppTest): the first visit starts loading, in the background,
     default = ui.default_model()  # MTCNN and the default model, so a first upload finds them loaded
     warmup.start([ui.model_dir(default)] if default else [])

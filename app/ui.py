@@ -1,8 +1,7 @@
 """Shared UI helpers for the pages: cached loaders, the model picker, badges and the
-charts two pages draw, and one piece of server hygiene (closed sessions shut down when
-Streamlit drops them). Only glue between Streamlit and `detector` lives here.
+charts two pages draw. Only glue between Streamlit and `detector` lives here.
 
-Caching (ARCHITECTURE section 7): models are `st.cache_resource` (one per process, shared
+Caching: models are `st.cache_resource` (one per process, shared
 by every session, read-only); cards and CSV tables are `st.cache_data`, keyed by path AND
 file modification time so a retrained model is picked up without a restart. The models
 folder is looked up on every call (`models_root`), so `DEEPFAKE_LAB_MODELS` is honoured
@@ -617,78 +616,3 @@ def explain_image(data: bytes, models: list[str]) -> dict:
     (bytes, models, model files' mtimes). Raises images.ImageDecodeError for a bad file."""
     paths, mtimes = _model_files(models)
     return _explained(digest(data), paths, mtimes, data)
-
-
-# --- server hygiene ----------------------------------------------------------------------------
-
-try:  # Streamlit's own TTL cache (1.67): its store of disconnected sessions is one
-    from streamlit.runtime.caching.ttl_cache import TTLCache as _TTLCache
-except ImportError:  # pragma: no cover - other Streamlit versions: the fix is skipped
-    _TTLCache = None
-
-
-def _shut_down(session_info) -> None:
-    try:
-        session_info.session.shutdown()
-    except Exception:  # noqa: BLE001 - a session that cannot shut down must not break the server
-        pass
-
-
-if _TTLCache is not None:
-    class ShutdownOnExpiryCache(_TTLCache):
-        """Streamlit keeps a closed tab's session for `server.disconnectedSessionTTL` seconds
-        so a reconnect can resume it, then drops it from this cache WITHOUT shutting it down:
-        its uploaded files, media (images drawn) and dataframes stay in the server for good
-        (streamlit/streamlit#12506; about 0.3 MB per closed detect session here). This cache
-        shuts a session down when it drops it on its own (expiry or overflow); an explicit
-        delete (a reconnect resuming it, or a close that shuts it down itself) is left alone."""
-
-        def expire(self, at_time=None):
-            removed = super().expire(at_time)
-            for _key, info in removed:
-                _shut_down(info)
-            return removed
-
-        def _evict_lru(self, reason):
-            info = super()._evict_lru(reason)
-            _shut_down(info)
-            return info
-
-
-def run_under_router() -> None:
-    """Called first by every page. A direct link (say /compare) to a server that no session
-    has opened yet is served by Streamlit's legacy `pages/` folder mode: the page runs on its
-    own, the sidebar lists every file of pages/ (ui too) and the router's set-up (the
-    session-store fix above) never runs. Switch the server to st.navigation mode and rerun:
-    the router then opens the page that was asked for. A no-op once the router has run, under
-    AppTest, and on a Streamlit without that flag."""
-    try:
-        from streamlit.runtime.pages_manager import PagesManager
-    except ImportError:  # pragma: no cover - a Streamlit that moved it
-        return
-    if getattr(PagesManager, "uses_pages_directory", None):
-        PagesManager.uses_pages_directory = False
-        st.rerun()
-
-
-def shut_down_expired_sessions() -> bool:
-    """Install `ShutdownOnExpiryCache` as the server's store of disconnected sessions (once
-    per process; a no-op under AppTest or on a Streamlit without that store). True when it
-    is in place."""
-    from streamlit import runtime
-
-    if _TTLCache is None or not runtime.exists():
-        return False
-    manager = getattr(runtime.get_instance(), "_session_mgr", None)
-    storage = getattr(manager, "_session_storage", None)
-    cache, lock = getattr(storage, "_cache", None), getattr(manager, "_storage_lock", None)
-    if isinstance(cache, ShutdownOnExpiryCache):
-        return True
-    if type(cache) is not _TTLCache or lock is None:
-        return False
-    with lock:
-        fresh = ShutdownOnExpiryCache(maxsize=cache.maxsize, ttl=cache.ttl)
-        for key, info in cache.items():
-            fresh[key] = info
-        storage._cache = fresh
-    return True

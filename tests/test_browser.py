@@ -397,14 +397,14 @@ def test_training_page_opens(server, page):
 
 
 def test_sidebar_navigation_lists_the_three_pages(server, page):
-    """st.navigation's menu (not Streamlit's legacy pages/ list, hidden by config) leads
+    """st.navigation's menu (not Streamlit's legacy pages/ list) leads
     from the Detect page to the others."""
     _open(page, server + "/", "Detect deepfakes")
     nav = page.locator('[data-testid="stSidebarNav"]')
     nav.wait_for()
     for label in ("Detect", "Compare models", "Training runs"):
         assert nav.get_by_text(label, exact=True).count() == 1, nav.inner_text()
-    assert nav.get_by_text("ui", exact=True).count() == 0  # pages/ui.py is a helper, not a page
+    assert nav.get_by_text("ui", exact=True).count() == 0  # app/ui.py is a helper, not a page
     nav.get_by_text("Training runs", exact=True).click()
     page.get_by_role("heading", name="Training runs", exact=True).wait_for()
     _settle(page)
@@ -414,9 +414,10 @@ def test_sidebar_navigation_lists_the_three_pages(server, page):
 @pytest.mark.parametrize("path, title", [("compare", "Compare models"), ("training", "Training runs")])
 def test_direct_link_to_a_fresh_server_opens_the_page_under_the_router(models_root, page, tmp_path,
                                                                         path, title):
-    """A bookmark to /compare on a server no one has opened yet: Streamlit would serve it in
-    its legacy pages/ folder mode (the page alone, every file of pages/ in the sidebar, the
-    router's set-up skipped). `ui.run_under_router` hands it to the router instead."""
+    """A bookmark to /compare on a server no one has opened yet opens that page under the
+    router (st.navigation's url_path): the three pages in the sidebar, the router's set-up run.
+    With a pages/ folder beside streamlit_app.py Streamlit would serve it in its legacy mode
+    instead (the page alone, every file of pages/ listed); the app keeps its pages in app/pages/."""
     with _streamlit(models_root, tmp_path / "server.log") as url:
         _open(page, f"{url}/{path}", title)
         nav = page.locator('[data-testid="stSidebarNav"]')

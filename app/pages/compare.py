@@ -17,8 +17,6 @@ from plotly.subplots import make_subplots
 from app import ui
 from detector import comparison, evaluation, images, jobs
 
-ui.run_under_router()  # a direct link to a fresh server: let the router open this page
-
 SPLIT_ORDER = {"test": 0, "val": 1, "cv": 2}
 SAVED, LABELLED = "Saved predictions", "Your labelled set"
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]

@@ -11,8 +11,6 @@ from app import evidence as evidence_ui
 from app import ui
 from detector import explain, forensics, images, inputs, memory, report, warmup
 
-ui.run_under_router()  # a direct link to a fresh server: let the router open this page
-
 st.title("Detect deepfakes")
 st.caption("Every face in an image is scored; the image's verdict is its most fake face. An image with no "
            "face, a face too small to judge or unlike the training faces gets NO FACE / CANNOT JUDGE, not "

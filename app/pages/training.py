@@ -15,8 +15,6 @@ import streamlit as st
 from app import matrix_view, ui
 from detector import audit, evaluation, jobs, learning_curve, report, store
 
-ui.run_under_router()  # a direct link to a fresh server: let the router open this page
-
 
 def audit_section() -> None:
     """Check a labelled folder before trusting numbers trained on it (detector.audit)."""
