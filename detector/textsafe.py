@@ -21,13 +21,21 @@ import pandas as pd
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$&@=^\"'])")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # OWASP: what makes a spreadsheet cell a formula
 
+JOINER = "\u2060"
+"""WORD JOINER: invisible and unbreakable. Streamlit's renderer (remark-gfm) turns a bare URL,
+``www.host`` or ``name@host.tld`` into a link *after* backslash escapes are resolved, so
+escaping cannot stop it; a joiner inside ``://``, ``www.`` and after ``@`` does (a copied URL
+then holds the joiner, which is what a defanged URL should do)."""
+_AUTOLINK = re.compile(r"(?i)(?<=:)(?=//)|(?<=www)(?=\.)|(?<=@)")
+
 
 def md_escape(text) -> str:
     """`text` as Markdown that renders exactly as the text: every Markdown / Streamlit
-    special character backslash-escaped, line breaks as spaces (no block structure), so a
-    name cannot become an image, a link, a badge, a heading or a formula."""
+    special character backslash-escaped, line breaks as spaces (no block structure), and a
+    word joiner (`JOINER`, invisible) where GitHub-flavoured Markdown would start an autolink,
+    so a name cannot become an image, a link, a badge, a heading or a formula."""
     flat = re.sub(r"[\r\n\t\v\f]+", " ", str(text))
-    return _MD_SPECIAL.sub(r"\\\1", flat)
+    return _MD_SPECIAL.sub(r"\\\1", _AUTOLINK.sub(JOINER, flat))
 
 
 def md_code(text) -> str:

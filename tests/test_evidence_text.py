@@ -4,10 +4,11 @@ the Detect page's Markdown only escaped (`evidence.panel_markdown`): a link, a b
 remote image or a badge in metadata shows as those characters, never as a link, an image or a
 badge; the results CSV neutralises formula prefixes.
 
-A line is hostile when, rendered as CommonMark, it holds a link or an image, or when its
-source holds ``evil.example`` unescaped (GitHub-flavoured Markdown, which Streamlit renders,
-turns a bare ``https://host.tld`` or ``www.host.tld`` into a link; escaped, ``evil\\.example``
-and ``https\\://`` are shown as text)."""
+A line is hostile when, rendered as CommonMark, it holds a link or an image, when its source
+holds ``evil.example`` unescaped, or when its rendered text holds what GitHub-flavoured
+Markdown (Streamlit's renderer) turns into a link on its own: a bare ``https://host.tld``,
+``www.host.tld`` or ``name@host.tld`` (`test_textsafe.autolinked`; GFM links them after
+resolving backslash escapes, so only `textsafe.JOINER` stops it)."""
 from __future__ import annotations
 
 import io
@@ -19,6 +20,7 @@ import pytest
 from markdown_it import MarkdownIt
 from PIL import Image
 from test_injection import _formula_cells, _markdown_texts, spy_csv  # noqa: F401  (spy_csv: a fixture)
+from test_textsafe import autolinked
 
 from conftest import REPO_ROOT, smooth_image
 from detector import evidence, provenance, report, textsafe
@@ -32,7 +34,7 @@ RAW_HOST = re.compile(r"evil\.example")  # escaped, it reads evil\.example
 
 def _hostile(text: str) -> bool:
     html = MarkdownIt("commonmark").render(text)
-    return "<a " in html or "<img" in html or bool(RAW_HOST.search(text))
+    return "<a " in html or "<img" in html or bool(RAW_HOST.search(text)) or autolinked(text) != []
 
 
 def _jpeg_with_exif(description: str, comment: str, software: str | None = None, seed: int = 0) -> bytes:
@@ -63,6 +65,9 @@ def test_the_hostile_check_catches_what_the_old_escaping_let_through():
         return text
 
     assert _hostile(old(LINK)) and _hostile(old(URL)) and _hostile(IMAGE)
+    # backslashes before every special character (md_escape before the word joiner) are not
+    # enough either: Streamlit's GFM links the URL once the escapes are resolved
+    assert _hostile(textsafe._MD_SPECIAL.sub(r"\\\1", URL))
 
 
 @pytest.mark.parametrize("description, comment, software", [

@@ -28,7 +28,41 @@ def test_md_escape_renders_the_text_itself(name):
         assert tag not in html, (name, html)
     assert " ".join(name.split()) in " ".join(
         html.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").replace("&quot;", '"')
-        .removeprefix("<p>").removesuffix("</p>\n").split())
+        .replace(textsafe.JOINER, "").removeprefix("<p>").removesuffix("</p>\n").split())
+
+
+# What remark-gfm (Streamlit's Markdown renderer) turns into a link in a text *after* its
+# backslash escapes are resolved (mdast-util-gfm-autolink-literal): escaping cannot stop these.
+GFM_AUTOLINK = re.compile(r"(?i)(https?://|www(?=\.))[-.\w]+|[-.\w+]+@[-\w]+(?:\.[-\w]+)+")
+
+
+def rendered_text(markdown: str) -> str:
+    """The text a reader sees of `markdown` (CommonMark: escapes resolved, tags dropped)."""
+    import html as html_mod
+
+    from markdown_it import MarkdownIt
+
+    return html_mod.unescape(re.sub(r"<[^>]+>", "", MarkdownIt("commonmark").render(markdown)))
+
+
+def autolinked(markdown: str) -> list[str]:
+    """The bare URLs, www. hosts and e-mail addresses GFM would link in `markdown`."""
+    return [m.group(0) for m in GFM_AUTOLINK.finditer(rendered_text(markdown))]
+
+
+@pytest.mark.parametrize("text", ["https://evil.example", "see http://evil.example/x?y=1 now", "www.evil.example",
+                                  "_www.evil.example", "mail me: someone@evil.example", "mailto:a@evil.example",
+                                  "[click](http://evil.example)", "ftp://evil.example"])
+def test_md_escape_leaves_nothing_for_gfm_to_autolink(text):
+    """Streamlit links a bare URL even when its ':' and '.' are escaped (the old md_escape
+    did only that): md_escape puts an invisible word joiner where an autolink would start,
+    and the text reads the same."""
+    pytest.importorskip("markdown_it")
+    old = textsafe._MD_SPECIAL.sub(r"\\\1", text)  # backslashes alone, as md_escape did before
+    assert autolinked(old) != [] or text.startswith("ftp"), old  # the check sees what GFM would link
+    out = textsafe.md_escape(text)
+    assert autolinked(out) == [], out
+    assert rendered_text(out).strip().replace(textsafe.JOINER, "") == text
 
 
 def test_md_code_is_one_literal_span():

@@ -190,7 +190,8 @@ def draw(results: list, final: bool):
 results: list = []
 t_batch = drawn = time.perf_counter()
 for i, e in enumerate(entries):
-    bar.progress(i / len(entries), text=f"Analysing {e.name} ({i + 1} of {len(entries)})")
+    # the bar's text is Markdown: the name is escaped (an image link there was fetched: #27)
+    bar.progress(i / len(entries), text=f"Analysing {ui.safe_md(e.name)} ({i + 1} of {len(entries)})")
     t0 = time.perf_counter()
     data = e.data  # a zip member is decompressed now, once, and let go after this image (#27)
     if data is None:
