@@ -139,13 +139,17 @@ def model_select(label: str = "Model", key: str = "model", container=st, **kwarg
 
 def run_folders(folder: str | Path) -> list[Path]:
     """`folder` itself if it is a run folder, else its sub-folders that are (hold a card or
-    a history: a run still training has only history.csv)."""
+    a history: a run still training has only history.csv). A sub-folder, or a card, history,
+    predictions or folds file, that is a link leading out of `folder` is not read: that run
+    is left out (#27, `roots.inside`)."""
     root = Path(folder).expanduser()
     if not root.is_dir():
         return []
 
     def is_run(p: Path) -> bool:
-        return (p / store.CARD).is_file() or (p / store.HISTORY).is_file()
+        files = [p / f for f in (store.CARD, store.HISTORY, store.PREDICTIONS, store.FOLDS)]
+        return (((p / store.CARD).is_file() or (p / store.HISTORY).is_file())
+                and all(roots.inside(f, [root]) for f in [p, *files] if f.exists()))
 
     if is_run(root):
         return [root]

@@ -111,3 +111,26 @@ def test_learning_curve_does_not_follow_links_out(tmp_path):
         learning_curve.run(str(root), "alpha", max_files=100)
     frame = data.scan(root)
     assert set(frame.loc[frame["source"] == "alpha", "split"]) == {"train", "val"}  # what the CLI would read
+
+
+def test_runs_box_leaves_out_a_run_that_links_out(tmp_path):
+    """The Training page's runs box (`ui.run_folders`): a run sub-folder that is a link out,
+    or whose card, history or predictions file is one, is not listed (its files are never read)."""
+    from app import ui
+
+    outside = tmp_path / "outside" / "run"
+    outside.mkdir(parents=True)
+    for name in ("card.json", "history.csv", "predictions.csv"):
+        (outside / name).write_text("{}" if name.endswith("json") else "epoch\n1\n")
+    runs = tmp_path / "runs"
+    (runs / "good").mkdir(parents=True)
+    (runs / "good" / "card.json").write_text("{}")
+    (runs / "whole").symlink_to(outside, target_is_directory=True)
+    (runs / "card_link").mkdir()
+    (runs / "card_link" / "card.json").symlink_to(outside / "card.json")
+    (runs / "preds_link").mkdir()
+    (runs / "preds_link" / "history.csv").write_text("epoch\n1\n")
+    (runs / "preds_link" / "predictions.csv").symlink_to(outside / "predictions.csv")
+    assert ui.run_folders(runs) == [runs / "good"]
+    assert ui.run_folders(runs / "card_link") == []  # a typed run folder whose card leads out
+    assert ui.run_folders(runs / "good") == [runs / "good"]
