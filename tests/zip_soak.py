@@ -9,7 +9,9 @@ small session (Streamlit drops expired sessions when another connects; the page 
 memory back after a batch) and prints the server's
 resident memory: the baseline, after each session and at the end. A page that keeps a
 session's uploads alive after it ends (a download callback closing over the page's globals)
-shows as growth of about the zip's decompressed size per session. Not collected by pytest.
+shows as growth of about the zip's decompressed size per session; the script exits 1 when the
+server keeps more than `--max-growth` MiB (default: half of one zip's decompressed size) over
+its baseline at the end. Not collected by pytest.
 
     .venv/bin/python tests/zip_soak.py                       # 3 sessions, 6 x 4000x3000 BMPs
     .venv/bin/python tests/zip_soak.py --sessions 4 --members 8 --repo /path/to/other/checkout
@@ -69,6 +71,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repo", default=str(REPO_ROOT), help="checkout whose streamlit_app.py is served")
     ap.add_argument("--models", default=str(REPO_ROOT / "models"))
     ap.add_argument("--timeout", type=float, default=600, help="seconds to wait for one batch")
+    ap.add_argument("--max-growth", type=float, default=None,
+                    help="MiB the server may keep over its baseline once the sessions expired (default: half of "
+                         "one zip's decompressed size: a kept upload shows as about all of it); more exits 1")
     args = ap.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
 
@@ -108,6 +113,12 @@ def main(argv=None) -> int:
                 end = rss_mb(server.pid)
                 print(f"after the sessions expired: {end:.0f} MiB ({end - base:+.0f} MiB over the baseline)", flush=True)
                 browser.close()
+                bound = args.max_growth if args.max_growth is not None else raw / 2**20 / 2
+                if end - base > bound:
+                    print(f"FAIL: the server kept {end - base:.0f} MiB over its baseline after the sessions ended "
+                          f"(bound {bound:.0f} MiB): a session's uploads outlive it", file=sys.stderr)
+                    return 1
+                print(f"ok: {end - base:+.0f} MiB over the baseline, within {bound:.0f} MiB", flush=True)
         finally:
             server.terminate()
             try:
