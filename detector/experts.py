@@ -266,4 +266,6 @@ def train_experts(cfg: training.TrainConfig, branch_from: str | None, experts_di
                    f"({', '.join(sources)}) fine-tuned from {branch_from} on that source alone.")
     return training.write_run(model, cfg, f"{spec.name}_experts", description,
                               branch_input_layer(experts[0], branch_from), training_info, root, frames,
-                              pixels, t0)
+                              pixels, t0, experts_recipe={"branch_from": branch_from,
+                                                          "branch_settings": dict(branch_settings or {}),
+                                                          "probes": list(probe_sources or [])})

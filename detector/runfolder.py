@@ -12,6 +12,10 @@ Every trained model is a folder that training writes and everything else reads:
                      SHA-256 of the bytes that were verified, checked by `read_checked` on load)
     robustness.csv   accuracy under degradations (optional)
 
+A card's `recipe` is how the run was made: the recipe file it came from (`recipes/NAME.toml`,
+None when options alone were given) and, for runs trained since, its resolved settings
+(`recipe_entry`), which read back as a recipe (`detector.recipes.from_card`).
+
 `detector.training` writes through this module and `detector.store` reads through it, so a
 file name or a column is defined once. Core layer: no TensorFlow.
 """
@@ -76,6 +80,16 @@ def write_card(folder: str | Path, card: dict) -> dict:
     card = to_jsonable(card)
     (Path(folder) / CARD).write_text(json.dumps(card, indent=2))
     return card
+
+
+def recipe_entry(file: str | None, settings: dict, experts: dict | None = None) -> dict:
+    """The card's `recipe` field: the recipe file (None: none was used), the run's resolved
+    settings and, for a source-experts run, its experts table. None values are left out, as
+    a TOML recipe cannot hold them, so the entry is a recipe as it stands."""
+    entry = {"file": file, "settings": {k: v for k, v in settings.items() if v is not None}}
+    if experts is not None:
+        entry["experts"] = {k: v for k, v in experts.items() if v is not None}
+    return entry
 
 
 def read_csv(folder: str | Path, filename: str, **kwargs) -> pd.DataFrame | None:

@@ -15,7 +15,7 @@ import logging
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,43 +29,73 @@ from detector.runfolder import write_predictions
 log = logging.getLogger(__name__)
 
 
+def _opt(default, help: str, *, factory=MISSING, **cli):
+    """A TrainConfig field and its `train.py` option: `help`, and `flags` / `metavar` where
+    the option differs from `--field-name`, `choices` (a function giving them), `cli=False`
+    for none (train.py builds its parser from these)."""
+    return field(default=default, default_factory=factory, metadata={"help": help, **cli})
+
+
 @dataclass
 class TrainConfig:
-    model: str
-    data: str
-    out: str
-    epochs: int = 10
-    fine_tune_epochs: int = 0
-    img_size: int | None = None
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    fine_tune_lr: float = 1e-4
-    fine_tune_from: str | None = None  # override the zoo's first fine-tuned layer
-    kfold: int = 0
-    seed: int = 42
-    augment: bool = True
-    aug_strength: float = 1.0
-    cache_features: bool = True
-    cache_views: int = 2
-    balance_sources: float = 0.5       # power of the per-source reweighting (0 = off)
-    patience: int = 3
-    pretrained: bool = True
-    max_train: int | None = None       # cap on training images (quick experiments, tests)
-    self_blend: float = 0.0            # add this fraction of real train images as self-blended fakes
-    train_sources: list[str] | None = None  # keep only these sources in train/val (leave-one-source-out)
-    ema: float = 0.0                   # fine-tune phase: keep an exponential moving average of the weights (0 = off)
-    label_smoothing: float = 0.0       # targets 1 - s/2 and s/2 instead of 1 and 0
-    average_last: int = 0              # last phase: also try the mean weights of its last N epochs (0 = off)
-    mixup: float = 0.0                 # Beta(a, a) mixing of cached features and labels (0 = off)
-    init_from: str | None = None       # start from this finished run's weights (same architecture)
-    verbose: int | None = None
-    extra: dict = field(default_factory=dict)
+    """Every setting of a training run. `train.py` makes one option per field (from the
+    field's metadata) and a recipe (`recipes/NAME.toml`, `detector.recipes`) sets the same
+    names; `settings()` is what a card records of them."""
+    model: str = _opt(MISSING, "zoo model to train", choices=lambda: sorted(zoo.REGISTRY))
+    data: str = _opt(MISSING, "folder with real/ and fake/, or with train/ val/ test/")
+    out: str = _opt(MISSING, "run folder (default: runs/<recipe name>, else runs/<model>)")
+    epochs: int = _opt(10, "epochs (head phase for backbones)")
+    fine_tune_epochs: int = _opt(0, "second phase for backbones")
+    img_size: int | None = _opt(None, "square input size (default: the model's)")
+    batch_size: int = _opt(32, "batch size")
+    learning_rate: float = _opt(1e-3, "learning rate (head phase)", flags=("--lr",), metavar="LR")
+    fine_tune_lr: float = _opt(1e-4, "learning rate of the fine-tune phase")
+    fine_tune_from: str | None = _opt(None, "first layer unfrozen in phase 2 (default: the zoo's)", metavar="LAYER")
+    kfold: int = _opt(0, "also train K stratified folds -> folds.csv", metavar="K")
+    seed: int = _opt(42, "random seed (splits, initialisation, augmentation)")
+    augment: bool = _opt(True, "augment training images")
+    aug_strength: float = _opt(1.0, "scale of the augmentations")
+    cache_features: bool = _opt(True, "cache the frozen base's output per image and view (--no-cache-features: "
+                                      "recompute it every step; slower, for augmentations the cache cannot hold)")
+    cache_views: int = _opt(2, "cached views per image (1 plain + augmented)")
+    balance_sources: float = _opt(0.5, "power of the per-source reweighting; 0 = off")
+    patience: int = _opt(3, "early-stopping patience in epochs")
+    pretrained: bool = _opt(True, "start from ImageNet weights where they exist (--no-pretrained: random init)")
+    max_train: int | None = _opt(None, "use at most this many training images (quick experiments, tests)")
+    self_blend: float = _opt(0.0, "add self-blended pseudo-fakes made from this fraction of the real training "
+                                  "images (Shiohara & Yamasaki 2022; helps on unseen kinds of fakes); above 1, "
+                                  "several differently blended copies per real image", metavar="FRACTION")
+    train_sources: list[str] | None = _opt(None, "train and validate on these sources only (MANIFEST.csv "
+                                                 "'source'); the test split keeps every source: a "
+                                                 "leave-one-source-out run", metavar="SOURCE")
+    ema: float = _opt(0.0, "backbones' fine-tune phase: judge and keep an exponential moving average of the "
+                           "weights (e.g. 0.998; 0 = off)", metavar="MOMENTUM")
+    label_smoothing: float = _opt(0.0, "train towards 1 - S/2 and S/2 instead of 1 and 0 (e.g. 0.1; 0 = off)",
+                                  metavar="S")
+    average_last: int = _opt(0, "last phase: also try the mean weights of its last N epochs (stochastic weight "
+                                "averaging) and keep them if they score at least as well on val as the best "
+                                "epoch", metavar="N")
+    mixup: float = _opt(0.0, "backbones with cached features: mix each training sample's features and label "
+                             "with a partner's, weight ~ Beta(ALPHA, ALPHA) (manifold mixup, e.g. 0.4; 0 = off)",
+                        metavar="ALPHA")
+    init_from: str | None = _opt(None, "start from the weights of a finished run (its folder or model.keras; "
+                                       "same architecture)", metavar="RUN")
+    verbose: int | None = _opt(None, "Keras progress output: 0 none, 1 a bar, 2 a line per epoch "
+                                     "(default: 1 on a terminal, else 2)")
+    recipe: str | None = _opt(None, "a recipe file (recipes/NAME.toml) of these settings; options given "
+                                    "beside it override its values", metavar="FILE")
+    extra: dict = _opt(MISSING, "fields added to the card's training record", factory=dict, cli=False)
+
+
+# Fields that say where a run is written, how chatty it is or where its settings came from:
+# not settings of the run (a card's `training` and a recipe hold every other field).
+NOT_SETTINGS = ("out", "verbose", "recipe", "extra")
 
 
 def settings(cfg: TrainConfig) -> dict:
-    """The settings a card records for a run: every field but where it is written and how
-    chatty it is."""
-    return {k: v for k, v in asdict(cfg).items() if k not in ("out", "verbose", "extra")}
+    """The settings a card records for a run (and a recipe may set): every field but
+    NOT_SETTINGS."""
+    return {k: v for k, v in asdict(cfg).items() if k not in NOT_SETTINGS}
 
 
 # --- callbacks ------------------------------------------------------------------------
@@ -603,10 +633,12 @@ def train(cfg: TrainConfig) -> dict:
 
 def write_run(model, cfg: TrainConfig, architecture: str, description: str, gradcam_layer: str | None,
               training: dict, root: Path, frames: dict[str, pd.DataFrame], pixels: dict[str, np.ndarray],
-              t0: float, cv_preds: pd.DataFrame | None = None) -> dict:
+              t0: float, cv_preds: pd.DataFrame | None = None, experts_recipe: dict | None = None) -> dict:
     """Score val and test with the finished `model`, calibrate on val, and write the run folder
     `cfg.out`: predictions.csv, model.keras and card.json (history.csv is already there).
-    One ending for every kind of run, so every card reads the same. Returns the card."""
+    One ending for every kind of run, so every card reads the same; the card's `recipe` is
+    `cfg`'s resolved settings (+ `experts_recipe`, a source-experts run's [experts] table).
+    Returns the card."""
     out = Path(cfg.out)
     familiarity, novelties = None, {}
     if "train" in pixels and len(pixels["train"]):
@@ -640,6 +672,7 @@ def write_run(model, cfg: TrainConfig, architecture: str, description: str, grad
             "command": " ".join(sys.argv) if Path(sys.argv[0]).name == "train.py" else None,
             **cfg.extra,
         },
+        "recipe": runfolder.recipe_entry(cfg.recipe, settings(cfg), experts_recipe),
         "data": _data_fingerprint(root, frames),
         "metrics": evaluation.to_jsonable(metrics),
         "kfold": cfg.kfold or None,
