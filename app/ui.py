@@ -19,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from detector import evaluation, roots, runfolder, store, textsafe
+from detector import roots, runfolder, store, summaries, textsafe
 
 APP_NAME = "Deepfake Lab"
 SAMPLES_DIR = store.REPO_ROOT / "sample_images"
@@ -236,12 +236,7 @@ def plot_text(text) -> str:
     return html.escape(str(text), quote=False)
 
 
-def fmt(value, digits: int = 3) -> str:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return "n/a"
-    return "n/a" if not np.isfinite(v) else f"{v:.{digits}f}"
+fmt = summaries.fmt  # a number as text, "n/a" when missing (detector.summaries)
 
 
 # --- glossary, readable tables, downloadable charts ----------------------------------------------
@@ -344,11 +339,6 @@ def chart_title(*lines: str, size: int = 14, height: int = 330) -> dict:
 
 # --- charts shared by the compare and training pages ------------------------------------------
 
-def labels01(df: pd.DataFrame) -> np.ndarray:
-    """predictions.csv labels ("real"/"fake" or 0/1) -> 0/1 (1 = fake, as in evaluation)."""
-    return df["label"].astype(str).str.strip().str.lower().isin(["fake", "1", "1.0", "true"]).to_numpy(int)
-
-
 def confusion_figure(counts: dict, title: str = "", height: int = 330) -> go.Figure:
     """2x2 confusion matrix (rows: true, columns: predicted) with counts and row rates."""
     m = np.array([[counts["tn"], counts["fp"]], [counts["fn"], counts["tp"]]], dtype=float)
@@ -362,28 +352,6 @@ def confusion_figure(counts: dict, title: str = "", height: int = 330) -> go.Fig
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10))
     return fig
-
-
-def report_frame(report: dict) -> pd.DataFrame:
-    """sklearn's classification_report dict -> a tidy table (rows: classes and averages)."""
-    rows = []
-    for key, val in report.items():
-        if isinstance(val, dict):
-            rows.append({"class": key, **{k: val.get(k) for k in ("precision", "recall", "f1-score", "support")}})
-        else:
-            rows.append({"class": key, "precision": None, "recall": None, "f1-score": val, "support": None})
-    return pd.DataFrame(rows)
-
-
-def per_source_frame(df: pd.DataFrame, threshold: float) -> pd.DataFrame | None:
-    """Per-source metrics of a predictions frame (None when it has no sources)."""
-    if "source" not in df.columns:
-        return None
-    src = df["source"].fillna("").astype(str)
-    if not (src.str.strip() != "").any():
-        return None
-    per = evaluation.per_source_metrics(labels01(df), df["p_fake"].to_numpy(), src.to_numpy(), threshold)
-    return pd.DataFrame([with_intervals({"source": k, **v}) for k, v in per.items()])
 
 
 def data_roots() -> list[Path]:
@@ -418,25 +386,6 @@ def folder_input(label: str, key: str, help: str, container=st, placeholder: str
     except roots.FolderRefused:
         container.error(roots.REFUSED, icon=":material/folder_off:")
         return None
-
-
-def interval(ci) -> str:
-    """A 95% interval as text ("0.851-0.934"), "n/a" when there is none (one class)."""
-    lo, hi = ci if ci is not None else (None, None)
-    return "n/a" if fmt(lo) == "n/a" or fmt(hi) == "n/a" else f"{fmt(lo)}–{fmt(hi)}"
-
-
-def with_intervals(row: dict) -> dict:
-    """A metrics row with its `accuracy_ci` / `auc_ci` pairs as text columns right after the
-    numbers they belong to (tables sort and export them as they read)."""
-    out = {}
-    for k, v in row.items():
-        if k.endswith("_ci"):
-            continue
-        out[k] = v
-        if f"{k}_ci" in row:
-            out[f"{k} 95% CI"] = interval(row[f"{k}_ci"])
-    return out
 
 
 INTERVAL_HELP = ("95% confidence interval on these images: Wilson for accuracy, DeLong for AUC. "

@@ -33,7 +33,7 @@ from typing import Callable, Iterable, NamedTuple
 import numpy as np
 import pandas as pd
 
-from detector import data, evaluation, images, roots, significance
+from detector import data, evaluation, images, roots, significance, summaries
 
 SPLIT = "labelled"  # the `split` value of live-scored rows
 COLUMNS = ["split", "path", "source", "label", "p_fake"]
@@ -567,11 +567,8 @@ def intervals_frame(data: dict[str, pd.DataFrame], thresholds: dict[str, float],
     for m, d in data.items():
         if source is not None:
             d = d[d["source"].astype(str) == source] if "source" in d.columns else d.iloc[:0]
-        met = evaluation.binary_metrics(d["label"], d["p_fake"], thresholds[m])
-        for metric in ("accuracy", "auc"):
-            lo, hi = met[f"{metric}_ci"]
-            rows.append({"model": m, "metric": metric, "value": met[metric], "lo": lo, "hi": hi, "n": met["n"]})
-    return pd.DataFrame(rows, columns=["model", "metric", "value", "lo", "hi", "n"])
+        rows += summaries.interval_rows(m, evaluation.binary_metrics(d["label"], d["p_fake"], thresholds[m]))
+    return pd.DataFrame(rows, columns=summaries.INTERVAL_COLUMNS)
 
 
 def _finding(a: str, b: str, r: dict) -> str:

@@ -15,7 +15,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from app import ui
-from detector import comparison, evaluation, images, jobs
+from detector import comparison, evaluation, images, jobs, summaries
 
 SPLIT_ORDER = {"test": 0, "val": 1, "cv": 2}
 SAVED, LABELLED = "Saved predictions", "Your labelled set"
@@ -45,16 +45,6 @@ source = st.segmented_control("Evaluate on", [SAVED, LABELLED], default=SAVED, k
                                    "trained. Your labelled set: images you supply, scored now.") or SAVED
 
 
-def bench_ms(card: dict):
-    """Single-image latency from the card's bench numbers (`python -m detector bench`), if any."""
-    bench = card.get("bench") or {}
-    value = bench.get("latency_ms_p50", bench.get("ms_per_image")) if isinstance(bench, dict) else None
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
 def saved_predictions() -> tuple[dict, str, dict, str, comparison.SetImages] | None:
     """{model: frame} of the chosen split of predictions.csv, a title, ms per image, its help
     and where the images are (the cards' data folders, paths being relative to them)."""
@@ -76,7 +66,7 @@ def saved_predictions() -> tuple[dict, str, dict, str, comparison.SetImages] | N
     if split == "cv":
         st.info("k-fold scores are uncalibrated fold models (folds.csv used threshold 0.5); "
                 "the card thresholds are for the final calibrated model.")
-    ms = {m: bench_ms(cards[m]) for m in data}
+    ms = {m: summaries.bench_ms(cards[m]) for m in data}
     found = comparison.SetImages(roots=comparison.data_roots(*(cards[m] for m in data)))
     return data, split, ms, ("Single-image latency p50 from the model card's bench numbers "
                              "(`python -m detector bench`); blank when the card has none."), found
@@ -142,15 +132,8 @@ def labelled_set() -> tuple[dict, str, dict, str, comparison.SetImages] | None:
         "Measured now: resize + model forward pass on this set (batches of 32), divided by the images."), found
 
 
-def frame_key(model: str, d: pd.DataFrame) -> str:
-    """A cache key for one model's predictions frame: the model and a digest of its rows."""
-    cols = [c for c in ("path", "source", "label", "p_fake") if c in d.columns]
-    rows = pd.util.hash_pandas_object(d[cols], index=False).to_numpy()
-    return f"{model}:{len(d)}:{ui.digest(rows.tobytes())}"
-
-
 # Caches of what the charts and tables are made of, so that a slider move recomputes only the
-# moved model's numbers at its new threshold (everything else is a hit). Keyed by `frame_key`;
+# moved model's numbers at its new threshold (everything else is a hit). Keyed by `summaries.frame_key`;
 # the frames themselves are not hashed (the leading underscore).
 
 @st.cache_data(show_spinner=False, max_entries=1024)
@@ -168,15 +151,15 @@ def point_metrics(key: str, threshold: float, _d: pd.DataFrame) -> dict:
 
 @st.cache_data(show_spinner=False, max_entries=1024)
 def source_metrics(key: str, threshold: float, _d: pd.DataFrame) -> pd.DataFrame | None:
-    """ui.per_source_frame of one model's frame at one threshold."""
-    return ui.per_source_frame(_d, threshold)
+    """summaries.per_source_frame of one model's frame at one threshold."""
+    return summaries.per_source_frame(_d, threshold)
 
 
 @st.cache_resource(show_spinner=False, max_entries=128)  # shared, read-only: no copy per call
 def ranking(key: str, _d: pd.DataFrame) -> dict:
     """What does not depend on the threshold: ECE, AUC / AP / EER, ROC / PR / reliability
     points, sanity flags. Callers only read it."""
-    y, p = ui.labels01(_d), _d["p_fake"]
+    y, p = summaries.labels01(_d), _d["p_fake"]
     # the curves as drawn: thinned to what a chart shows (comparison.thin_curve), so the browser
     # redraws a few hundred points per curve on every slider move, not one per image
     return {"ece": evaluation.expected_calibration_error(y, p), "ranking": evaluation.ranking_metrics(_d["label"], p),
@@ -197,13 +180,8 @@ def intervals(keys: dict, thr: dict, source: str | None, data: dict) -> pd.DataF
     if source is not None:
         return pd.concat([model_intervals(keys[m], thr[m], source, m, d) for m, d in data.items()],
                          ignore_index=True)
-    rows = []
-    for m, d in data.items():
-        met = point_metrics(keys[m], thr[m], d)
-        for metric in ("accuracy", "auc"):
-            lo, hi = met[f"{metric}_ci"]
-            rows.append({"model": m, "metric": metric, "value": met[metric], "lo": lo, "hi": hi, "n": met["n"]})
-    return pd.DataFrame(rows, columns=["model", "metric", "value", "lo", "hi", "n"])
+    rows = [row for m, d in data.items() for row in summaries.interval_rows(m, point_metrics(keys[m], thr[m], d))]
+    return pd.DataFrame(rows, columns=summaries.INTERVAL_COLUMNS)
 
 
 # Figures of one model at one threshold, kept as they are (st.plotly_chart only reads them):
@@ -220,16 +198,10 @@ def confusion_chart(key: str, threshold: float, model: str, _counts: dict) -> go
 @st.cache_resource(show_spinner=False, max_entries=256)
 def histogram_chart(key: str, threshold: float, model: str, _d: pd.DataFrame) -> go.Figure:
     """P(fake) of real and fake images, the threshold as a dashed line."""
-    y = ui.labels01(_d)
-    scores = _d["p_fake"].to_numpy(float)
-    lo, hi = float(np.nanmin(scores)), float(np.nanmax(scores))
-    size = max((hi - lo) / 40, 1e-4)  # shared bins for both classes, fitted to the scores' range
-    edges = lo + size * np.arange(42)
+    bars = summaries.score_histogram(_d)  # counted here (41 bars) rather than binned in the browser from every score
     fig = go.Figure()
-    for cls, name, col in ((0, "real", "#16a34a"), (1, "fake", "#dc2626")):
-        # counted here (41 bars) rather than binned in the browser from every score
-        counts, _ = np.histogram(scores[(y == cls) & np.isfinite(scores)], bins=edges)
-        fig.add_trace(go.Bar(x=(edges[:-1] + size / 2).tolist(), y=counts.tolist(), width=size, name=name,
+    for name, col in (("real", "#16a34a"), ("fake", "#dc2626")):
+        fig.add_trace(go.Bar(x=bars["centres"], y=bars[name], width=bars["width"], name=name,
                              marker_color=col, opacity=0.6,
                              hovertemplate=f"{name}: %{{y}} images at P(fake) %{{x:.3f}}<extra></extra>"))
     fig.add_vline(x=threshold, line_dash="dash", line_color="black")
@@ -273,7 +245,7 @@ def analyse(data: dict, where: str, ms: dict, ms_help: str, found: comparison.Se
     """Sanity flags, the threshold fragment (`at_thresholds`: a slider move reruns only that)
     and the calibration chart; what is outside the fragment is drawn once per choice of models
     and set."""
-    keys = {m: frame_key(m, d) for m, d in data.items()}
+    keys = {m: summaries.frame_key(m, d) for m, d in data.items()}
 
     # --- sanity flags (first: a broken model's numbers below mean nothing) ------------------------
     flagged = False
@@ -319,25 +291,10 @@ def at_thresholds(data: dict, keys: dict, where: str, ms: dict, ms_help: str, fo
                                      help=f"Default {default:.3f}: the threshold chosen on validation data.")
 
     # --- metrics table --------------------------------------------------------------------------
-    rows, source_rows = [], []
-    for m, d in data.items():
-        met = point_metrics(keys[m], thr[m], d)
-        c = cards[m]
-        rows.append({"model": m, "n": met["n"], "accuracy": met["accuracy"],
-                     "accuracy 95% CI": ui.interval(met["accuracy_ci"]), "precision": met["precision"],
-                     "recall": met["recall"], "f1": met["f1"], "auc": met["auc"],
-                     "auc 95% CI": ui.interval(met["auc_ci"]), "ap": met["ap"], "eer": met["eer"],
-                     "ece": ranking(keys[m], d)["ece"],
-                     "unfamiliar": comparison.unfamiliar_share(d),
-                     **met["confusion"], "threshold": thr[m], "ms_per_image": ms.get(m), "params": c.get("params"),
-                     "file_mb": c.get("file_mb"), "architecture": c.get("architecture"),
-                     "input_size": c.get("input_size")})
-        per = source_metrics(keys[m], thr[m], d)
-        if per is not None:
-            source_rows.append(per.assign(model=m))
-    metrics = pd.DataFrame(rows)
-    if metrics["unfamiliar"].isna().all():  # no model with a novelty reference (or predictions from before it)
-        metrics = metrics.drop(columns="unfamiliar")
+    metrics = summaries.metrics_frame([
+        summaries.metrics_row(m, point_metrics(keys[m], thr[m], d), ranking(keys[m], d)["ece"],
+                              comparison.unfamiliar_share(d), thr[m], ms.get(m), cards[m])
+        for m, d in data.items()])
     st.subheader(f"Metrics on {where} ({', '.join(f'{m}: {len(d)}' for m, d in data.items())} images)")
     number = {k: st.column_config.NumberColumn(k, format="%.3f") for k in ("accuracy", "precision", "recall", "f1", "ap")}
     ui.show_table(metrics, key=f"{key}_metrics", column_config={
@@ -360,18 +317,15 @@ def at_thresholds(data: dict, keys: dict, where: str, ms: dict, ms_help: str, fo
         st.caption("n/a: a number that does not exist here; hover a column's name for why (e.g. no bench "
                    "timing on the card, no novelty reference, one class only).")
 
-    per_source = pd.concat(source_rows, ignore_index=True) if source_rows else None
+    per_source = summaries.per_source_table({m: source_metrics(keys[m], thr[m], d) for m, d in data.items()})
     if per_source is not None:
-        per_source = per_source[["model", *[c for c in per_source.columns if c != "model"]]]
         st.markdown("**Per source** (a detector often generalises unevenly across generators)")
         ui.show_table(per_source, key=f"{key}_per_source", column_config={
             **{k: st.column_config.NumberColumn(k, format="%.3f") for k in ("accuracy", "precision", "recall", "f1")},
             "auc": st.column_config.NumberColumn("AUC", format="%.3f", help=ui.GLOSSARY["auc"]),
             "eer": st.column_config.NumberColumn("EER", format="%.3f", help=ui.GLOSSARY["eer"])})
-    export = pd.concat([metrics.assign(source="ALL")] + ([per_source] if per_source is not None else []),
-                       ignore_index=True)
     slug = where.replace(" ", "_")
-    ui.csv_download(export.assign(split=where), f"compare_{slug}.csv", "Metrics CSV", key=f"{key}_csv")
+    ui.csv_download(summaries.metrics_export(metrics, per_source, where), f"compare_{slug}.csv", "Metrics CSV", key=f"{key}_csv")
 
     if len(models) > 1:
         differences(data, keys, thr, key)
@@ -400,10 +354,8 @@ def at_thresholds(data: dict, keys: dict, where: str, ms: dict, ms_help: str, fo
         pr.add_trace(go.Scatter(x=p["recall"], y=p["precision"], mode="lines", name=f"{m} (AP {met['ap']:.3f})",
                                 line=dict(color=colour[m]), customdata=p["threshold"],
                                 hovertemplate="recall %{x:.3f}, precision %{y:.3f}, threshold %{customdata:.3f}"))
-        c = counts[m]
-        fpr = c["fp"] / max(c["fp"] + c["tn"], 1)
-        tpr = c["tp"] / max(c["tp"] + c["fn"], 1)
-        prec = c["tp"] / (c["tp"] + c["fp"]) if c["tp"] + c["fp"] else 1.0
+        at = summaries.operating_point(counts[m])
+        fpr, tpr, prec = at["fpr"], at["tpr"], at["precision"]
         marker = dict(color=colour[m], size=12, symbol="x", line=dict(width=1, color="black"))
         roc.add_trace(go.Scatter(x=[fpr], y=[tpr], mode="markers", marker=marker, showlegend=False,
                                  name=f"{m} @ {thr[m]:.3f}", hovertemplate=f"{m} @ {thr[m]:.3f}<br>FPR %{{x:.3f}}, TPR %{{y:.3f}}"))

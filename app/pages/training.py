@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import matrix_view, ui
-from detector import audit, evaluation, jobs, learning_curve, report, store
+from detector import audit, evaluation, jobs, learning_curve, report, store, summaries
 
 
 def audit_section() -> None:
@@ -176,7 +176,7 @@ def learning_section() -> None:
         for col, (target, n) in zip(cols, result["images_for"].items()):
             col.metric(f"Images for AUC {target}", f"~{n:,.0f}" if np.isfinite(n) else "never",
                        help=f"By the power law through val; this source has {result['n_train']:,} training images.")
-    means = result["table"].groupby("size").mean(numeric_only=True).drop(columns="draw").reset_index()
+    means = summaries.learning_curve_means(result["table"])
     ui.show_table(means, key="lc_table", column_config={
         c: st.column_config.NumberColumn(c, format="%.3f") for c in means.columns if c.startswith("auc_")})
     ui.csv_download(result["table"], f"learning_curve_{result['source']}.csv", "Learning curve CSV", key="lc_csv")
@@ -215,27 +215,12 @@ with runs_tab:
     cards = {name: ui.run_card(path) for name, path in runs.items()}
 
 
-    def summary_row(name: str, c: dict | None) -> dict:
-        if c is None:
-            hist = ui.table(runs[name], store.HISTORY)
-            return {"run": name, "model": "(training...)", "epochs_run": 0 if hist is None else len(hist)}
-        tr, counts = c.get("training") or {}, (c.get("data") or {}).get("counts") or {}
-        test = (c.get("metrics") or {}).get("test") or {}
-        row = {"run": name, "model": c.get("name"), "architecture": c.get("architecture"),
-               "input_size": c.get("input_size"), "params": c.get("params")}
-        for s in ("train", "val", "test"):
-            n = counts.get(s) or {}
-            row[f"{s} real/fake"] = f"{n.get('real', 0)}/{n.get('fake', 0)}" if n else ""
-        row.update({"epochs_run": tr.get("epochs_run"), "phases": "+".join(tr.get("phases") or []),
-                    "seconds": tr.get("total_seconds"), "best_val_auc": tr.get("best_val_auc"),
-                    "kept_epoch": tr.get("kept_epoch"), "kept_by": tr.get("kept_by"),
-                    "averaged_epochs": tr.get("averaged_epochs"), "kept_average": tr.get("kept_average"),
-                    "test_accuracy": test.get("accuracy"), "test_auc": test.get("auc"),
-                    "threshold": c.get("threshold"), "kfold": c.get("kfold"), "created": c.get("created")})
-        return row
+    def epochs_logged(name: str) -> int:
+        hist = ui.table(runs[name], store.HISTORY)
+        return 0 if hist is None else len(hist)
 
 
-    summary = pd.DataFrame([summary_row(n, c) for n, c in cards.items()])
+    summary = pd.DataFrame([summaries.run_summary_row(n, c, epochs_logged(n) if c is None else 0) for n, c in cards.items()])
     ui.show_table(summary, key="trn_summary", column_config={
         **{k: st.column_config.NumberColumn(k, format="%.3f") for k in ("best_val_auc", "test_accuracy")},
         "test_auc": st.column_config.NumberColumn("test_auc", format="%.3f", help=ui.GLOSSARY["auc"]),
@@ -264,21 +249,6 @@ with runs_tab:
     colour = {n: palette[i % len(palette)] for i, n in enumerate(histories)}
 
 
-    def phase_changes(h: pd.DataFrame) -> list[tuple[float, str]]:
-        if "phase" not in h:
-            return []
-        ph = h["phase"].astype(str).to_numpy()
-        return [(float(h["x"].iloc[i]) - 0.5, ph[i]) for i in range(1, len(ph)) if ph[i] != ph[i - 1]]
-
-
-    def lr_drops(h: pd.DataFrame) -> pd.DataFrame:
-        """Epochs where the learning rate fell within a phase (ReduceLROnPlateau)."""
-        if "learning_rate" not in h:
-            return h.iloc[0:0]
-        same_phase = (h["phase"] == h["phase"].shift()) if "phase" in h else pd.Series(True, index=h.index)
-        return h[(h["learning_rate"] < h["learning_rate"].shift() * 0.999) & same_phase]
-
-
     def curve(metric: str, title: str) -> go.Figure | None:
         fig, drawn = go.Figure(), False
         for name, h in histories.items():
@@ -287,14 +257,14 @@ with runs_tab:
                     drawn = True
                     fig.add_trace(go.Scatter(x=h["x"], y=h[col], mode="lines+markers", name=f"{ui.plot_text(name)} {label}",
                                              line=dict(color=colour[name], dash=dash), marker=dict(size=5)))
-            drops = lr_drops(h)
+            drops = summaries.lr_drops(h)
             if not drops.empty and f"val_{metric}" in h:
                 fig.add_trace(go.Scatter(x=drops["x"], y=drops[f"val_{metric}"], mode="markers", showlegend=False,
                                          marker=dict(symbol="triangle-down", size=12, color=colour[name]),
                                          name=f"{ui.plot_text(name)}: learning rate lowered",
                                          hovertemplate="learning rate lowered at epoch %{x}<extra></extra>"))
             side = ("top left", "bottom left", "top right", "bottom right")[list(histories).index(name) % 4]
-            for x, phase in phase_changes(h):  # each run's labels on its own side of the line
+            for x, phase in summaries.phase_changes(h):  # each run's labels on its own side of the line
                 fig.add_vline(x=x, line_dash="dot", line_color=colour[name], annotation_text=phase,
                               annotation_position=side, annotation_font_color=colour[name])
         if not drawn:
@@ -304,18 +274,6 @@ with runs_tab:
         fig.update_layout(title=title, height=340, xaxis_title="epoch (head, then fine-tuning)",
                           margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
         return fig
-
-
-    def kept_marker(name: str) -> tuple[float, float, str] | None:
-        """Where the saved weights sit on the per-source chart: the kept epoch, or the last
-        averaged epoch when the run kept the mean weights of its last epochs (--average-last)."""
-        tr = (cards.get(name) or {}).get("training") or {}
-        if tr.get("kept_average"):
-            last = int(str(tr["averaged_epochs"]).split("-")[-1])
-            return last, tr["averaged_value"], f"kept: mean weights of epochs {tr['averaged_epochs']}, val %{{y:.3f}}"
-        if tr.get("kept_by") == "val_source_auc" and tr.get("kept_epoch") is not None:
-            return tr["kept_epoch"], tr["kept_value"], "kept: epoch %{x}, val %{y:.3f}"
-        return None
 
 
     def per_source_curve() -> go.Figure | None:
@@ -332,7 +290,7 @@ with runs_tab:
             if "val_source_auc" in h:
                 fig.add_trace(go.Scatter(x=h["x"], y=h["val_source_auc"], mode="lines", name=f"{ui.plot_text(name)} mean",
                                          line=dict(color=colour[name], width=4)))
-                kept = kept_marker(name)
+                kept = summaries.kept_point(cards.get(name))
                 if kept is not None:
                     fig.add_trace(go.Scatter(x=[kept[0]], y=[kept[1]], mode="markers", name=f"{ui.plot_text(name)} kept",
                                              marker=dict(symbol="star", size=16, color=colour[name],
@@ -391,17 +349,17 @@ with runs_tab:
         counts = evaluation.confusion_counts(df["label"], df["p_fake"], thr)
         ui.chart(ui.confusion_figure(counts, f"threshold {thr:.3f}, n = {len(df)}"), key=f"{key}_cm",
                  filename=f"confusion_{key}", container=left)
-        rep = ui.report_frame(evaluation.classification_report_dict(df["label"], df["p_fake"], thr))
+        rep = summaries.report_frame(evaluation.classification_report_dict(df["label"], df["p_fake"], thr))
         met = evaluation.binary_metrics(df["label"], df["p_fake"], thr)
         with right:
             ui.show_table(rep, key=f"{key}_report", column_config={
                 k: st.column_config.NumberColumn(k, format="%.3f") for k in ("precision", "recall", "f1-score")})
             st.caption("n/a: accuracy is one number for both classes (no precision, recall or support of its own).")
-            st.caption(f"accuracy {ui.fmt(met['accuracy'])} ({ui.interval(met['accuracy_ci'])}) · "
-                       f"AUC {ui.fmt(met['auc'])} ({ui.interval(met['auc_ci'])}) · AP {ui.fmt(met['ap'])} · "
+            st.caption(f"accuracy {ui.fmt(met['accuracy'])} ({summaries.interval(met['accuracy_ci'])}) · "
+                       f"AUC {ui.fmt(met['auc'])} ({summaries.interval(met['auc_ci'])}) · AP {ui.fmt(met['ap'])} · "
                        f"EER {ui.fmt(met['eer'])} · F1 (fake) {ui.fmt(met['f1'])} · in parentheses: 95% confidence "
                        "intervals (Wilson, DeLong)")
-            per = ui.per_source_frame(df, thr)
+            per = summaries.per_source_frame(df, thr)
             if per is not None:
                 ui.show_table(per, key=f"{key}_sources", column_config={
                     k: st.column_config.NumberColumn(k, format="%.3f")
@@ -411,14 +369,11 @@ with runs_tab:
     folds = ui.table(path, store.FOLDS)
     if folds is not None and not folds.empty:
         st.subheader(f"{len(folds)}-fold cross-validation")
-        num = [k for k in ("accuracy", "precision", "recall", "f1", "auc", "ap", "eer") if k in folds]
-        stats = pd.DataFrame([{"fold": "mean", **folds[num].mean().to_dict()},
-                              {"fold": "std", **folds[num].std(ddof=1).to_dict()}])
-        ui.show_table(pd.concat([folds.astype({"fold": str}), stats], ignore_index=True),
-                      key="trn_folds", column_config={
+        num = summaries.fold_metrics(folds)
+        ui.show_table(summaries.folds_table(folds), key="trn_folds", column_config={
                          **{k: st.column_config.NumberColumn(k, format="%.3f") for k in num},
                          **{k: st.column_config.NumberColumn(k, format="%d") for k in folds if k not in num}})
-        st.caption(" · ".join(f"{k} {folds[k].mean():.3f} ± {folds[k].std(ddof=1):.3f}" for k in num))
+        st.caption(summaries.folds_line(folds))
         cv = preds[preds["split"] == "cv"] if preds is not None else None
         if cv is not None and not cv.empty:
             st.markdown("**Pooled held-out folds** (threshold 0.5, as the folds were scored)")
