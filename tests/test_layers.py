@@ -26,8 +26,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "model": ("layers", "zoo", "pretrained", "novelty", "probes", "batching", "store", "foundation"),
     "serve": ("inference", "fastpath", "explain", "report", "provenance", "custody", "stability", "evidence",
               "pdf_report", "warmup", "batch", "live"),
-    "pipelines": ("training", "experts", "robustness", "bench", "learning_curve", "generalization", "audit",
-                  "comparison", "inputs", "scale"),
+    "pipelines": ("training", "experts", "recipes", "robustness", "bench", "learning_curve", "generalization",
+                  "audit", "comparison", "inputs", "scale"),
     "app": ("__main__",),
 }
 RANK = {module: i for i, modules in enumerate(LAYERS.values()) for module in modules}
