@@ -26,6 +26,8 @@ boxes. `background=False` analyses every frame inline instead (tests, scripts).
 from __future__ import annotations
 
 import io
+import json
+import os
 import threading
 import time
 from collections import deque
@@ -43,6 +45,29 @@ WINDOW = 5        # a track's label averages its last WINDOW analysed frames
 MATCH_IOU = 0.3   # a face continues a track when their boxes overlap at least this much (IoU)
 MAX_MISSES = 2    # a track not matched in this many analyses in a row is dropped
 IDLE_EXIT_S = 5.0  # the analysis thread ends after this long without a new frame
+ICE_ENV = "DEEPFAKE_LAB_ICE_SERVERS"
+"""The ICE servers (STUN/TURN) the live stream may use, as a JSON list of RTCIceServer dicts
+(`[{"urls": ["stun:stun.example.org:3478"]}]`). Empty by default: on localhost, or a LAN, the
+browser and the server reach each other directly and nothing is asked of the internet."""
+
+
+def ice_servers(setting=None) -> list[dict]:
+    """The ICE servers from `setting` (a list, or its JSON text) or else the ICE_ENV variable;
+    [] when neither is set. Each entry must be a dict with "urls"; anything else raises
+    ValueError (a wrong setting is said, not silently replaced by a public server)."""
+    if setting is None or setting == "":
+        setting = os.environ.get(ICE_ENV, "").strip()
+    if isinstance(setting, str):
+        if not setting:
+            return []
+        try:
+            setting = json.loads(setting)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{ICE_ENV}: not JSON ({exc})") from None
+    servers = [dict(s) for s in setting] if isinstance(setting, (list, tuple)) else None
+    if servers is None or any("urls" not in s for s in servers):
+        raise ValueError('ICE servers: a list of {"urls": [...], "username": ..., "credential": ...}')
+    return servers
 
 
 def iou(a: tuple, b: tuple) -> float:

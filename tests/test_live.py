@@ -273,3 +273,18 @@ def test_the_real_path_scores_the_clip_like_the_detector(tiny_run):
     assert [lab.p_fake for lab in labels] == pytest.approx(list(expected), abs=1e-6)
     for lab in labels:
         assert lab.verdict == inference.judged_verdict(lab.p_fake, det.threshold, 0.0, "face", lab.box, None)
+
+
+def test_ice_servers_are_empty_unless_set(monkeypatch):
+    """No STUN/TURN by default (localhost needs none, and nothing is asked of the internet);
+    the setting or the environment variable gives them; a malformed one is refused."""
+    monkeypatch.delenv(live.ICE_ENV, raising=False)
+    assert live.ice_servers() == []
+    assert live.ice_servers([]) == []
+    monkeypatch.setenv(live.ICE_ENV, '[{"urls": ["stun:stun.example.org:3478"]}]')
+    assert live.ice_servers() == [{"urls": ["stun:stun.example.org:3478"]}]
+    own = [{"urls": "turn:turn.example.org", "username": "u", "credential": "c"}]
+    assert live.ice_servers(own) == own
+    for bad in ("not json", '{"urls": "x"}', '[{"url": "x"}]'):
+        with pytest.raises(ValueError):
+            live.ice_servers(bad)

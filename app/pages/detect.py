@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import evidence as evidence_ui
-from app import ui
+from app import live_ui, ui
 from detector import explain, forensics, images, inputs, memory, report, warmup
 
 st.title("Detect deepfakes")
@@ -68,6 +68,9 @@ chosen = left.multiselect("Or try sample images", list(samples), key="det_sample
                                "table says whether its verdict was right.")
 camera_on = right.toggle("Use the camera", key="det_camera_on")
 photo = st.camera_input("Take a photo", key="det_camera") if camera_on else None
+live_on = right.toggle("Live camera", key="det_live_on",
+                       help=f"Stream the camera: faces boxed and labelled live by {primary}; freeze a frame to analyse it.")
+frozen = live_ui.live_camera(primary, threshold, band) if live_on else None
 
 folder_items: list[inputs.Entry] = []
 folder_path = ui.folder_input(  # confined to the operator's data roots; off without them (detector.roots)
@@ -100,6 +103,8 @@ if folder.strip():
 entries = inputs.expand((u.name, u.getvalue()) for u in uploads or [])
 if photo is not None:
     entries.append(inputs.Entry("camera photo", photo.getvalue()))
+if frozen is not None:
+    entries.append(inputs.Entry("live camera (frozen frame)", frozen))
 entries += [inputs.Entry(f"sample: {n}", samples[n].read_bytes(), "", sample_label.get(n, "")) for n in chosen]
 entries += folder_items
 
