@@ -56,15 +56,17 @@ def processor(model: str, threshold: float, band: float) -> live.LiveProcessor:
     return proc
 
 
-def _counter() -> None:
-    """What the stream has done so far (a fragment: refreshed every second while it plays)."""
-    proc = st.session_state.get(PROCESSOR)
-    if proc is None:
-        return
+def _counter(proc: live.LiveProcessor) -> None:
+    """What the stream has done, as of this page run. Not refreshed on a timer: every Streamlit
+    run (a fragment's too) ends with keras.backend.clear_session(), which empties TensorFlow's
+    kernel cache, and the next analysis rebuilds MTCNN's and the model's kernels: at one run a
+    second the analysis fell from ~140 ms to seconds. The video itself shows the live rate."""
     s = proc.stats()
     faces = ", ".join(lab.text for lab in s.labels) or "none"
-    st.markdown(f"Labelled frames: **{s.labelled}** · returned {s.returned_fps:.1f} frames/s · "
-                f"analysed {s.processed_fps:.1f} frames/s ({s.analyse_ms:.0f} ms each) · faces now: {faces}")
+    st.markdown(f"Labelled frames: **{s.labelled}** · returned {s.returned} ({s.returned_fps:.1f}/s) · "
+                f"analysed {s.processed} ({s.processed_fps:.1f}/s, {s.analyse_ms:.0f} ms each) · faces now: {faces}",
+                help="Counts since the stream started, as of the last page update (Stop, Freeze or "
+                     "Update counts update them).")
     if s.error:
         st.error(f"The last frame could not be analysed: {ui.safe_md(s.error)}", icon=":material/error:")
 
@@ -93,8 +95,8 @@ def live_camera(model: str, threshold: float, band: float) -> bytes | None:
                     rtc_configuration={"iceServers": servers},
                     media_stream_constraints={"video": {"width": 640, "height": 480}, "audio": False},
                     async_processing=True)
-    st.fragment(_counter, run_every=1.0 if ctx.state.playing else None)()
-    c1, c2, _ = st.columns([1, 1, 3])
+    c1, c2, c3, _ = st.columns([1, 1, 1, 2])
+    c3.button("Update counts", key="det_live_counts", disabled=not ctx.state.playing)
     if c1.button("Freeze", key="det_live_freeze", icon=":material/photo_camera:",
                  help="Analyse the current frame like an uploaded photo: table, Grad-CAM, evidence, reports."):
         frame = proc.snapshot()
@@ -104,4 +106,5 @@ def live_camera(model: str, threshold: float, band: float) -> bytes | None:
             st.session_state[FROZEN] = live.frame_png(frame)
     if st.session_state.get(FROZEN) is not None and c2.button("Clear the frozen frame", key="det_live_clear"):
         st.session_state[FROZEN] = None
+    _counter(proc)
     return st.session_state.get(FROZEN)

@@ -332,7 +332,9 @@ class LiveProcessor:
                     self._error = f"{type(exc).__name__}: {exc}"
         with self._lock:
             labels, no_face = self._labels, self._no_face
-        out = draw(rgb, labels, note="no face found" if no_face else "")
+            seconds = time.perf_counter() - self._t0
+            rate = f"analysed {self._processed / seconds:.1f} frames/s" if seconds >= 1 else ""
+        out = draw(rgb, labels, note="no face found" if no_face else "", status=rate)
         with self._lock:
             self._returned += 1
             self._labelled += bool(labels)
@@ -346,9 +348,10 @@ class LiveProcessor:
         return av.VideoFrame.from_ndarray(out, format="rgb24")
 
 
-def draw(rgb: np.ndarray, labels, note: str = "") -> np.ndarray:
+def draw(rgb: np.ndarray, labels, note: str = "", status: str = "") -> np.ndarray:
     """A copy of the frame with each label's box and text in its verdict's colour (the colours
-    of the Detect page's pictures, `report.VERDICT_COLOURS`)."""
+    of the Detect page's pictures, `report.VERDICT_COLOURS`); `note` on grey at the top left,
+    `status` (the analysis rate) in small white text at the bottom left."""
     from PIL import Image, ImageDraw
 
     img = Image.fromarray(np.ascontiguousarray(rgb))
@@ -370,6 +373,11 @@ def draw(rgb: np.ndarray, labels, note: str = "") -> np.ndarray:
         pen.rectangle([0, 0, tb[2] - tb[0] + 2 * width, tb[3] - tb[1] + 2 * width],
                       fill=report.VERDICT_COLOURS[inference.NO_FACE])
         pen.text((width, width - tb[1]), note, fill=(255, 255, 255), font=font)
+    if status:
+        small = report._font(max(10, round(max(img.size) / 60)))
+        tb = pen.textbbox((0, 0), status, font=small)
+        pen.text((width, img.height - (tb[3] - tb[1]) - 2 * width - tb[1]), status, fill=(255, 255, 255),
+                 font=small, stroke_width=1, stroke_fill=(0, 0, 0))
     return np.asarray(img)
 
 
