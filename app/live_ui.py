@@ -11,7 +11,7 @@ import sys
 import streamlit as st
 
 from app import ui
-from detector import live
+from detector import live, warmup
 
 PROCESSOR = "det_live_processor"  # session_state: this session's detector.live.LiveProcessor
 FROZEN = "det_live_frozen"        # session_state: the frozen frame's PNG bytes
@@ -48,6 +48,11 @@ def ice_servers() -> list[dict]:
 
 def processor(model: str, threshold: float, band: float) -> live.LiveProcessor:
     """This session's frame processor, set to the page's current model, threshold and band."""
+    steps = warmup.plan([ui.model_dir(model)], gradcam=False)  # TensorFlow, MTCNN, the model: waited
+    if steps:                                                  # for, never loaded twice at once
+        bar = st.progress(0.0, text="Preparing the live camera...")
+        warmup.run_all(steps, lambda i, n, message: bar.progress(i / n, text=message))
+        bar.empty()
     proc = st.session_state.get(PROCESSOR)
     if proc is None:
         proc = st.session_state[PROCESSOR] = live.LiveProcessor(ui.detector(model), threshold, band)

@@ -7,6 +7,9 @@ shipped sample faces. The browser test is tests/test_live_camera.py.
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -288,3 +291,70 @@ def test_ice_servers_are_empty_unless_set(monkeypatch):
     for bad in ("not json", '{"urls": "x"}', '[{"url": "x"}]'):
         with pytest.raises(ValueError):
             live.ice_servers(bad)
+
+
+def test_streamlit_webrtc_imports_after_tensorflow():
+    """aiortc's SRTP binding segfaulted on import once TensorFlow was loaded (its BoringSSL
+    symbols come first in the process); app/live_ui.py loads it with RTLD_DEEPBIND. In a fresh
+    interpreter: TensorFlow first, then the page's import, then an SRTP session (the binding's
+    crypto in use)."""
+    pytest.importorskip("streamlit_webrtc")
+    code = ("import tensorflow\nfrom app import live_ui\nlive_ui._webrtc()\nimport pylibsrtp\n"
+            "p = pylibsrtp.Policy(key=b'0' * 30, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND)\n"
+            "pylibsrtp.Session(policy=p)\nprint('imported')\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert out.returncode == 0 and out.stdout.strip().endswith("imported"), (out.returncode, out.stderr[-2000:])
+
+
+class _StubContext:
+    class state:
+        playing = False
+
+
+def test_detect_page_live_mode_freezes_a_frame_into_a_result(models_root, monkeypatch):
+    """The Detect page (AppTest, no browser) with the live camera on: the counts render, Freeze
+    before any frame says so, and a frame the stream delivered, frozen, becomes a normal result
+    row (faces found and scored) beside nothing else; Clear removes it. streamlit-webrtc's
+    component needs a real server session, so it is a stub here (the browser test runs it)."""
+    from streamlit.testing.v1 import AppTest
+
+    from app import live_ui
+
+    streamed = {}
+
+    class StubWebrtc:
+        class WebRtcMode:
+            SENDRECV = "sendrecv"
+
+        @staticmethod
+        def webrtc_streamer(**kwargs):
+            streamed.update(kwargs)
+            return _StubContext()
+
+    monkeypatch.setattr(live_ui, "_webrtc", lambda: StubWebrtc)
+    monkeypatch.delenv(live.ICE_ENV, raising=False)
+    monkeypatch.setenv("DEEPFAKE_LAB_MODELS", str(models_root))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=300)
+    at.run()
+    at.toggle(key="det_live_on").set_value(True).run()
+    assert not at.exception, at.exception
+    assert streamed["rtc_configuration"] == {"iceServers": []}  # no STUN/TURN unless configured
+    assert streamed["media_stream_constraints"]["audio"] is False
+    assert any("Labelled frames: **0**" in m.value for m in at.markdown)
+    at.button(key="det_live_freeze").click().run()
+    assert any("No frame yet" in w.value for w in at.warning)
+    proc = at.session_state[live_ui.PROCESSOR]
+    assert streamed["video_frame_callback"] == proc.video_frame_callback
+    proc.background = False
+    proc.process(sample_frames(1)[0])
+    at.button(key="det_live_freeze").click().run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert list(table["file"]) == ["live camera (frozen frame)"]
+    assert int(table["faces"].iloc[0]) == 2 and table["verdict"].iloc[0] in {"REAL", "FAKE", "UNCERTAIN"}
+    assert any("Labelled frames: **1**" in m.value for m in at.markdown)
+    at.button(key="det_live_clear").click().run()
+    assert at.session_state[live_ui.FROZEN] is None
+    assert len(at.dataframe) == 0
