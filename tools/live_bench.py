@@ -70,7 +70,9 @@ def main(argv=None) -> int:
     frames = live.read_y4m(Path(args.clip).read_bytes()) if args.clip else sample_clip()
     detector = inference.load_detector(args.model)
     processor = live.LiveProcessor(detector, detect_side=args.detect_side)
-    processor.video_frame_callback(__import__("av").VideoFrame.from_ndarray(frames[0], format="rgb24"))
+    import av
+
+    processor.video_frame_callback(av.VideoFrame.from_ndarray(frames[0], format="rgb24"))
     processor.stop()  # the first frame warms up MTCNN and the model; not counted
     processor.reset_counts()
     out = run(processor, frames, args.seconds, args.fps)
