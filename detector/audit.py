@@ -63,41 +63,6 @@ THUMB = 16
 MAX_ITEMS = 1000
 """Longest list of duplicate groups / pairs written to the JSON report (counts are exact)."""
 
-# The IJG (libjpeg) standard luminance quantization table, natural (row-major) order: the
-# table every libjpeg-based encoder (Pillow, OpenCV, ImageMagick, ...) scales by quality.
-IJG_LUMINANCE = np.array([
-    16, 11, 10, 16, 24, 40, 51, 61,
-    12, 12, 14, 19, 26, 58, 60, 55,
-    14, 13, 16, 24, 40, 57, 69, 56,
-    14, 17, 22, 29, 51, 87, 80, 62,
-    18, 22, 37, 56, 68, 109, 103, 77,
-    24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101,
-    72, 92, 95, 98, 112, 100, 103, 99,
-], dtype=np.float64)
-
-
-def ijg_table(quality: int) -> np.ndarray:
-    """The luminance table libjpeg writes for `quality` (1..100), as 64 numbers."""
-    q = min(max(int(quality), 1), 100)
-    scale = 5000.0 / q if q < 50 else 200.0 - 2.0 * q
-    return np.clip(np.floor((IJG_LUMINANCE * scale + 50.0) / 100.0), 1, 255)
-
-
-_IJG_TABLES = np.stack([ijg_table(q) for q in range(1, 101)])  # row q-1 = quality q
-
-
-def estimate_jpeg_quality(luminance_table) -> int:
-    """The IJG quality (1..100) whose scaled standard table is closest to a file's
-    luminance quantization table (64 values, natural order as Pillow returns them).
-    Exact for libjpeg-family encoders; the nearest equivalent for custom tables."""
-    t = np.asarray(luminance_table, dtype=np.float64).reshape(-1)
-    if t.size != 64:
-        raise ValueError(f"a quantization table has 64 entries, got {t.size}")
-    err = np.abs(_IJG_TABLES - t).sum(axis=1)
-    return int(np.argmin(err)) + 1
-
-
 _GRAY = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601 luma, as PIL's "L"
 
 
@@ -138,9 +103,8 @@ def inspect_file(path: str | os.PathLike, rel: str = "", split: str = "", label:
     try:
         with Image.open(io.BytesIO(raw)) as img:  # header only: format, size, tables
             info.format, (info.width, info.height) = img.format, img.size
-            tables = getattr(img, "quantization", None)
-            if info.format == "JPEG" and tables:
-                info.quality = estimate_jpeg_quality(tables[min(tables)])
+            if info.format == "JPEG":
+                info.quality = images.jpeg_quality(getattr(img, "quantization", None))
     except Exception:
         pass  # the decoder below says what is wrong in words
     try:

@@ -18,17 +18,10 @@ from typing import Any
 import numpy as np
 from PIL import ExifTags, Image
 
-from detector.images import check_rgb, encode_jpeg
+from detector.images import check_rgb, encode_jpeg, jpeg_quality
 
 # Pillow plugins allowed to parse untrusted bytes here (same set as detector.images).
 _PIL_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "DIB", "GIF", "TIFF")
-
-# IJG standard luminance quantisation table (JPEG Annex K), natural (row-major) order.
-_STD_LUMA = np.array([
-    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
-    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
-    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], dtype=np.float64)
 
 _EXIF_FIELDS = ("Make", "Model", "Software", "DateTime", "DateTimeOriginal", "DateTimeDigitized",
                 "LensModel", "Artist", "Copyright", "ImageDescription", "Orientation")
@@ -107,30 +100,6 @@ def radial_profile(rgb: np.ndarray, bins: int = 64, max_side: int | None = 512) 
         good = np.flatnonzero(~np.isnan(prof))
         prof = np.interp(np.arange(bins), good, prof[good])
     return prof
-
-
-def jpeg_quality(quant_tables: dict | None) -> int | None:
-    """Estimated IJG quality (1..100) from a JPEG's luminance quantisation table, or None.
-
-    The table is matched against the standard table scaled for every quality; a camera or
-    editor with its own tables gets the nearest IJG quality. Two different estimates on
-    one image (e.g. 75 from the file, but 8x8 grid traces of another) hint at re-saving.
-    """
-    if not quant_tables or 0 not in quant_tables:
-        return None
-    table = np.asarray(list(quant_tables[0]), dtype=np.float64)
-    if table.size != 64:
-        return None
-    best, best_err = None, np.inf
-    sorted_table = np.sort(table)
-    for q in range(1, 101):
-        scale = 5000 / q if q < 50 else 200 - 2 * q
-        std = np.clip(np.floor((_STD_LUMA * scale + 50) / 100), 1, 255)
-        # Pillow may hand the table back in zigzag order: compare sorted values (order-free)
-        err = float(np.abs(np.sort(std) - sorted_table).mean())
-        if err < best_err:
-            best, best_err = q, err
-    return best
 
 
 def _clean(value: Any) -> Any:

@@ -63,22 +63,41 @@ def planted(tmp_path_factory) -> tuple[Path, dict]:
 # --- building blocks ----------------------------------------------------------------------
 
 def test_ijg_table_at_50_is_the_standard_table():
-    assert np.array_equal(audit.ijg_table(50), audit.IJG_LUMINANCE)
-    assert audit.ijg_table(100).max() == 1
-    assert audit.ijg_table(1).min() > audit.ijg_table(50).max()  # coarser everywhere
+    assert np.array_equal(images.ijg_table(50), images.IJG_LUMINANCE)
+    assert images.ijg_table(100).max() == 1
+    assert images.ijg_table(1).min() > images.ijg_table(50).max()  # coarser everywhere
 
 
 @pytest.mark.parametrize("quality", [30, 45, 60, 75, 90, 95])
 def test_quality_estimate_matches_the_quality_saved_with(quality, tmp_path):
     blob = images.encode_jpeg(smooth_image(3), quality)
     with Image.open(io.BytesIO(blob)) as img:
-        assert audit.estimate_jpeg_quality(img.quantization[0]) == quality
+        assert images.estimate_jpeg_quality(img.quantization[0]) == quality
     assert audit.inspect_file(write(tmp_path / "x.jpg", blob)).quality == quality
 
 
 def test_quality_estimate_rejects_a_wrong_table():
     with pytest.raises(ValueError):
-        audit.estimate_jpeg_quality([1, 2, 3])
+        images.estimate_jpeg_quality([1, 2, 3])
+    assert images.jpeg_quality({0: [1, 2, 3]}) is None
+    assert images.jpeg_quality(None) is None and images.jpeg_quality({}) is None
+
+
+def test_quality_estimate_reads_the_lowest_numbered_table():
+    """The luminance table is the lowest-numbered one, whatever its id (the audit's rule,
+    kept when the forensics copy, which read only table 0, was folded into images)."""
+    assert images.jpeg_quality({1: images.ijg_table(70), 2: images.ijg_table(20)}) == 70
+
+
+def test_quality_estimate_compares_entries_in_place_not_sorted():
+    """The one estimator matches entry by entry (natural order, as Pillow returns the
+    table); the folded forensics copy compared sorted values, so a table with the q=75
+    values in another order still read as 75. Entry by entry it is far from every IJG table
+    and lands elsewhere."""
+    table = images.ijg_table(75)
+    shuffled = table[np.argsort(-table, kind="stable")]  # same values, reversed magnitude order
+    assert images.estimate_jpeg_quality(table) == 75
+    assert images.estimate_jpeg_quality(shuffled) != 75
 
 
 def test_dhash_survives_recompression_and_separates_pictures():

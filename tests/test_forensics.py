@@ -66,6 +66,8 @@ def test_jpeg_quality_estimate(quality):
     summary = forensics.exif_summary(_jpeg(_smooth(), quality))
     assert summary["format"] == "JPEG"
     assert abs(summary["jpeg_quality_estimate"] - quality) <= 2
+    # the same one estimator as the data audit: exact for a libjpeg-family encoder
+    assert summary["jpeg_quality_estimate"] == quality
 
 
 def test_exif_summary_reads_camera_fields_and_gps_presence():
