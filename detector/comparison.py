@@ -27,7 +27,7 @@ import io
 import os
 import time
 import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
@@ -44,7 +44,6 @@ MAX_TOTAL_PIXELS = 400_000_000  # decoded pixels held at once (~1.2 GB of RGB)
 MIN_SCORE_STD = 0.01  # sanity flag: scores that barely vary
 AUC_MARGIN = 0.05  # sanity flag: AUC within this of 0.5
 
-_SKIP_PARTS = {"__macosx"}
 
 
 class Item(NamedTuple):
@@ -77,21 +76,6 @@ class LabelledSet(list):
     @property
     def bad(self) -> list[Item]:
         return [i for i in self if not i.ok]
-
-
-def label_of(path: str) -> tuple[str, str] | None:
-    """(label, source) of a relative path from its folders, or None when no folder is named
-    real or fake (any case). The deepest such folder wins; the folder right below it, if
-    any, is the source. Hidden files and folders and macOS `__MACOSX` are never labelled."""
-    parts = [p for p in PurePosixPath(path.replace("\\", "/")).parts if p not in ("", "/", ".")]
-    if not parts or any(p.startswith(".") or p.lower() in _SKIP_PARTS for p in parts):
-        return None
-    folders = parts[:-1]
-    for i in range(len(folders) - 1, -1, -1):
-        name = folders[i].lower()
-        if name in data.CLASS_NAMES:
-            return name, (folders[i + 1] if i + 1 < len(folders) else "")
-    return None
 
 
 def _decode(raw: bytes, budget: list[int], max_pixels: int | None = images.MAX_PIXELS) -> np.ndarray | str:
@@ -144,7 +128,7 @@ def read_labelled_zip(blob: bytes, max_files: int = MAX_FILES, progress: Callabl
                 progress(k / max(len(members), 1), f"Reading {k + 1} of {len(members)} files")
             if info.is_dir():
                 continue
-            found = label_of(info.filename)
+            found = data.label_of(info.filename)
             if found is None:
                 ignored.append(info.filename)
                 continue
@@ -179,7 +163,7 @@ def read_labelled_folder(folder: str | os.PathLike, max_files: int = MAX_FILES,
         if progress is not None:
             progress(k / max(len(files), 1), f"Reading {k + 1} of {len(files)} files")
         rel = path.relative_to(root).as_posix()
-        found = label_of(rel)
+        found = data.label_of(rel)
         if found is None:
             ignored.append(rel)
             continue

@@ -1,7 +1,8 @@
 """Datasets: labelled folders -> frames of paths -> pixel arrays -> tf.data pipelines.
 
 A dataset root holds `real/` and `fake/` folders, or `train/ val/ test/` splits that each
-hold them. A `MANIFEST.csv` (columns `path,label,source`) beside the splits, or one level
+hold them; `label_of` is the one labelling rule (the deepest folder named real or fake, any
+case, at any depth; hidden files and `__MACOSX/` never count). A `MANIFEST.csv` (columns `path,label,source`) beside the splits, or one level
 up, adds the source of every image so results can be broken down per source.
 
 Pixels go through `images.decode_image` and `images.resize_to` only: the very functions the
@@ -14,7 +15,7 @@ import hashlib
 import logging
 import os
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 CLASS_NAMES = ("real", "fake")  # index = label: 1 means fake
 SPLITS = ("train", "val", "test")
+_JUNK_FOLDERS = {"__macosx"}
 CACHE_ENV = "DEEPFAKE_LAB_CACHE"
 CACHE_MAX_ENV = "DEEPFAKE_LAB_CACHE_MAX_MB"
 CACHE_MAX_MB = 2048
@@ -103,13 +105,46 @@ def trim_cache(max_bytes: int | None = -1, *, root: str | Path | None = None, ke
     return removed
 
 
+def path_parts(path: str | os.PathLike) -> list[str]:
+    """The names of a relative path (either slash), without empty and "." parts."""
+    return [p for p in PurePosixPath(os.fspath(path).replace("\\", "/")).parts if p not in ("", "/", ".")]
+
+
+def is_junk(path: str | os.PathLike) -> bool:
+    """A relative path that is nobody's file: a hidden file, anything in a hidden folder,
+    macOS's `__MACOSX/` (any case). Never labelled, never listed."""
+    parts = path_parts(path)
+    return not parts or any(p.startswith(".") or p.lower() in _JUNK_FOLDERS for p in parts)
+
+
+def label_of(path: str | os.PathLike) -> tuple[str, str] | None:
+    """THE labelling rule: (label, source) of a path relative to the folder being read, or
+    None. The label is the deepest folder named real or fake (any case); the folder right
+    below it, if any, is the source; junk (`is_junk`) is never labelled. Training and
+    evaluation (`scan`), the audit and the learning curve, the Compare page's labelled
+    folders and zips and the Detect page's folder listings all label through it."""
+    if is_junk(path):
+        return None
+    folders = path_parts(path)[:-1]
+    for i in range(len(folders) - 1, -1, -1):
+        name = folders[i].lower()
+        if name in CLASS_NAMES:
+            return name, (folders[i + 1] if i + 1 < len(folders) else "")
+    return None
+
+
 def _labelled_files(folder: Path) -> list[tuple[Path, int]]:
+    """(path, label index) of every image below `folder` that `label_of` labels."""
+    files = set(images.list_images(folder))
+    for sub in folder.iterdir():  # a linked folder just below (real/ -> elsewhere) is followed, as
+        if sub.is_symlink() and sub.is_dir():  # list_images(folder / "real") always did
+            files.update(images.list_images(sub))
     rows = []
-    for label, name in enumerate(CLASS_NAMES):
-        sub = folder / name
-        if sub.is_dir():
-            rows += [(p, label) for p in images.list_images(sub)]
-    return rows
+    for p in sorted(files):
+        found = label_of(p.relative_to(folder))
+        if found is not None:
+            rows.append((p, CLASS_NAMES.index(found[0])))
+    return sorted(rows, key=lambda r: r[1])  # reals first, then fakes, each in path order (stable)
 
 
 def _read_manifest(root: Path, confine: bool = False) -> tuple[Path, pd.DataFrame] | None:

@@ -8,7 +8,7 @@
   encrypted or oversized member each give one entry with an error message instead of bytes.
 * `list_folder` / `read_folder`: the images of a folder on this machine (recursive, sorted,
   capped at `MAX_LISTED`), with the known label of each: an image below a folder named
-  `real` or `fake` (any case, any depth: `comparison.label_of`, the compare page's rule)
+  `real` or `fake` (any case, any depth: `data.label_of`, the one labelling rule)
   carries that label. A capped listing is a balanced, deterministic sample across the labels
   (`balanced_sample`), never the first files in order: a folder with fake/ before real/ would
   otherwise list only fakes.
@@ -26,14 +26,13 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, NamedTuple
 
 from detector import images, roots
-from detector.comparison import label_of
+from detector.data import is_junk, label_of
 
 MAX_MEMBERS = 500                    # files read from one zip
 MAX_MEMBER_BYTES = 64 * 1024 ** 2    # one file (zip member or folder file), uncompressed
 MAX_TOTAL_BYTES = 1024 ** 3          # all the files of one zip, uncompressed
 MAX_LISTED = 200                     # images listed from one folder
 MAX_WALKED = 50_000                  # folder entries looked at before giving up (a typo like "/")
-_SKIP_PARTS = {"__macosx"}
 
 
 class Entry(NamedTuple):
@@ -51,10 +50,7 @@ def known_label(path: str) -> str:
     return found[0] if found else ""
 
 
-def skipped(path: str) -> bool:
-    """Folders' junk that is not a user's file: `__MACOSX/...`, dot-files, files in dot-folders."""
-    parts = [p for p in PurePosixPath(path.replace("\\", "/")).parts if p not in ("", "/", ".")]
-    return not parts or any(p.startswith(".") or p.lower() in _SKIP_PARTS for p in parts)
+skipped = is_junk  # folders' junk that is not a user's file: `__MACOSX/...`, dot-files, dot-folders
 
 
 def is_image_name(path: str) -> bool:

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO_ROOT, fake_image, jpeg_bytes, smooth_image
-from detector import comparison, images, significance, textsafe
+from detector import comparison, data, images, significance, textsafe
 
 APP = str(REPO_ROOT / "streamlit_app.py")
 
@@ -43,13 +43,13 @@ def labelled_zip(per_class: int = 3, corrupt: bool = True, prefix: str = "set/",
 # --- reading ---------------------------------------------------------------------------------
 
 def test_label_of_matches_folders_case_insensitively_at_any_depth():
-    assert comparison.label_of("real/a.jpg") == ("real", "")
-    assert comparison.label_of("x/y/REAL/a.jpg") == ("real", "")
-    assert comparison.label_of("x/Fake/stylegan/deep/a.jpg") == ("fake", "stylegan")
-    assert comparison.label_of("real/fake/a.jpg") == ("fake", "")  # the deepest label folder wins
-    assert comparison.label_of("x\\fake\\a.jpg") == ("fake", "")
+    assert data.label_of("real/a.jpg") == ("real", "")
+    assert data.label_of("x/y/REAL/a.jpg") == ("real", "")
+    assert data.label_of("x/Fake/stylegan/deep/a.jpg") == ("fake", "stylegan")
+    assert data.label_of("real/fake/a.jpg") == ("fake", "")  # the deepest label folder wins
+    assert data.label_of("x\\fake\\a.jpg") == ("fake", "")
     for unlabelled in ("a.jpg", "real.jpg", "realistic/a.jpg", "__MACOSX/real/a.jpg", "real/.a.jpg"):
-        assert comparison.label_of(unlabelled) is None, unlabelled
+        assert data.label_of(unlabelled) is None, unlabelled
 
 
 def test_read_labelled_zip_gives_labels_and_one_error():
