@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from app import ui
-from detector import custody, evidence, provenance
+from detector import custody, evidence, provenance, report
 
 # Measured by `python -m detector bench` (stability_ms_p50: 290 ms; photo without it: 169 ms) on a 2-core CPU,
 # default model efficientnet_lite0_experts, one 1024x768 photo with one face; see docs/evidence.md.
@@ -68,8 +68,8 @@ def score(name: str, data: bytes, models: list[str], gradcam: bool, stable: bool
 def hash_errors(results: list, entries: list) -> None:
     """Files that could not be analysed still get the SHA-256 of their bytes (when read)."""
     for r, e in zip(results, entries):
-        if isinstance(r, dict) and getattr(e, "data", None) is not None and "sha256" not in r:
-            r["sha256"] = custody.sha256(e.data)
+        if isinstance(r, report.ImageError) and getattr(e, "data", None) is not None and not r.sha256:
+            r.sha256 = custody.sha256(e.data)
 
 
 def block_for(models: list[str], threshold: float, band: float) -> dict:

@@ -53,9 +53,9 @@ def read_bytes(path: str) -> bytes | None:
 @dataclass
 class FileResult:
     """What one file gave: its rows (without custody columns), and the ImageScore, or for a
-    file that could not be decoded a dict with the error (what the PDF report takes)."""
+    file that could not be decoded an `inference.ImageError` (what the PDF report takes)."""
     rows: list[dict]
-    score: object
+    score: report.ImageScore | inference.ImageError
     scored: bool
     not_judged: bool = False
 
@@ -70,7 +70,7 @@ def file_rows(path: str, data: bytes | None, det: inference.Detector, threshold:
         rgb = images.decode_image(path if data is None else data)
     except images.ImageDecodeError as exc:
         return FileResult([{"path": path, "error": str(exc), "sha256": digest}],
-                          {"file": path, "error": str(exc), "sha256": digest}, scored=False)
+                          inference.ImageError(path, str(exc), sha256=digest), scored=False)
     score = report.score_image(rgb, [det], gradcam=gradcam, name=path, stable=stable)
     if not keep_preview:
         score.preview = report.thumbnail(score.preview, 64)  # nothing to draw: keep memory flat

@@ -83,7 +83,7 @@ def columns(score, threshold: float, band: float = 0.0) -> dict:
 
 def has_evidence(scores) -> bool:
     """Whether any image of a batch carries provenance (the table then shows its columns)."""
-    return any(getattr(s, "provenance", None) is not None for s in scores if not isinstance(s, dict))
+    return any(getattr(s, "provenance", None) is not None for s in scores)  # an ImageError has none
 
 
 COLOURS = {provenance.DECLARED_AI: "#b91c1c", provenance.CONFLICT: "#b45309",

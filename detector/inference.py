@@ -108,6 +108,18 @@ class BatchScores:
 
 
 @dataclass
+class ImageError:
+    """The error variant of an image's result: a file that could not be analysed (unreadable,
+    not an image, the analysis failed). Results lists (the Detect page's, `predict`'s) hold
+    `report.ImageScore`s and `ImageError`s; the table, the HTML and PDF reports show an
+    ImageError as an ERROR row with its reason. `sha256` is of the bytes when they were read."""
+    name: str
+    error: str
+    model: str = ""
+    sha256: str = ""
+
+
+@dataclass
 class ImageResult:
     faces: list[FaceResult]
     model: str

@@ -52,9 +52,9 @@ def pdf_report(scores: list, threshold: float, band: float = 0.0, *, custody: di
     # --- summary page ---------------------------------------------------------------------------
     pdf.add_page()
     text(title, 18, "B", 9)
-    verdicts = Counter("ERROR" if isinstance(s, dict) else s.verdict(threshold, band) for s in scores)
+    verdicts = Counter("ERROR" if isinstance(s, report.ImageError) else s.verdict(threshold, band) for s in scores)
     text(f"{len(scores)} file(s): " + ", ".join(f"{v} {n}" for v, n in sorted(verdicts.items())))
-    scored = [s for s in scores if not isinstance(s, dict)]
+    scored = [s for s in scores if not isinstance(s, report.ImageError)]
     if any(getattr(s, "provenance", None) is not None for s in scored):
         codes = Counter(evidence.panel(s, threshold, band)["reconciled"] for s in scored)
         text("Reconciled with provenance: " + ", ".join(f"{evidence.RECONCILED_LABELS[c]} {n}"
@@ -74,8 +74,8 @@ def pdf_report(scores: list, threshold: float, band: float = 0.0, *, custody: di
     pdf.ln(2)
     text("Files", 12, "B", 7)
     for k, s in enumerate(scores):
-        if isinstance(s, dict):
-            text(f"{s.get('file', '')}: ERROR ({s.get('error', '')}); sha256 {s.get('sha256', '') or 'n/a'}", 8, h=4)
+        if isinstance(s, report.ImageError):
+            text(f"{s.name}: ERROR ({s.error}); sha256 {s.sha256 or 'n/a'}", 8, h=4)
         else:
             label = f", label {labels[k]}" if labels and labels[k] else ""
             text(f"{s.name}: {s.verdict(threshold, band)} (P(fake) {s.p_fake:.3f}{label}); sha256 "
@@ -84,9 +84,9 @@ def pdf_report(scores: list, threshold: float, band: float = 0.0, *, custody: di
     # --- one section per image ------------------------------------------------------------------
     for k, s in enumerate(scores):
         pdf.add_page()
-        if isinstance(s, dict):
-            text(str(s.get("file", "")), 14, "B", 8)
-            text(f"Could not be read: {s.get('error', '')}")
+        if isinstance(s, report.ImageError):
+            text(s.name, 14, "B", 8)
+            text(f"Could not be read: {s.error}")
             continue
         verdict = s.verdict(threshold, band)
         text(f"{s.name}: {verdict}", 14, "B", 8)

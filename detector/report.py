@@ -29,6 +29,7 @@ from detector.inference import (
     NOT_JUDGED,
     REAL,
     UNCERTAIN,
+    ImageError,
     cannot_judge,
     most_fake,
     verdict_for,
@@ -355,10 +356,10 @@ def correct(verdict: str, label: str) -> bool | None:
     return (verdict == FAKE) == (label == "fake")
 
 
-def results_frame(scores: list[ImageScore | dict], threshold: float, band: float = 0.0, *,
+def results_frame(scores: list[ImageScore | ImageError], threshold: float, band: float = 0.0, *,
                   labels: list[str] | None = None, thumbnails: bool = False) -> pd.DataFrame:
     """One row per image: file, faces, p_fake, verdict, model, ms, error. An entry that is a
-    dict ({"file": ..., "error": ...}) is a file that could not be read. When an image gets
+    `ImageError` is a file that could not be analysed. When an image gets
     NO FACE / CANNOT JUDGE (`inference.cannot_judge`), `reason` (after `verdict`) says why;
     its p_fake is still given (the score on demand), but it is no verdict.
 
@@ -371,9 +372,9 @@ def results_frame(scores: list[ImageScore | dict], threshold: float, band: float
     may then rest on a score the model cannot vouch for)."""
     rows = []
     for s in scores:
-        if isinstance(s, dict):
-            rows.append({"file": s.get("file", ""), "faces": None, "p_fake": np.nan, "verdict": "ERROR",
-                         "model": s.get("model", ""), "ms": np.nan, "error": s.get("error", ""),
+        if isinstance(s, ImageError):
+            rows.append({"file": s.name, "faces": None, "p_fake": np.nan, "verdict": "ERROR",
+                         "model": s.model, "ms": np.nan, "error": s.error,
                          "thumbnail": None, "expert": "", "unfamiliar": None, "reason": ""})
             continue
         rows.append({"file": s.name, "faces": 0 if s.no_face else len(s.faces), "p_fake": round(s.p_fake, 4),
@@ -400,8 +401,8 @@ def results_frame(scores: list[ImageScore | dict], threshold: float, band: float
     from detector import evidence
     if evidence.has_evidence(scores):  # sha256, provenance, reconciled, reconciled_text (+ unstable)
         for row, s in zip(rows, scores):
-            row.update({"sha256": s.get("sha256", ""), "provenance": "", "reconciled": "", "reconciled_text": "",
-                        "unstable": None} if isinstance(s, dict) else evidence.columns(s, threshold, band))
+            row.update({"sha256": s.sha256, "provenance": "", "reconciled": "", "reconciled_text": "",
+                        "unstable": None} if isinstance(s, ImageError) else evidence.columns(s, threshold, band))
         columns += ["sha256", "provenance", "reconciled", "reconciled_text"]
         if any(row["unstable"] is not None for row in rows):
             columns.insert(columns.index("verdict") + 1, "unstable")
@@ -520,7 +521,7 @@ def html_report(scores: list[ImageScore | dict], threshold: float, band: float =
 
     esc = html.escape
     colours = {k: "#%02x%02x%02x" % v for k, v in VERDICT_COLOURS.items()}
-    scored = [s for s in scores if not isinstance(s, dict)]
+    scored = [s for s in scores if not isinstance(s, ImageError)]
     if custody is None and scored:  # every export carries its custody block
         from detector import provenance
         custody = custody_mod.block(scored[0].models, threshold, band, trust_list=provenance.trust_list_name())
@@ -552,9 +553,9 @@ def html_report(scores: list[ImageScore | dict], threshold: float, band: float =
         + "</dl></details>",
     ]
     for k, s in enumerate(scores):
-        if isinstance(s, dict):
-            parts.append(f"<section><h2>{esc(str(s.get('file', '')))}</h2><p>Could not be read: "
-                         f"{esc(str(s.get('error', '')))}</p></section>")
+        if isinstance(s, ImageError):
+            parts.append(f"<section><h2>{esc(s.name)}</h2><p>Could not be read: "
+                         f"{esc(s.error)}</p></section>")
             continue
         verdict = s.verdict(threshold, band)
         parts.append(f"<section><h2>{esc(s.name)} <span class='v' style='background:{colours[verdict]}'>"

@@ -223,7 +223,7 @@ def test_results_frame_labels_correctness_and_thumbnails(monkeypatch):
     monkeypatch.setattr(report.faces_mod, "find_faces", lambda img: [faces.whole_image_region(img, "face_crop")])
     rgb = smooth_image(np.random.default_rng(0), 200)
     scores = [report.score_image(rgb, [Stub(p)], name=f"{i}.jpg") for i, p in enumerate((0.9, 0.1, 0.9, 0.52))]
-    bad = {"file": "bad.jpg", "error": "not an image file", "model": "m"}
+    bad = report.ImageError("bad.jpg", "not an image file", "m")
     df = report.results_frame([*scores, bad], 0.5, 0.05, labels=["fake", "fake", "", "real", "real"], thumbnails=True)
     assert list(df.columns) == ["thumbnail", "file", "label", "faces", "p_fake", "verdict", "correct", "model", "ms",
                                 "error"]

@@ -401,7 +401,7 @@ def scored(monkeypatch, signed_ai):
 
     s = evidence.attach(report.score_image(rgb, [Low()], name="signed.jpg", stable=True), signed_ai)
     plain = evidence.attach(report.score_image(images.decode_image(_jpeg()), [Low()], name="plain.jpg"), _jpeg())
-    return [s, plain, {"file": "bad.jpg", "error": "not an image", "sha256": custody.sha256(b"x")}]
+    return [s, plain, report.ImageError("bad.jpg", "not an image", sha256=custody.sha256(b"x"))]
 
 
 def test_results_frame_gets_the_evidence_columns(scored, signed_ai):

@@ -76,7 +76,7 @@ def test_no_face_note(monkeypatch):
 
 def test_results_frame_and_html_report(two_faces):
     s = report.score_image(two_faces, [StubDetector("m", [0.1, 0.95])], gradcam=True, name="<b>x</b>.jpg")
-    bad = {"file": "bad.png", "error": "not an image file", "model": "m"}
+    bad = report.ImageError("bad.png", "not an image file", "m")
     df = report.results_frame([s, bad], 0.5, 0.05)
     assert list(df.columns) == report.TABLE_COLUMNS
     assert df.loc[0, "verdict"] == "FAKE" and df.loc[0, "faces"] == 2 and df.loc[0, "p_fake"] == 0.95
@@ -94,11 +94,26 @@ def test_results_frame_and_html_report(two_faces):
     assert "not an image file" in page and "&lt;NA&gt;" not in page and "NaN" not in page
 
 
+def test_a_failed_image_is_an_explicit_error_variant(two_faces):
+    """A file that could not be analysed is an `ImageError` (the same class through report and
+    inference), its model and SHA-256 carried into the table; a bare dict is no result."""
+    assert report.ImageError is inference.ImageError
+    s = report.score_image(two_faces, [StubDetector("m", [0.1, 0.95])], name="x.jpg")
+    from detector import evidence, images
+    evidence.attach(s, images.encode_jpeg(two_faces))  # provenance read: the evidence columns appear
+    bad = report.ImageError("bad.png", "not an image file", "m", sha256="ab" * 32)
+    df = report.results_frame([s, bad], 0.5)
+    assert df.loc[1, ["file", "verdict", "model", "error", "sha256"]].tolist() == [
+        "bad.png", "ERROR", "m", "not an image file", "ab" * 32]
+    with pytest.raises(AttributeError):
+        report.results_frame([{"file": "bad.png", "error": "not an image file"}], 0.5)
+
+
 def test_an_experts_model_says_which_expert_judged(two_faces):
     routes = [{"openforensics": 0.9, "ffhq_stylegan": 0.1}, {"openforensics": 0.02, "ffhq_stylegan": 0.98}]
     s = report.score_image(two_faces, [StubDetector("experts", [0.1, 0.95], routes), StubDetector("m", [0.2, 0.5])])
     assert [f.route for f in s.faces] == routes  # the first model's router
-    df = report.results_frame([s, {"file": "bad.png", "error": "not an image file"}], 0.5)
+    df = report.results_frame([s, report.ImageError("bad.png", "not an image file")], 0.5)
     assert list(df.columns) == ["file", "faces", "p_fake", "verdict", "model", "expert", "ms", "error"]
     assert df.loc[0, "expert"] == "ffhq_stylegan (98%)" and df.loc[1, "expert"] == ""  # the most fake face's
     assert list(report.faces_frame(s, 0.5)["expert"]) == ["openforensics (90%)", "ffhq_stylegan (98%)"]
@@ -115,7 +130,7 @@ def test_a_face_unlike_the_training_faces_is_flagged_in_table_faces_and_report(t
     s = report.score_image(two_faces, [first, StubDetector("other", [0.2, 0.5], novelties=[0.1, 0.1])])
     assert [f.novelty for f in s.faces] == [2.5, 0.4] and [f.unfamiliar for f in s.faces] == [True, False]
     familiar = report.score_image(two_faces, [StubDetector("m", [0.1, 0.95], novelties=[0.9, 1.0])])
-    df = report.results_frame([s, familiar, {"file": "bad.png", "error": "not an image file"}], 0.5)
+    df = report.results_frame([s, familiar, report.ImageError("bad.png", "not an image file")], 0.5)
     assert list(df.columns) == ["file", "faces", "p_fake", "verdict", "unfamiliar", "model", "ms", "error"]
     # any unfamiliar face flags its image, even when the verdict comes from another face
     assert df["unfamiliar"].tolist()[:2] == [True, False] and pd.isna(df.loc[2, "unfamiliar"])
@@ -220,7 +235,7 @@ def test_a_face_too_small_is_not_judged_and_the_image_rests_on_its_other_faces(m
 def test_readable_table_marks_wrong_rows_and_the_report_carries_the_coverage_line(two_faces):
     fake = report.score_image(two_faces, [StubDetector("m", [0.1, 0.95])], name="a.jpg")
     real = report.score_image(two_faces, [StubDetector("m", [0.1, 0.2])], name="b.jpg")
-    bad = {"file": "bad.png", "error": "not an image file", "model": "m"}
+    bad = report.ImageError("bad.png", "not an image file", "m")
     labels = ["real", "real", ""]
     df = report.results_frame([fake, real, bad], 0.5, labels=labels)
     shown = report.readable_frame(df)

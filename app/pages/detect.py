@@ -200,17 +200,16 @@ for i, e in enumerate(entries):
     t0 = time.perf_counter()
     data = e.data  # a zip member is decompressed now, once, and let go after this image (#27)
     if data is None:
-        results.append({"file": e.name, "error": e.error, "model": label})
+        results.append(report.ImageError(e.name, e.error, label))
     else:
         try:
             results.append(evidence_ui.score(e.name, data, models, gradcam, stable))
         except images.ImageDecodeError as exc:
-            results.append({"file": e.name, "error": str(exc), "model": label})
+            results.append(report.ImageError(e.name, str(exc), label))
         except Exception as exc:  # one failing image must not stop the batch
-            results.append({"file": e.name, "error": f"analysis failed ({type(exc).__name__}: {exc})",
-                            "model": label})
-    if isinstance(results[-1], dict) and sum(isinstance(r, dict) for r in results) <= MAX_ERRORS:
-        errors_box.error(f"**{ui.safe_md(e.name)}** could not be analysed: {ui.safe_md(results[-1]['error'])}",
+            results.append(report.ImageError(e.name, f"analysis failed ({type(exc).__name__}: {exc})", label))
+    if isinstance(results[-1], report.ImageError) and sum(isinstance(r, report.ImageError) for r in results) <= MAX_ERRORS:
+        errors_box.error(f"**{ui.safe_md(e.name)}** could not be analysed: {ui.safe_md(results[-1].error)}",
                          icon=":material/broken_image:")
     now = time.perf_counter()
     # redraw after every image scored now; images from the cache (a rerun) at most twice a second
@@ -219,7 +218,7 @@ for i, e in enumerate(entries):
         drawn = time.perf_counter()
 data = None  # the last image's bytes are not kept for the rest of the page
 evidence_ui.hash_errors(results, entries)
-n_errors = sum(isinstance(r, dict) for r in results)
+n_errors = sum(isinstance(r, report.ImageError) for r in results)
 if n_errors > MAX_ERRORS:
     errors_box.error(f"... and {n_errors - MAX_ERRORS} more file(s) could not be analysed: see the error "
                      "column of the table.", icon=":material/broken_image:")
@@ -255,7 +254,7 @@ if not selected and len(results) > MAX_DETAILS:
 
 for idx in shown:
     r = results[idx]
-    if isinstance(r, dict):
+    if isinstance(r, report.ImageError):
         continue
     verdict = r.verdict(threshold, band)
     right = report.correct(verdict, labels[idx])
