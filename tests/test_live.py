@@ -7,6 +7,7 @@ shipped sample faces. The browser test is tests/test_live_camera.py.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -297,8 +298,9 @@ def test_streamlit_webrtc_imports_after_tensorflow():
     """aiortc's SRTP binding segfaulted on import once TensorFlow was loaded (its BoringSSL
     symbols come first in the process); app/live_ui.py loads it with RTLD_DEEPBIND. In a fresh
     interpreter: TensorFlow first, then the page's import, then an SRTP session (the binding's
-    crypto in use)."""
-    pytest.importorskip("streamlit_webrtc")
+    crypto in use). Never imported in this process: pytest has TensorFlow loaded."""
+    if importlib.util.find_spec("streamlit_webrtc") is None:
+        pytest.skip("streamlit-webrtc is not installed")
     code = ("import tensorflow\nfrom app import live_ui\nlive_ui._webrtc()\nimport pylibsrtp\n"
             "p = pylibsrtp.Policy(key=b'0' * 30, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND)\n"
             "pylibsrtp.Session(policy=p)\nprint('imported')\n")
