@@ -3,7 +3,8 @@
 * A labelled set the user supplies -- a zip (read in memory, never written to disk) or a
   folder -- holding `real/` and `fake/` folders at any depth (`x/Real/a.jpg` counts):
   `read_labelled_zip`, `read_labelled_folder`. A sub-folder below the label folder names
-  the image's source (`fake/stylegan/a.png` -> source "stylegan").
+  the image's source (`fake/stylegan/a.png` -> source "stylegan"). The rule is
+  `data.label_of`, the one `python -m detector evaluate` reads a folder with too.
 * `score_labelled`: every good image scored by each model the way `python -m detector
   evaluate` does it: the image is a face crop, so it is used whole: the one decoder
   (`images.decode_image`), the one resize (`images.resize_to`) to the model size, then
