@@ -108,6 +108,15 @@ def pdf_button(results: list, models: list[str], threshold: float, band: float, 
              "heatmaps and its evidence panel.")
 
 
+def headline(r, threshold: float, band: float) -> None:
+    """Right under an image's verdict: a warning when its provenance overrides or contradicts
+    that verdict (`detector.evidence.headline`), nothing otherwise."""
+    line = evidence.headline(r, threshold, band)
+    if line is not None:
+        level, text = line
+        (st.warning if level == "warning" else st.info)(text, icon=":material/gpp_maybe:")
+
+
 def panel(r, threshold: float, band: float) -> None:
     """The evidence panel of one image: the model verdict, each provenance finding, the
     stability of each face, and the reconciled line. The lines come escaped from

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import html
 
-from detector import custody, provenance, stability, textsafe
+from detector import custody, inference, provenance, stability, textsafe
 
 RECONCILED_LABELS = {
     provenance.DECLARED_AI: "declared AI-generated",
@@ -79,6 +79,27 @@ def columns(score, threshold: float, band: float = 0.0) -> dict:
     prov = getattr(score, "provenance", None)
     return {"sha256": p["sha256"], "provenance": prov.summary() if prov else "",
             "reconciled": p["reconciled"], "reconciled_text": p["reconciled_text"], "unstable": p["unstable"]}
+
+
+def headline(score, threshold: float, band: float = 0.0) -> tuple[str, str] | None:
+    """(level, text) of a line shown right under an image's verdict when its provenance overrides
+    or contradicts that verdict, so a large REAL badge never stands alone beside a file that
+    declares itself AI-generated; None when the provenance says nothing either way or agrees
+    with a REAL/UNCERTAIN verdict. `level` is "warning" when the line overrides or contradicts
+    the verdict, "info" when it agrees with a FAKE. Fixed wording only (no text from the file:
+    the panel below quotes it, escaped)."""
+    p = panel(score, threshold, band)
+    code, verdict = p["reconciled"], p["verdict"]
+    if code == provenance.DECLARED_AI:
+        if verdict == inference.FAKE:
+            return "info", "The file's own metadata also declares it AI-generated (see the evidence below)."
+        return "warning", (f"The file's own metadata declares it AI-generated: treat it as AI-generated, whatever "
+                           f"the model says ({verdict}); a generator that says so is believed (see the evidence "
+                           "below).")
+    if code == provenance.CONFLICT:
+        return "warning", ("A valid Content Credential declares a camera capture, but the model says FAKE: "
+                           "review the evidence below before acting on either.")
+    return None
 
 
 def has_evidence(scores) -> bool:

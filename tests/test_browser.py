@@ -464,10 +464,14 @@ def test_signed_sample_shows_the_evidence_panel_and_the_pdf_downloads(server, pa
     signed = REPO_ROOT / "sample_images" / "credential_ai_declared.jpg"
     _open(page, server + "/", "Detect deepfakes")
     _upload(page, [signed])
-    _verdict_of(page, signed.name)
+    verdict = _verdict_of(page, signed.name)
     _settle(page)
     _no_exception(page)
     page.get_by_text("Evidence: model, Content Credentials, metadata").first.wait_for()
+    # right under the verdict: a model verdict other than FAKE is overridden by the declaration
+    under = page.get_by_text(re.compile(r"own metadata (also )?declares it AI-generated"))
+    assert under.count() == 1, verdict
+    assert ("also declares" in under.first.inner_text()) == (verdict == "FAKE"), verdict
     assert page.get_by_text(re.compile(r"Reconciled: .*declared AI-generated", re.I)).count() >= 1
     assert page.get_by_text(re.compile(r"Trust list used:")).count() >= 1
     with page.expect_download(timeout=SLOW) as info:

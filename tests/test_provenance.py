@@ -415,6 +415,35 @@ def test_results_frame_gets_the_evidence_columns(scored, signed_ai):
     assert df.loc[0, "reconciled_text"].startswith("declared AI-generated")
 
 
+def test_headline_under_the_verdict_says_when_provenance_overrides_or_contradicts_it(monkeypatch, signed_ai,
+                                                                                       signed_camera):
+    """A signed AI file the model calls REAL: the line under its verdict warns that its metadata
+    declares AI generation; called FAKE, the line only agrees (info); a plain file gets no line;
+    a camera credential with a REAL verdict gets none, with a FAKE verdict a conflict warning."""
+    monkeypatch.setattr(report.faces_mod, "find_faces",  # one judgeable 100-px face (MIN_FACE_SIDE 64)
+                        lambda img: [faces.FaceRegion((10, 10, 100, 100), (20, 20, 80, 80), 0.99, "face",
+                                                      img[10:110, 10:110].copy())])
+
+    class Fixed(BrightnessDetector):
+        def score_crops(self, crops):
+            from detector.inference import BatchScores
+            return BatchScores(np.full(len(crops), 0.4))
+
+    def score(data: bytes, name: str):
+        return evidence.attach(report.score_image(images.decode_image(data), [Fixed()], name=name), data)
+
+    signed, plain, camera = score(signed_ai, "ai.jpg"), score(_jpeg(), "plain.jpg"), score(signed_camera, "cam.jpg")
+    assert signed.verdict(0.5) == REAL and signed.verdict(0.3) == FAKE
+    level, text = evidence.headline(signed, 0.5)
+    assert level == "warning" and "declares it AI-generated" in text and f"({REAL})" in text
+    level, text = evidence.headline(signed, 0.3)
+    assert level == "info" and "also declares it AI-generated" in text
+    assert evidence.headline(plain, 0.5) is None and evidence.headline(plain, 0.3) is None
+    assert evidence.headline(camera, 0.5) is None  # REAL: the credential agrees
+    level, text = evidence.headline(camera, 0.3)  # FAKE: the credential disagrees
+    assert level == "warning" and "camera capture" in text and "FAKE" in text
+
+
 def test_html_report_has_the_panel_custody_and_its_own_sha256(scored):
     block = custody.block(["no_such_model"], 0.5, 0.0, trust_list=provenance.trust_list_name())
     page = report.html_report(scored, 0.5, custody=block)
@@ -457,6 +486,9 @@ def test_detect_page_shows_the_evidence_panel_of_the_signed_sample(monkeypatch):
     assert "Reconciled: declared camera capture" in text or "Reconciled: conflict: review" in text
     assert "Reconciled: no claim either way" in text
     assert any("Trust list used: c2pa library defaults" in c.value for c in at.caption)
+    # a conflict (camera credential, FAKE verdict) is said right under the verdict; agreement is not
+    said = [w.value for w in at.warning if "camera capture" in w.value]
+    assert len(said) == (row["reconciled"] == "conflict"), (row["reconciled"], said)
     assert at.toggle(key="det_stability").value is False  # off by default
     assert "unstable" not in table.columns
     # the stability check: each face's verdict with its perturbed scores, and the table column

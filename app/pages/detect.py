@@ -272,6 +272,7 @@ for idx in shown:
             with st.expander("Show the score anyway (not a verdict)"):
                 st.caption(f"P(fake) {r.p_fake:.3f} from {r.model_label}: a score the model cannot vouch for "
                            f"here. {r.seconds * 1000:.0f} ms · {r.size[0]}×{r.size[1]} px.")
+        evidence_ui.headline(r, threshold, band)
         st.caption(coverage)
         if labels[idx]:
             mark = ("" if right is None else " · :green[:material/check: right]" if right
