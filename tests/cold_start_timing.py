@@ -18,24 +18,15 @@ import argparse
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from memory_soak import free_port, settle
+
 SAMPLE = "fake_face_swap.jpg"
-IDLE_JS = """() => !document.querySelector('[data-testid="stStatusWidget"]')
-                 && !document.querySelector('[data-testid="stSkeleton"]')
-                 && !document.querySelector('[data-stale="true"]')"""
-
-
-def settle(page) -> None:
-    calm = 0
-    while calm < 3:
-        calm = calm + 1 if page.evaluate(IDLE_JS) else 0
-        time.sleep(0.3)
 
 
 def main() -> int:
@@ -46,9 +37,7 @@ def main() -> int:
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "DEEPFAKE_LAB_MODELS": str(args.repo / "models"), "TF_CPP_MIN_LOG_LEVEL": "2",
            "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", "PYTHONPATH": str(args.repo)}
     t_spawn = time.perf_counter()

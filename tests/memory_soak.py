@@ -58,6 +58,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+IDLE_JS = """() => !document.querySelector('[data-testid="stStatusWidget"]')
+                 && !document.querySelector('[data-testid="stSkeleton"]')
+                 && !document.querySelector('[data-stale="true"]')"""
+"""True in the browser when the page is idle: no running icon, no skeleton, nothing stale."""
+
+
+def settle(page) -> None:
+    """Wait until the page has been idle (IDLE_JS) three checks in a row."""
+    calm = 0
+    while calm < 3:
+        calm = calm + 1 if page.evaluate(IDLE_JS) else 0
+        time.sleep(0.3)
+
+
 def start_server(port: int, models: str | None, log_path: Path, ttl: int | None = None,
                  repo: Path = REPO_ROOT) -> subprocess.Popen:
     """`streamlit run` as README command 1 starts it, on 127.0.0.1:port, once healthy

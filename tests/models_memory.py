@@ -21,20 +21,10 @@ import sys
 import time
 import urllib.request
 
-from memory_soak import BADGE_RE, CHROMIUM, CHROMIUM_ARGS, REPO_ROOT, free_port, rss_mb
+from memory_soak import BADGE_RE, CHROMIUM, CHROMIUM_ARGS, REPO_ROOT, free_port, rss_mb, settle
 
 SAMPLE = "fake_face_swap.jpg"
 THINK_S = float(os.environ.get("THINK_S", "0"))  # seconds between the page showing and the first pick
-IDLE_JS = """() => !document.querySelector('[data-testid="stStatusWidget"]')
-                 && !document.querySelector('[data-testid="stSkeleton"]')
-                 && !document.querySelector('[data-stale="true"]')"""
-
-
-def settle(page) -> None:
-    calm = 0
-    while calm < 3:
-        calm = calm + 1 if page.evaluate(IDLE_JS) else 0
-        time.sleep(0.3)
 
 
 def main() -> int:
