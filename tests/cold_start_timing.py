@@ -21,10 +21,9 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-from memory_soak import free_port, settle
+from memory_soak import free_port, settle, wait_healthy
 
 SAMPLE = "fake_face_swap.jpg"
 
@@ -46,13 +45,7 @@ def main() -> int:
                             cwd=args.repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/_stcore/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.3)
+        wait_healthy(url, proc)
         t_healthy = time.perf_counter()
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,

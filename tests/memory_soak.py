@@ -86,19 +86,27 @@ def start_server(port: int, models: str | None, log_path: Path, ttl: int | None 
         cmd += ["--server.disconnectedSessionTTL", str(ttl)]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
+    wait_healthy(f"http://127.0.0.1:{port}", proc, log_path)
+    return proc
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log_path: Path | None = None, seconds: float = 120) -> None:
+    """Return once the server at `url` answers its health check; SystemExit when it exits first
+    (with the end of its log when there is one) or is not healthy within `seconds`."""
+    deadline = time.time() + seconds
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"streamlit exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            tail = log_path.read_text()[-3000:] if log_path else ""
+            raise SystemExit(f"streamlit exited with {proc.returncode}:\n{tail}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=5) as r:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=5) as r:
                 if r.read().strip() == b"ok":
-                    return proc
+                    return
         except OSError:
             pass
-        time.sleep(0.5)
+        time.sleep(0.3)
     proc.terminate()
-    raise SystemExit("streamlit not healthy after 120 s")
+    raise SystemExit(f"streamlit not healthy after {seconds:g} s")
 
 
 def write_image(folder: Path, i: int) -> Path:

@@ -19,9 +19,8 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 
-from memory_soak import BADGE_RE, CHROMIUM, CHROMIUM_ARGS, REPO_ROOT, free_port, rss_mb, settle
+from memory_soak import BADGE_RE, CHROMIUM, CHROMIUM_ARGS, REPO_ROOT, free_port, rss_mb, settle, wait_healthy
 
 SAMPLE = "fake_face_swap.jpg"
 THINK_S = float(os.environ.get("THINK_S", "0"))  # seconds between the page showing and the first pick
@@ -42,13 +41,7 @@ def main() -> int:
                             cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url, rows = f"http://127.0.0.1:{port}", []
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/_stcore/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.3)
+        wait_healthy(url, proc)
         rows.append(("started", round(rss_mb(proc.pid))))
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
