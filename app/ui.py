@@ -9,6 +9,7 @@ even when `detector.store` was imported before it was set (tests do that).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -212,8 +213,10 @@ def threshold_slider(label: str, default: float, key: str, container=st, **kwarg
 def csv_download(df: pd.DataFrame, file_name: str, label: str = "Download CSV", key: str | None = None,
                  container=st) -> None:
     """A CSV download of `df` whose text cells cannot run as spreadsheet formulas
-    (textsafe.csv_bytes: a file named "=HYPERLINK(...)" stays text)."""
-    container.download_button(label, textsafe.csv_bytes(df), file_name=file_name, mime="text/csv",
+    (textsafe.csv_bytes: a file named "=HYPERLINK(...)" stays text). Written when clicked, not
+    on every run (a Compare slider move redraws four of these); a `partial` over the frame, not
+    a lambda, so it holds nothing else of the page (tests/test_download_callbacks.py)."""
+    container.download_button(label, functools.partial(textsafe.csv_bytes, df), file_name=file_name, mime="text/csv",
                               key=key or f"dl_{file_name}", on_click="ignore", icon=":material/download:")
 
 

@@ -62,7 +62,12 @@ def _hostile_hits(at) -> list[str]:
 
 @pytest.fixture()
 def spy_csv(monkeypatch) -> list[pd.DataFrame]:
-    """The frames every page CSV download is made of (ui.csv_download -> textsafe.csv_bytes)."""
+    """The frames every page CSV download is made of (ui.csv_download -> textsafe.csv_bytes).
+    The CSV is written when its button is clicked (a deferred callable), which AppTest never
+    does: each CSV button's callable is called here as a click would."""
+    import streamlit as st
+    from streamlit.delta_generator import DeltaGenerator
+
     seen = []
     real = textsafe.csv_bytes
 
@@ -71,7 +76,17 @@ def spy_csv(monkeypatch) -> list[pd.DataFrame]:
         seen.append(pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False))
         return data
 
+    def clicking(button):
+        def download_button(*args, **kwargs):
+            for data in (*args, kwargs.get("data")):  # (label, data) or (self, label, data)
+                if getattr(data, "func", None) is spy:
+                    data()
+            return button(*args, **kwargs)
+        return download_button
+
     monkeypatch.setattr(textsafe, "csv_bytes", spy)
+    monkeypatch.setattr(st, "download_button", clicking(st.download_button))
+    monkeypatch.setattr(DeltaGenerator, "download_button", clicking(DeltaGenerator.download_button))
     return seen
 
 

@@ -3,11 +3,14 @@ even when the page and the background warm-up ask at the same time, and drop out
 once done. Fake steps stand in for TensorFlow, so these tests load nothing."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
+from conftest import REPO_ROOT
 from detector import warmup
 
 
@@ -16,6 +19,7 @@ def fresh_state(monkeypatch):
     monkeypatch.setattr(warmup, "_done", set())
     monkeypatch.setattr(warmup, "_locks", {})
     monkeypatch.setattr(warmup, "_thread", None)
+    monkeypatch.setattr(warmup, "_settled", False)
 
 
 def test_plan_names_what_loads_in_the_order_a_first_verdict_needs_it(tmp_path):
@@ -111,3 +115,37 @@ def test_gradcam_asked_for_during_its_trace_waits_for_that_trace(tiny_run):
     want = explain._gradcam_fn(det.model, det.gradcam_layer)(batch).numpy()
     peak = want.reshape(2, -1).max(axis=1).reshape(-1, 1, 1)
     np.testing.assert_allclose(got[0], np.where(peak > 0, want / np.maximum(peak, 1e-12), 0.0), atol=1e-5)
+
+
+def test_the_heap_is_frozen_once_after_the_tensorflow_step(monkeypatch):
+    """Streamlit collects garbage twice after every run: the heap TensorFlow leaves is frozen
+    (once) so those collections stop costing ~0.5 s per slider move; not before TensorFlow is in."""
+    calls = []
+    monkeypatch.setattr(warmup.gc, "collect", lambda *a: calls.append("collect"))
+    monkeypatch.setattr(warmup.gc, "freeze", lambda: calls.append("freeze"))
+    warmup.run_all([warmup.Step(("faces",), warmup.FACE_DETECTOR, lambda: None)])
+    assert calls == []  # no TensorFlow yet: nothing big to freeze
+    warmup.run_all([warmup.Step(("tensorflow",), warmup.TENSORFLOW, lambda: None),
+                    warmup.Step(("model", "m"), "Loading model m…", lambda: None)])
+    assert calls == ["collect", "freeze"]
+    warmup.run_all([warmup.Step(("model", "n"), "Loading model n…", lambda: None)])
+    assert calls == ["collect", "freeze"]  # once per process
+    assert warmup.settle_heap() is False
+
+
+def test_settle_heap_really_freezes_and_later_garbage_is_still_collected():
+    """In a fresh interpreter: what lives at the freeze is frozen, a collection no longer visits
+    it, and a reference cycle made afterwards is still freed."""
+    code = (
+        "import gc, weakref\n"
+        "from detector import warmup\n"
+        "keep = [[i] for i in range(50_000)]\n"
+        "assert warmup.settle_heap() and gc.get_freeze_count() >= 50_000\n"
+        "class C: pass\n"
+        "a = C(); a.me = a; gone = weakref.ref(a); del a\n"
+        "gc.collect()\n"
+        "assert gone() is None\n"
+        "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=REPO_ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

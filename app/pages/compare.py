@@ -196,6 +196,30 @@ def confusion_chart(key: str, threshold: float, model: str, _counts: dict) -> go
 
 
 @st.cache_resource(show_spinner=False, max_entries=256)
+def intervals_chart(keys: tuple, thresholds: tuple, source: str | None, on: str, colours: tuple,
+                    _spans: pd.DataFrame) -> go.Figure:
+    """Accuracy (at the thresholds) and AUC with 95% intervals, one row per model (`colours`
+    in the models' order); `on`: the images' label for the title."""
+    palette = dict(zip(_spans["model"].drop_duplicates(), colours))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy at the slider threshold", "AUC"),
+                        horizontal_spacing=0.06, shared_yaxes=True)
+    for col, metric in enumerate(("accuracy", "auc"), start=1):
+        part = _spans[_spans["metric"] == metric]
+        fig.add_trace(go.Scatter(
+            x=part["value"].tolist(), y=part["model"].tolist(), mode="markers", showlegend=False,
+            marker=dict(size=10, color=[palette[m] for m in part["model"]]),
+            error_x=dict(type="data", symmetric=False, array=(part["hi"] - part["value"]).tolist(),
+                         arrayminus=(part["value"] - part["lo"]).tolist(), thickness=2, width=6),
+            customdata=part[["lo", "hi", "n"]].to_numpy(),
+            hovertemplate="%{y}: %{x:.3f} [%{customdata[0]:.3f}, %{customdata[1]:.3f}] on %{customdata[2]} images"
+                          "<extra></extra>"), row=1, col=col)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(title=f"95% confidence intervals ({ui.plot_text(on)} images)", height=90 + 45 * len(colours),
+                      margin=dict(l=10, r=10, t=60, b=10))
+    return fig
+
+
+@st.cache_resource(show_spinner=False, max_entries=256)
 def histogram_chart(key: str, threshold: float, model: str, _d: pd.DataFrame) -> go.Figure:
     """P(fake) of real and fake images, the threshold as a dashed line."""
     bars = summaries.score_histogram(_d)  # counted here (41 bars) rather than binned in the browser from every score
@@ -394,23 +418,9 @@ def differences(data: dict, keys: dict, thr: dict, key: str) -> None:
                   help="Test on all images both models scored, or on one source only.")
     chosen_source = None if on == "all" else on
     key_tuple, thr_tuple = tuple(keys[m] for m in data), tuple(thr[m] for m in data)
-    spans = intervals(keys, thr, chosen_source, data)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy at the slider threshold", "AUC"),
-                        horizontal_spacing=0.06, shared_yaxes=True)
-    for col, metric in enumerate(("accuracy", "auc"), start=1):
-        part = spans[spans["metric"] == metric]
-        fig.add_trace(go.Scatter(
-            x=part["value"].tolist(), y=part["model"].tolist(), mode="markers", showlegend=False,
-            marker=dict(size=10, color=[colour[m] for m in part["model"]]),
-            error_x=dict(type="data", symmetric=False, array=(part["hi"] - part["value"]).tolist(),
-                         arrayminus=(part["value"] - part["lo"]).tolist(), thickness=2, width=6),
-            customdata=part[["lo", "hi", "n"]].to_numpy(),
-            hovertemplate="%{y}: %{x:.3f} [%{customdata[0]:.3f}, %{customdata[1]:.3f}] on %{customdata[2]} images"
-                          "<extra></extra>"), row=1, col=col)
-    fig.update_yaxes(autorange="reversed")
+    fig = intervals_chart(key_tuple, thr_tuple, chosen_source, on, tuple(colour[m] for m in data),
+                          intervals(keys, thr, chosen_source, data))
     slug = ui.digest(on.encode())[:8] if on != "all" else "all"  # a source is user text: not in keys or file names
-    fig.update_layout(title=f"95% confidence intervals ({ui.plot_text(on)} images)", height=90 + 45 * len(data),
-                      margin=dict(l=10, r=10, t=60, b=10))
     ui.chart(fig, key=f"{key}_intervals_{slug}", filename=f"intervals_{slug}")
     tests = pairs(key_tuple, thr_tuple, chosen_source, data)
     st.caption(f"Each pair on the {int(tests['n'].iloc[0]) if len(tests) else 0} images every model scored. "
