@@ -10,13 +10,13 @@ takes its first visitor, so an upload a few seconds later finds them done. A pag
 same `plan` before scoring, showing each message: a step the background thread is doing is
 waited for (one lock per step), never done twice.
 
-Once TensorFlow is in, the heap it and the first model leave (~490,000 objects) is frozen
-(`settle_heap`): Streamlit ends every script run, a fragment's too, with two full garbage
-collections (its `runner.postScriptGC` and the `keras.backend.clear_session()` it calls when
-Keras is imported), each ~0.25 s over that heap on this machine: half a second added to every
-Compare slider move and Detect rerun. Frozen objects are never collected, so a model loaded in
-the same warm-up stays in memory if the model cache evicts it (one model at most); models
-loaded later are collected as before (~20,000 objects each, ~3 ms a collection).
+Once TensorFlow and the face detector are in, the heap they leave (~410,000 objects, there for
+the life of the process) is frozen (`settle_heap`): Streamlit ends every script run, a
+fragment's too, with two full garbage collections (its `runner.postScriptGC` and the
+`keras.backend.clear_session()` it calls when Keras is imported), each ~0.25 s over that heap on
+this machine: half a second added to every Compare slider move and Detect rerun. Models are
+loaded after the freeze, so they stay collectable when the model cache drops them; with the
+default model and its Grad-CAM loaded a collection takes ~12 ms.
 
 Each step is done at most once per process (the `inference` / `explain` caches keep their
 results, within `store.MAX_LOADED` models); a model evicted from those caches is loaded
@@ -54,6 +54,9 @@ _locks: dict[tuple, threading.Lock] = {}
 _guard = threading.Lock()
 _thread: threading.Thread | None = None
 _settled = False
+SETTLE_AFTER = {("tensorflow",), ("faces",)}
+"""The steps whose objects live as long as the process: the heap is frozen once they are done,
+before any model is loaded (a frozen model could never be freed once the model cache drops it)."""
 
 
 def _lock(key: tuple) -> threading.Lock:
@@ -119,14 +122,14 @@ def run_all(steps: Iterable[Step], report: Callable[[int, int, str], object] | N
         if report is not None:
             report(i, len(steps), step.message)
         run(step)
-    if ("tensorflow",) in _done:
-        settle_heap()
+        if SETTLE_AFTER <= _done:
+            settle_heap()
 
 
 def settle_heap() -> bool:
     """Collect once, then freeze what is left (`gc.freeze`), once per process: later
-    collections skip TensorFlow's and the warm model's objects (module docstring). True when
-    this call froze the heap."""
+    collections skip TensorFlow's and the face detector's objects (module docstring). True
+    when this call froze the heap."""
     global _settled
     with _guard:
         if _settled:

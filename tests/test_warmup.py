@@ -117,19 +117,20 @@ def test_gradcam_asked_for_during_its_trace_waits_for_that_trace(tiny_run):
     np.testing.assert_allclose(got[0], np.where(peak > 0, want / np.maximum(peak, 1e-12), 0.0), atol=1e-5)
 
 
-def test_the_heap_is_frozen_once_after_the_tensorflow_step(monkeypatch):
-    """Streamlit collects garbage twice after every run: the heap TensorFlow leaves is frozen
-    (once) so those collections stop costing ~0.5 s per slider move; not before TensorFlow is in."""
+def test_the_heap_is_frozen_once_after_tensorflow_and_the_face_detector_before_any_model(monkeypatch):
+    """Streamlit collects garbage twice after every run: the heap TensorFlow and MTCNN leave is
+    frozen (once) so those collections stop costing ~0.5 s per slider move; not before both are
+    in, and before a model loads (a frozen model could not be freed when the cache drops it)."""
     calls = []
     monkeypatch.setattr(warmup.gc, "collect", lambda *a: calls.append("collect"))
     monkeypatch.setattr(warmup.gc, "freeze", lambda: calls.append("freeze"))
-    warmup.run_all([warmup.Step(("faces",), warmup.FACE_DETECTOR, lambda: None)])
-    assert calls == []  # no TensorFlow yet: nothing big to freeze
-    warmup.run_all([warmup.Step(("tensorflow",), warmup.TENSORFLOW, lambda: None),
-                    warmup.Step(("model", "m"), "Loading model m…", lambda: None)])
-    assert calls == ["collect", "freeze"]
-    warmup.run_all([warmup.Step(("model", "n"), "Loading model n…", lambda: None)])
-    assert calls == ["collect", "freeze"]  # once per process
+    warmup.run_all([warmup.Step(("tensorflow",), warmup.TENSORFLOW, lambda: calls.append("tf"))])
+    assert calls == ["tf"]  # no face detector yet
+    warmup.run_all([warmup.Step(("faces",), warmup.FACE_DETECTOR, lambda: calls.append("faces")),
+                    warmup.Step(("model", "m"), "Loading model m…", lambda: calls.append("model m"))])
+    assert calls == ["tf", "faces", "collect", "freeze", "model m"]
+    warmup.run_all([warmup.Step(("model", "n"), "Loading model n…", lambda: calls.append("model n"))])
+    assert calls[-1] == "model n" and calls.count("freeze") == 1  # once per process
     assert warmup.settle_heap() is False
 
 
