@@ -196,10 +196,9 @@ def confusion_chart(key: str, threshold: float, model: str, _counts: dict) -> go
 
 
 @st.cache_resource(show_spinner=False, max_entries=256)
-def intervals_chart(keys: tuple, thresholds: tuple, source: str | None, on: str, colours: tuple,
-                    _spans: pd.DataFrame) -> go.Figure:
+def intervals_chart(keys: tuple, thresholds: tuple, on: str, colours: tuple, _spans: pd.DataFrame) -> go.Figure:
     """Accuracy (at the thresholds) and AUC with 95% intervals, one row per model (`colours`
-    in the models' order); `on`: the images' label for the title."""
+    in the models' order); `on`: the images ("all" or a source), the title's and the cache's."""
     palette = dict(zip(_spans["model"].drop_duplicates(), colours))
     fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy at the slider threshold", "AUC"),
                         horizontal_spacing=0.06, shared_yaxes=True)
@@ -418,7 +417,7 @@ def differences(data: dict, keys: dict, thr: dict, key: str) -> None:
                   help="Test on all images both models scored, or on one source only.")
     chosen_source = None if on == "all" else on
     key_tuple, thr_tuple = tuple(keys[m] for m in data), tuple(thr[m] for m in data)
-    fig = intervals_chart(key_tuple, thr_tuple, chosen_source, on, tuple(colour[m] for m in data),
+    fig = intervals_chart(key_tuple, thr_tuple, on, tuple(colour[m] for m in data),
                           intervals(keys, thr, chosen_source, data))
     slug = ui.digest(on.encode())[:8] if on != "all" else "all"  # a source is user text: not in keys or file names
     ui.chart(fig, key=f"{key}_intervals_{slug}", filename=f"intervals_{slug}")
