@@ -205,7 +205,8 @@ def _cell_text(cell: dict) -> str:
         return "n/a" if v is None else f"{v:.0%}"
     auc = "n/a" if cell.get("auc") is None else f"{cell['auc']:.3f}{_interval(cell.get('auc_ci'))}"
     return (f"AUC {auc}, accuracy {pct(cell.get('accuracy'))}, fakes caught {pct(cell.get('recall'))}, "
-            f"reals called fake {pct(cell.get('real_called_fake'))}")
+            f"reals called fake {pct(cell.get('real_called_fake'))}; "
+            f"caught at 10% reals flagged {pct(cell.get('caught_at_10pct_fpr'))}")
 
 
 def cmd_generalization(args) -> int:
@@ -233,9 +234,12 @@ def cmd_generalization(args) -> int:
             print(f"  {col:<16} {kind:<8} n={cell['n']:<5} {_cell_text(cell)}")
     print(result["explain"])
     if result.get("model"):
-        worst = generalization.heldout_summary(result)["worst_heldout_auc"]
-        if worst is not None:
-            print(f"worst held-out AUC: {worst:.3f}")
+        summary = generalization.heldout_summary(result)
+        if summary["worst_heldout_auc"] is not None:
+            print(f"worst held-out AUC: {summary['worst_heldout_auc']:.3f}")
+        if summary["worst_heldout_caught_at_10pct_fpr"] is not None:
+            print(f"worst held-out share of fakes caught at 10% reals flagged: "
+                  f"{summary['worst_heldout_caught_at_10pct_fpr']:.0%}")
     print(f"{result['seconds']} s")
     return 0
 

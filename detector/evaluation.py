@@ -28,6 +28,7 @@ __all__ = [
     "LABELS",
     "confusion_counts",
     "eer",
+    "recall_at_fpr",
     "binary_metrics",
     "classification_report_dict",
     "per_source_metrics",
@@ -147,6 +148,22 @@ def eer(y_true, scores) -> float:
     d0, d1 = diff[i - 1], diff[i]
     t = d0 / (d0 - d1)
     return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
+
+
+def recall_at_fpr(y_true, scores, max_fpr: float = 0.10) -> float:
+    """The largest share of fakes caught by any threshold that calls at most `max_fpr` of the
+    reals fake: a point read off the ROC curve.
+
+    Threshold-free like the AUC, but it looks only at the part of the curve an analyst can use
+    (few reals flagged): two detectors with the same AUC can catch very different shares there,
+    and a higher AUC can come with fewer fakes caught at 10% reals flagged. It is a readout, not
+    a threshold to ship (that one comes from val). nan when one class is missing.
+    """
+    y, s = _prepare(y_true, scores)
+    if not _both_classes(y):
+        return _NAN
+    fpr, tpr, _ = skm.roc_curve(y, s, drop_intermediate=False)
+    return float(tpr[fpr <= max_fpr + 1e-12].max())
 
 
 def threshold_metrics(y_true, scores, threshold: float = 0.5) -> Dict[str, Any]:

@@ -39,6 +39,11 @@ OFF_DIAGONAL = ("A cell off the diagonal (a source left out of training, or a he
                 "high share of reals called fake means real photos of another collection get flagged.")
 
 
+#: The share of reals an analyst tolerates being flagged (issue #23's goal): each cell also reads
+#: how many fakes the best threshold at that rate would catch (`caught_at_10pct_fpr`).
+OPERATING_FPR = 0.10
+
+
 def _rate(k: int, n: int) -> tuple[float | None, list[float] | None]:
     if n == 0:
         return None, None
@@ -46,7 +51,8 @@ def _rate(k: int, n: int) -> tuple[float | None, list[float] | None]:
 
 
 def cell_metrics(y, p, threshold: float) -> dict:
-    """One matrix cell: AUC, accuracy, fakes caught, reals called fake (95% intervals)."""
+    """One matrix cell: AUC, accuracy, fakes caught, reals called fake (95% intervals), and the
+    fakes caught at 10% reals flagged (threshold-free, `evaluation.recall_at_fpr`)."""
     y = np.asarray(y).astype(int)
     p = np.asarray(p, dtype=float)
     m = evaluation.binary_metrics(y, p, threshold)
@@ -55,7 +61,7 @@ def cell_metrics(y, p, threshold: float) -> dict:
     fpr, fpr_ci = _rate(int((fake & (y == 0)).sum()), int((y == 0).sum()))
     return evaluation.to_jsonable({
         "n": int(y.size), "n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum()),
-        "auc": m["auc"], "auc_ci": m["auc_ci"], "accuracy": m["accuracy"], "accuracy_ci": m["accuracy_ci"],
+        "auc": m["auc"], "auc_ci": m["auc_ci"], "caught_at_10pct_fpr": evaluation.recall_at_fpr(y, p, OPERATING_FPR), "accuracy": m["accuracy"], "accuracy_ci": m["accuracy_ci"],
         "recall": recall, "recall_ci": recall_ci, "real_called_fake": fpr, "real_called_fake_ci": fpr_ci})
 
 
@@ -248,7 +254,7 @@ def long_frame(result: dict) -> pd.DataFrame:
             kind = ("held-out generator" if col in result["heldout"] else
                     "left out" if col in row["left_out"] else "seen in training")
             out.append({"trained_on": label, "tested_on": col, "kind": kind, **{
-                k: cell.get(k) for k in ("n", "auc", "accuracy", "recall", "real_called_fake")},
+                k: cell.get(k) for k in ("n", "auc", "accuracy", "recall", "real_called_fake", "caught_at_10pct_fpr")},
                 "auc_lo": (cell.get("auc_ci") or [None, None])[0], "auc_hi": (cell.get("auc_ci") or [None, None])[1]})
     return pd.DataFrame(out)
 
@@ -262,10 +268,13 @@ def row_label(row: dict) -> str:
 def heldout_summary(result: dict) -> dict:
     """The first row's held-out cells (the ones a card's `coverage` records) and its worst AUC."""
     row = result["rows"][0]
-    held = {c: {k: row["cells"][c].get(k) for k in ("n", "auc", "auc_ci", "recall", "real_called_fake")}
+    held = {c: {k: row["cells"][c].get(k)
+                for k in ("n", "auc", "auc_ci", "recall", "real_called_fake", "caught_at_10pct_fpr")}
             for c in result["heldout"]}
     aucs = [v["auc"] for v in held.values() if v["auc"] is not None]
-    return {"heldout": held, "worst_heldout_auc": min(aucs) if aucs else None}
+    caught = [v["caught_at_10pct_fpr"] for v in held.values() if v.get("caught_at_10pct_fpr") is not None]
+    return {"heldout": held, "worst_heldout_auc": min(aucs) if aucs else None,
+            "worst_heldout_caught_at_10pct_fpr": min(caught) if caught else None}
 
 
 def coverage(result: dict, kinds: dict[str, str]) -> dict:

@@ -53,6 +53,24 @@ def test_cell_counts_fakes_caught_and_reals_called_fake():
     fakes, reals = [0.9, 0.8, 0.2, 0.1], [0.7, 0.1, 0.1, 0.1, 0.1]
     pairs = [(f > r) + 0.5 * (f == r) for f in fakes for r in reals]
     assert cell["auc"] == pytest.approx(np.mean(pairs))
+    # at most 10% of the 5 reals flagged means none: the best threshold sits above 0.7 -> 2 of 4
+    assert cell["caught_at_10pct_fpr"] == pytest.approx(2 / 4)
+
+
+def test_caught_at_few_reals_flagged_can_rank_detectors_unlike_the_auc():
+    """Two detectors: A has the higher AUC, B catches more fakes with at most 10% reals flagged
+    (what an analyst can use): the readout says so, the AUC alone would not."""
+    from detector import evaluation
+
+    y = np.array([0] * 10 + [1] * 10)
+    a = np.array([95, 90, 0, 0, 0, 0, 0, 0, 0, 0] + [80] * 10) / 100  # two reals scored above every fake
+    b = np.array([20] * 10 + [90] * 5 + [10] * 5) / 100  # half the fakes clear, half missed
+    assert evaluation.binary_metrics(y, a)["auc"] == pytest.approx(0.8)
+    assert evaluation.binary_metrics(y, b)["auc"] == pytest.approx(0.5)
+    assert evaluation.recall_at_fpr(y, a, 0.10) == pytest.approx(0.0)  # catching any fake flags 2 reals of 10
+    assert evaluation.recall_at_fpr(y, b, 0.10) == pytest.approx(0.5)
+    assert evaluation.recall_at_fpr(y, a, 0.20) == pytest.approx(1.0)  # a looser rate changes the ranking
+    assert np.isnan(evaluation.recall_at_fpr([1, 1], [0.2, 0.9]))
 
 
 def test_recipe_matrix_leaves_each_source_out_and_scores_heldout(tiny_dataset, heldout):
@@ -106,6 +124,8 @@ def test_model_row_is_recorded_in_its_card_and_read_as_the_coverage_line(tiny_ru
     assert set(cov["heldout"]) == {"brightgen"} and set(cov["shared_test"]) == {"alpha", "beta"}
     auc = cov["heldout"]["brightgen"]["auc"]
     assert cov["worst_heldout_auc"] == auc
+    assert cov["worst_heldout_caught_at_10pct_fpr"] == cov["heldout"]["brightgen"]["caught_at_10pct_fpr"]
+    assert "caught at 10% reals flagged" in out
     line = report.coverage_text(card)
     assert f"AUC {auc:.2f}" in line and "never saw" in line and "may pass as real" in line
 
