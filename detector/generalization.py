@@ -311,12 +311,23 @@ def worst_heldout_auc(card: dict) -> float | None:
     return (card.get("coverage") or {}).get("worst_heldout_auc")
 
 
+def worst_heldout_caught(card: dict) -> float | None:
+    """A card's lowest share of held-out fakes caught at 10% reals flagged (None: not measured)."""
+    return (card.get("coverage") or {}).get("worst_heldout_caught_at_10pct_fpr")
+
+
 def select_default(cards: list[dict]) -> str | None:
-    """The selection rule for the shipped default: the model whose *worst* held-out AUC is
-    highest (a gain on the shared split does not count if a held-out number falls); models
-    without held-out numbers are not candidates."""
+    """The selection rule for the shipped default: the model whose *worst* held-out number is
+    highest (a gain on the shared split does not count if a held-out number falls). The number is
+    the share of held-out fakes caught at 10% reals flagged where every candidate has it (what an
+    analyst gets: issue #23's goals are stated at <= 10% reals flagged), then the worst held-out
+    AUC; a higher AUC alone can come from the part of the ROC curve that flags too many reals
+    (docs/generalization.md). Models without held-out numbers are not candidates."""
     measured = [c for c in cards if worst_heldout_auc(c) is not None]
-    return max(measured, key=worst_heldout_auc)["name"] if measured else None
+    if not measured:
+        return None
+    by_caught = all(worst_heldout_caught(c) is not None for c in measured)
+    return max(measured, key=lambda c: (worst_heldout_caught(c) if by_caught else 0.0, worst_heldout_auc(c)))["name"]
 
 
 def load_result(raw: bytes | str) -> dict:

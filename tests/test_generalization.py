@@ -174,6 +174,18 @@ def test_select_default_takes_the_best_worst_heldout_auc():
     assert generalization.select_default([{"name": "unmeasured"}]) is None
 
 
+def test_select_default_prefers_fakes_caught_at_few_reals_flagged_over_auc():
+    """Where every candidate has it, the worst share caught at 10% reals flagged decides; the AUC
+    breaks ties (and decides alone while a candidate lacks the readout)."""
+    def card(name, auc, caught):
+        return {"name": name, "coverage": {"worst_heldout_auc": auc, "worst_heldout_caught_at_10pct_fpr": caught}}
+
+    shipped, sbi = card("shipped", 0.670, 0.51), card("sbi", 0.745, 0.48)
+    assert generalization.select_default([sbi, shipped]) == "shipped"
+    assert generalization.select_default([sbi, card("tie", 0.70, 0.48)]) == "sbi"
+    assert generalization.select_default([sbi, {"name": "old", "coverage": {"worst_heldout_auc": 0.67}}]) == "sbi"
+
+
 def test_shipped_default_is_chosen_by_its_worst_heldout_number():
     """Every shipped model carries held-out numbers, and DEFAULT names the best worst case."""
     cards = store.list_cards()
