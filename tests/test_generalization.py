@@ -192,6 +192,7 @@ def test_shipped_default_is_chosen_by_its_worst_heldout_number():
     if not cards:
         pytest.skip("no shipped models")
     assert all(generalization.worst_heldout_auc(c) is not None for c in cards), [c["name"] for c in cards]
+    assert all(generalization.worst_heldout_caught(c) is not None for c in cards), [c["name"] for c in cards]
     assert generalization.select_default(cards) == store.default_model_name()
 
 
