@@ -10,7 +10,8 @@ import streamlit as st
 from app import ui
 from detector import generalization
 
-METRICS = {"AUC": "auc", "accuracy": "accuracy", "fakes caught": "recall", "reals called fake": "real_called_fake"}
+METRICS = {"AUC": "auc", "accuracy": "accuracy", "fakes caught": "recall", "reals called fake": "real_called_fake",
+           "caught at 10% reals flagged": "caught_at_10pct_fpr"}
 
 
 def heatmap(frame, metric: str, title: str) -> go.Figure:
@@ -44,7 +45,9 @@ def show(cards: list[dict]) -> None:
     st.caption(result["explain"])
     metric = st.segmented_control("Metric", list(METRICS), default="AUC", key="gen_metric",
                                   help="AUC: how well scores rank fakes above reals (0.5 = guessing). Fakes caught "
-                                       "and reals called fake: at each row's own threshold.") or "AUC"
+                                       "and reals called fake: at each row's own threshold. Caught at 10% reals flagged: the "
+                                       "most fakes any threshold catches while calling at most 1 real photo in "
+                                       "10 fake (what the default is chosen by).") or "AUC"
     if result["rows"]:
         _draw(result, metric, f"{metric}: shipped models (rows) on each test set (columns)", "generalization_matrix")
     else:

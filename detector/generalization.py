@@ -281,7 +281,8 @@ def coverage(result: dict, kinds: dict[str, str]) -> dict:
     """The card's `coverage` field from a model's matrix: what it was trained on, its held-out
     numbers, and its numbers on the shared test sources, with the command that measures them."""
     row = result["rows"][0]
-    seen = {c: {k: row["cells"][c].get(k) for k in ("n", "auc", "accuracy", "recall", "real_called_fake")}
+    seen = {c: {k: row["cells"][c].get(k)
+                for k in ("n", "auc", "accuracy", "recall", "real_called_fake", "caught_at_10pct_fpr")}
             for c in result["sources"]}
     return {"trained_on": [kinds.get(s, f"{s} fakes") for s in row["trained_on"]], **heldout_summary(result),
             "shared_test": seen, "measured": time.strftime("%Y-%m-%d"),

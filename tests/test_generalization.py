@@ -210,3 +210,19 @@ def test_a_saved_matrix_loads_and_draws_and_garbage_is_refused(tiny_dataset, hel
     for bad in (b"not json", b"[]", b'{"rows": []}', b'{"rows": [{"no": "cells"}]}'):
         with pytest.raises(ValueError):
             generalization.load_result(bad)
+
+
+def test_heatmap_draws_fakes_caught_at_few_reals_flagged():
+    """The Training page's metric switch includes the number the default is chosen by; a cell the
+    card lacks (recorded before it existed) is drawn empty, not as zero."""
+    from app import matrix_view
+
+    cells = {"alpha": {"auc": 0.97, "caught_at_10pct_fpr": 0.9},
+             "gen_x": {"auc": 0.6, "caught_at_10pct_fpr": 0.25}, "gen_y": {"auc": 0.7}}
+    result = {"rows": [{"model": "m", "trained_on": ["alpha"], "left_out": [], "cells": cells}],
+              "heldout": ["gen_x", "gen_y"]}
+    frame = generalization.long_frame(result)
+    fig = matrix_view.heatmap(frame, "caught at 10% reals flagged", "t")
+    z = fig.data[0].z[0]
+    assert list(z[:2]) == [0.9, 0.25] and np.isnan(z[2])
+    assert fig.data[0].colorscale[0][1] == matrix_view.heatmap(frame, "AUC", "t").data[0].colorscale[0][1]
