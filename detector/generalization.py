@@ -42,6 +42,9 @@ OFF_DIAGONAL = ("A cell off the diagonal (a source left out of training, or a he
 #: The share of reals an analyst tolerates being flagged (issue #23's goal): each cell also reads
 #: how many fakes the best threshold at that rate would catch (`caught_at_10pct_fpr`).
 OPERATING_FPR = 0.10
+#: What a card and the matrix table keep of a cell (a held-out cell keeps the AUC interval for accuracy).
+SUMMARY_KEYS = ("n", "auc", "accuracy", "recall", "real_called_fake", "caught_at_10pct_fpr")
+HELDOUT_KEYS = ("n", "auc", "auc_ci", "recall", "real_called_fake", "caught_at_10pct_fpr")
 
 
 def _rate(k: int, n: int) -> tuple[float | None, list[float] | None]:
@@ -61,8 +64,9 @@ def cell_metrics(y, p, threshold: float) -> dict:
     fpr, fpr_ci = _rate(int((fake & (y == 0)).sum()), int((y == 0).sum()))
     return evaluation.to_jsonable({
         "n": int(y.size), "n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum()),
-        "auc": m["auc"], "auc_ci": m["auc_ci"], "caught_at_10pct_fpr": evaluation.recall_at_fpr(y, p, OPERATING_FPR), "accuracy": m["accuracy"], "accuracy_ci": m["accuracy_ci"],
-        "recall": recall, "recall_ci": recall_ci, "real_called_fake": fpr, "real_called_fake_ci": fpr_ci})
+        "auc": m["auc"], "auc_ci": m["auc_ci"], "accuracy": m["accuracy"], "accuracy_ci": m["accuracy_ci"],
+        "recall": recall, "recall_ci": recall_ci, "real_called_fake": fpr, "real_called_fake_ci": fpr_ci,
+        "caught_at_10pct_fpr": evaluation.recall_at_fpr(y, p, OPERATING_FPR)})
 
 
 @dataclass
@@ -253,8 +257,7 @@ def long_frame(result: dict) -> pd.DataFrame:
         for col, cell in row["cells"].items():
             kind = ("held-out generator" if col in result["heldout"] else
                     "left out" if col in row["left_out"] else "seen in training")
-            out.append({"trained_on": label, "tested_on": col, "kind": kind, **{
-                k: cell.get(k) for k in ("n", "auc", "accuracy", "recall", "real_called_fake", "caught_at_10pct_fpr")},
+            out.append({"trained_on": label, "tested_on": col, "kind": kind, **{k: cell.get(k) for k in SUMMARY_KEYS},
                 "auc_lo": (cell.get("auc_ci") or [None, None])[0], "auc_hi": (cell.get("auc_ci") or [None, None])[1]})
     return pd.DataFrame(out)
 
@@ -266,11 +269,10 @@ def row_label(row: dict) -> str:
 
 
 def heldout_summary(result: dict) -> dict:
-    """The first row's held-out cells (the ones a card's `coverage` records) and its worst AUC."""
+    """The first row's held-out cells (the ones a card's `coverage` records), its worst AUC and
+    its worst share of fakes caught at 10% reals flagged."""
     row = result["rows"][0]
-    held = {c: {k: row["cells"][c].get(k)
-                for k in ("n", "auc", "auc_ci", "recall", "real_called_fake", "caught_at_10pct_fpr")}
-            for c in result["heldout"]}
+    held = {c: {k: row["cells"][c].get(k) for k in HELDOUT_KEYS} for c in result["heldout"]}
     aucs = [v["auc"] for v in held.values() if v["auc"] is not None]
     caught = [v["caught_at_10pct_fpr"] for v in held.values() if v.get("caught_at_10pct_fpr") is not None]
     return {"heldout": held, "worst_heldout_auc": min(aucs) if aucs else None,
@@ -281,9 +283,7 @@ def coverage(result: dict, kinds: dict[str, str]) -> dict:
     """The card's `coverage` field from a model's matrix: what it was trained on, its held-out
     numbers, and its numbers on the shared test sources, with the command that measures them."""
     row = result["rows"][0]
-    seen = {c: {k: row["cells"][c].get(k)
-                for k in ("n", "auc", "accuracy", "recall", "real_called_fake", "caught_at_10pct_fpr")}
-            for c in result["sources"]}
+    seen = {c: {k: row["cells"][c].get(k) for k in SUMMARY_KEYS} for c in result["sources"]}
     return {"trained_on": [kinds.get(s, f"{s} fakes") for s in row["trained_on"]], **heldout_summary(result),
             "shared_test": seen, "measured": time.strftime("%Y-%m-%d"),
             "command": "python -m detector generalization ../shared/data --heldout "
