@@ -11,19 +11,21 @@ from app import ui
 from detector import generalization
 
 METRICS = {"AUC": "auc", "accuracy": "accuracy", "fakes caught": "recall", "reals called fake": "real_called_fake",
-           "caught at 10% reals flagged": "caught_at_10pct_fpr"}
+           "caught at 10% reals flagged": "caught_at_10pct_fpr", "fakes passed as real, no warning": "fake_passed_as_real"}
+#: Metrics where lower is better: coloured the other way round.
+LOWER_IS_BETTER = {"real_called_fake", "fake_passed_as_real"}
 
 
 def heatmap(frame, metric: str, title: str) -> go.Figure:
     """One metric of a `generalization.long_frame` as a heatmap with the value in each cell;
-    held-out columns are marked, and 'reals called fake' is coloured the other way round."""
+    held-out columns are marked, and the metrics where lower is better are coloured the other way round."""
     table = frame.pivot(index="trained_on", columns="tested_on", values=METRICS[metric])
     kinds = frame.drop_duplicates("tested_on").set_index("tested_on")["kind"]
     columns = list(dict.fromkeys(frame["tested_on"]))
     table = table.reindex(index=list(dict.fromkeys(frame["trained_on"])), columns=columns)
     labels = [f"{c}<br>({'held-out' if kinds.get(c) == 'held-out generator' else 'test split'})" for c in columns]
     text = [[ui.fmt(v, 2) for v in row] for row in table.to_numpy()]
-    reverse = METRICS[metric] == "real_called_fake"
+    reverse = METRICS[metric] in LOWER_IS_BETTER
     fig = go.Figure(go.Heatmap(z=table.to_numpy(dtype=float), x=labels, y=list(table.index), text=text,
                                texttemplate="%{text}", zmin=0.0 if metric != "AUC" else 0.4, zmax=1.0,
                                colorscale="RdYlGn_r" if reverse else "RdYlGn", colorbar=dict(title=metric),
@@ -47,7 +49,9 @@ def show(cards: list[dict]) -> None:
                                   help="AUC: how well scores rank fakes above reals (0.5 = guessing). Fakes caught "
                                        "and reals called fake: at each row's own threshold. Caught at 10% reals flagged: the "
                                        "most fakes any threshold catches while calling at most 1 real photo in "
-                                       "10 fake (what the default is chosen by).") or "AUC"
+                                       "10 fake (what the default is chosen by). Fakes passed as real, no warning: fakes the Detect "
+                                       "page calls REAL without marking them cannot judge (unlike the training faces): the "
+                                       "misses that mislead.") or "AUC"
     if result["rows"]:
         _draw(result, metric, f"{metric}: shipped models (rows) on each test set (columns)", "generalization_matrix")
     else:

@@ -206,7 +206,11 @@ def _cell_text(cell: dict) -> str:
     auc = "n/a" if cell.get("auc") is None else f"{cell['auc']:.3f}{_interval(cell.get('auc_ci'))}"
     return (f"AUC {auc}, accuracy {pct(cell.get('accuracy'))}, fakes caught {pct(cell.get('recall'))}, "
             f"reals called fake {pct(cell.get('real_called_fake'))}; "
-            f"caught at 10% reals flagged {pct(cell.get('caught_at_10pct_fpr'))}")
+            f"caught at 10% reals flagged {pct(cell.get('caught_at_10pct_fpr'))}"
+            + ("" if cell.get("fake_passed_as_real") is None else
+               f"; on the Detect page: fakes marked cannot judge {pct(cell.get('cannot_judge_fake'))}, "
+               f"fakes passed as real with no warning {pct(cell.get('fake_passed_as_real'))}, "
+               f"reals marked cannot judge {pct(cell.get('cannot_judge_real'))}"))
 
 
 def cmd_generalization(args) -> int:
@@ -240,6 +244,9 @@ def cmd_generalization(args) -> int:
         if summary["worst_heldout_caught_at_10pct_fpr"] is not None:
             print(f"worst held-out share of fakes caught at 10% reals flagged: "
                   f"{summary['worst_heldout_caught_at_10pct_fpr']:.0%}")
+        if summary["worst_heldout_passed_as_real"] is not None:
+            print(f"largest held-out share of fakes passed as real with no warning: "
+                  f"{summary['worst_heldout_passed_as_real']:.0%}")
     print(f"{result['seconds']} s")
     return 0
 

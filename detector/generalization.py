@@ -42,9 +42,13 @@ OFF_DIAGONAL = ("A cell off the diagonal (a source left out of training, or a he
 #: The share of reals an analyst tolerates being flagged (issue #23's goal): each cell also reads
 #: how many fakes the best threshold at that rate would catch (`caught_at_10pct_fpr`).
 OPERATING_FPR = 0.10
+#: What the Detect page shows for a cell's images (`verdict_shares`): the share of fakes it marks
+#: CANNOT JUDGE (unlike the training faces), the share of fakes it calls REAL with no warning,
+#: and the share of reals it marks CANNOT JUDGE.
+VERDICT_KEYS = ("cannot_judge_fake", "fake_passed_as_real", "cannot_judge_real")
 #: What a card and the matrix table keep of a cell (a held-out cell keeps the AUC interval for accuracy).
-SUMMARY_KEYS = ("n", "auc", "accuracy", "recall", "real_called_fake", "caught_at_10pct_fpr")
-HELDOUT_KEYS = ("n", "auc", "auc_ci", "recall", "real_called_fake", "caught_at_10pct_fpr")
+SUMMARY_KEYS = ("n", "auc", "accuracy", "recall", "real_called_fake", "caught_at_10pct_fpr", *VERDICT_KEYS)
+HELDOUT_KEYS = ("n", "auc", "auc_ci", "recall", "real_called_fake", "caught_at_10pct_fpr", *VERDICT_KEYS)
 
 
 def _rate(k: int, n: int) -> tuple[float | None, list[float] | None]:
@@ -53,9 +57,30 @@ def _rate(k: int, n: int) -> tuple[float | None, list[float] | None]:
     return k / n, list(significance.accuracy_interval(k, n))
 
 
-def cell_metrics(y, p, threshold: float) -> dict:
-    """One matrix cell: AUC, accuracy, fakes caught, reals called fake (95% intervals), and the
-    fakes caught at 10% reals flagged (threshold-free, `evaluation.recall_at_fpr`)."""
+def verdict_shares(y, p, threshold: float, novelty_values=None) -> dict:
+    """What an analyst is shown for these images on the Detect page: a face unlike the training
+    faces gets CANNOT JUDGE (`novelty.unfamiliar`, the rule `inference.cannot_judge` applies; the
+    matrix's images are face crops above the minimum size), the others REAL or FAKE at the
+    threshold. So a fake the model misses is either refused with a reason or passed as real with
+    no warning, and only the second misleads. A model without a novelty reference
+    (`novelty_values` None) refuses nothing: every missed fake passes. Shares with 95% intervals."""
+    from detector import novelty
+
+    y = np.asarray(y).astype(int)
+    p = np.asarray(p, dtype=float)
+    refused = np.zeros(p.shape, bool) if novelty_values is None else novelty.unfamiliar(novelty_values)
+    passed = ~refused & (p < threshold)
+    out = {}
+    for key, hit, label in (("cannot_judge_fake", refused, 1), ("fake_passed_as_real", passed, 1),
+                            ("cannot_judge_real", refused, 0)):
+        out[key], out[f"{key}_ci"] = _rate(int((hit & (y == label)).sum()), int((y == label).sum()))
+    return out
+
+
+def cell_metrics(y, p, threshold: float, novelty_values=None) -> dict:
+    """One matrix cell: AUC, accuracy, fakes caught, reals called fake (95% intervals), the
+    fakes caught at 10% reals flagged (threshold-free, `evaluation.recall_at_fpr`) and, given
+    the images' novelty, what the Detect page shows for them (`verdict_shares`)."""
     y = np.asarray(y).astype(int)
     p = np.asarray(p, dtype=float)
     m = evaluation.binary_metrics(y, p, threshold)
@@ -66,7 +91,8 @@ def cell_metrics(y, p, threshold: float) -> dict:
         "n": int(y.size), "n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum()),
         "auc": m["auc"], "auc_ci": m["auc_ci"], "accuracy": m["accuracy"], "accuracy_ci": m["accuracy_ci"],
         "recall": recall, "recall_ci": recall_ci, "real_called_fake": fpr, "real_called_fake_ci": fpr_ci,
-        "caught_at_10pct_fpr": evaluation.recall_at_fpr(y, p, OPERATING_FPR)})
+        "caught_at_10pct_fpr": evaluation.recall_at_fpr(y, p, OPERATING_FPR),
+        **verdict_shares(y, p, threshold, novelty_values)})
 
 
 @dataclass
@@ -212,7 +238,8 @@ def recipe_matrix(sets: Sets, features: FeatureFn, *, cap: int | None = MAX_TRAI
 # --- shipped models ---------------------------------------------------------------------
 
 def model_matrix(sets: Sets, model: str | None = None, say: Callable[[str], None] | None = None) -> list[dict]:
-    """One row: a shipped model scored as it is on every column, at its card's threshold."""
+    """One row: a shipped model scored as it is on every column, at its card's threshold, with
+    its novelty check (what the Detect page refuses to judge)."""
     from detector import inference
 
     det = inference.load_detector(model)
@@ -223,8 +250,9 @@ def model_matrix(sets: Sets, model: str | None = None, say: Callable[[str], None
         if say:
             say(f"{det.name} on {c} ({len(frame)} images)")
         px = data.load_pixels(frame["path"].tolist(), det.size, progress=False)
-        p = np.concatenate([det.score_batch(px[i:i + 64]) for i in range(0, len(px), 64)]) if len(px) else np.zeros(0)
-        cells[c] = cell_metrics(frame["label"], p, det.threshold)
+        s = inference.BatchScores.concat([det.score(px[i:i + 64]) for i in range(0, len(px), 64)]) \
+            if len(px) else inference.BatchScores(np.zeros(0))
+        cells[c] = cell_metrics(frame["label"], s.p_fake, det.threshold, s.novelty)
     return [{"trained_on": trained, "left_out": [], "threshold": det.threshold, "model": det.name, "cells": cells}]
 
 
@@ -269,14 +297,17 @@ def row_label(row: dict) -> str:
 
 
 def heldout_summary(result: dict) -> dict:
-    """The first row's held-out cells (the ones a card's `coverage` records), its worst AUC and
-    its worst share of fakes caught at 10% reals flagged."""
+    """The first row's held-out cells (the ones a card's `coverage` records), its worst AUC, its
+    worst share of fakes caught at 10% reals flagged and its largest share of fakes passed as
+    real with no warning."""
     row = result["rows"][0]
     held = {c: {k: row["cells"][c].get(k) for k in HELDOUT_KEYS} for c in result["heldout"]}
     aucs = [v["auc"] for v in held.values() if v["auc"] is not None]
     caught = [v["caught_at_10pct_fpr"] for v in held.values() if v.get("caught_at_10pct_fpr") is not None]
+    passed = [v["fake_passed_as_real"] for v in held.values() if v.get("fake_passed_as_real") is not None]
     return {"heldout": held, "worst_heldout_auc": min(aucs) if aucs else None,
-            "worst_heldout_caught_at_10pct_fpr": min(caught) if caught else None}
+            "worst_heldout_caught_at_10pct_fpr": min(caught) if caught else None,
+            "worst_heldout_passed_as_real": max(passed) if passed else None}
 
 
 def coverage(result: dict, kinds: dict[str, str]) -> dict:

@@ -84,8 +84,9 @@ def coverage_text(card: dict) -> str:
     the kinds of fake it was trained on and its numbers on generators it never saw (the
     card's `coverage`, written by `python -m detector generalization --record`), e.g.
     "Trained on face swaps and StyleGAN faces; on generators it never saw: AUC 0.67-0.88
-    (stylegan3 0.88, diffusion_sd21 0.67), 49-53% of their fakes caught; Photoshop edits ...".
-    Without measured held-out numbers it says so: a verdict must never look wider than it is."""
+    (stylegan3 0.88, diffusion_sd21 0.67), 49-53% of their fakes caught, 17-45% passed as real with
+    no warning; Photoshop edits ...". The last share is the one that misleads: a missed fake that
+    the novelty check refuses is shown as CANNOT JUDGE, any other as REAL. Without measured held-out numbers it says so: a verdict must never look wider than it is."""
     cov = card.get("coverage") or {}
     kinds = cov.get("trained_on")
     if not kinds:
@@ -98,11 +99,17 @@ def coverage_text(card: dict) -> str:
     aucs = [v["auc"] for v in held.values()]
     span = f"{min(aucs):.2f}" if len(aucs) == 1 else f"{min(aucs):.2f}-{max(aucs):.2f}"
     each = ", ".join(f"{k} {v['auc']:.2f}" for k, v in held.items())
-    recalls = [v["recall"] for v in held.values() if v.get("recall") is not None]
-    caught = ""
-    if recalls:
-        lo, hi = min(recalls), max(recalls)
-        caught = f", {lo:.0%} of their fakes caught" if lo == hi else f", {lo:.0%}-{hi:.0%} of their fakes caught"
+
+    def shares(key: str) -> str | None:
+        values = [v[key] for v in held.values() if v.get(key) is not None]
+        if not values:
+            return None
+        lo, hi = min(values), max(values)
+        return f"{lo:.0%}" if lo == hi else f"{lo:.0%}-{hi:.0%}"
+
+    caught = "".join(f", {part} {what}" for part, what in (
+        (shares("recall"), "of their fakes caught"), (shares("fake_passed_as_real"), "passed as real with no warning"))
+        if part)
     fprs = [v["real_called_fake"] for v in held.values() if v.get("real_called_fake") is not None]
     flagged = f", up to {max(fprs):.0%} of their real photos called fake" if fprs else ""
     chance = ": near or below chance on some" if min(aucs) < CHANCE_AUC else ""

@@ -57,6 +57,25 @@ def test_cell_counts_fakes_caught_and_reals_called_fake():
     assert cell["caught_at_10pct_fpr"] == pytest.approx(2 / 4)
 
 
+def test_cell_says_what_the_detect_page_shows_for_missed_fakes():
+    """A missed fake is either refused (novelty above the limit: CANNOT JUDGE) or passed as real
+    with no warning; only the second misleads, and the cell counts each by hand."""
+    y = [1, 1, 1, 1, 1, 0, 0, 0, 0]
+    p = [0.9, 0.2, 0.1, 0.8, 0.3, 0.1, 0.9, 0.1, 0.1]
+    nov = [0.5, 1.5, 0.5, 2.0, 0.9, 3.0, 0.5, 0.5, 1.01]
+    cell = generalization.cell_metrics(y, p, 0.5, nov)
+    assert cell["recall"] == pytest.approx(2 / 5)  # the score alone, as before
+    assert cell["cannot_judge_fake"] == pytest.approx(2 / 5)  # novelty 1.5 and 2.0
+    assert cell["fake_passed_as_real"] == pytest.approx(2 / 5)  # 0.1 and 0.3, both familiar
+    assert cell["cannot_judge_real"] == pytest.approx(2 / 4)  # 3.0 and 1.01
+    lo, hi = cell["fake_passed_as_real_ci"]
+    assert lo < 0.4 < hi
+    # a model without a novelty reference refuses nothing: every missed fake is shown REAL
+    bare = generalization.cell_metrics(y, p, 0.5)
+    assert bare["cannot_judge_fake"] == bare["cannot_judge_real"] == 0
+    assert bare["fake_passed_as_real"] == pytest.approx(1 - bare["recall"])
+
+
 def test_caught_at_few_reals_flagged_can_rank_detectors_unlike_the_auc():
     """Two detectors: A has the higher AUC, B catches more fakes with at most 10% reals flagged
     (what an analyst can use): the readout says so, the AUC alone would not."""
@@ -128,6 +147,39 @@ def test_model_row_is_recorded_in_its_card_and_read_as_the_coverage_line(tiny_ru
     assert "caught at 10% reals flagged" in out
     line = report.coverage_text(card)
     assert f"AUC {auc:.2f}" in line and "never saw" in line and "may pass as real" in line
+    # no novelty reference in this run: nothing is refused, so every missed fake passes unwarned
+    cell = cov["heldout"]["brightgen"]
+    assert cell["cannot_judge_fake"] == 0 and cell["fake_passed_as_real"] == pytest.approx(1 - cell["recall"])
+    assert f"{cell['fake_passed_as_real']:.0%} passed as real with no warning" in line
+
+
+def test_model_with_a_novelty_reference_records_the_fakes_it_passes_unwarned(tiny_run_novel, tiny_dataset,
+                                                                           heldout, tmp_path, capsys):
+    """The Detect page refuses faces unlike the training faces; the matrix counts a missed fake
+    as passed with no warning only when the page would show it REAL, and the coverage line says so."""
+    from detector import images, inference, novelty
+
+    folder = tmp_path / "tiny_novel"
+    shutil.copytree(tiny_run_novel, folder)
+    fakes = sorted((heldout / "fake").iterdir())
+    # a fresh Detector, not load_detector's copy: that one is kept for the process, with the old threshold
+    scores = inference.Detector(folder).score_crops([images.decode_image(f) for f in fakes])
+    # a threshold inside the fakes' scores, so some are missed: refused or passed unwarned
+    store.update_card(folder, threshold=float(np.median(scores.p_fake)))
+    assert main(["generalization", str(tiny_dataset), "--heldout", str(heldout), "--model", str(folder),
+                 "--record"]) == 0
+    assert "passed as real with no warning" in capsys.readouterr().out
+    cov = store.read_card(folder)["coverage"]
+    cell = cov["heldout"]["brightgen"]
+    # the same count by the page's own rules, image by image
+    threshold = store.read_card(folder)["threshold"]
+    shown_real = (~novelty.unfamiliar(scores.novelty)) & (scores.p_fake < threshold)
+    assert 0 < shown_real.mean() < 0.5
+    assert cell["fake_passed_as_real"] == pytest.approx(shown_real.mean())
+    assert cell["cannot_judge_fake"] == pytest.approx(novelty.unfamiliar(scores.novelty).mean())
+    assert cov["worst_heldout_passed_as_real"] == cell["fake_passed_as_real"]
+    assert f"{cell['fake_passed_as_real']:.0%} passed as real with no warning" in report.coverage_text(
+        store.read_card(folder))
 
 
 def test_training_page_draws_the_matrix_of_recorded_models(tiny_run, tmp_path, monkeypatch):
@@ -162,6 +214,9 @@ def test_coverage_line_states_worst_numbers_and_chance():
     line = report.coverage_text(card)
     assert line.startswith("Trained on face swaps; on generators it never saw: AUC 0.55-0.90")
     assert "near or below chance" in line and "up to 40% of their real photos called fake" in line
+    assert "no warning" not in line  # not measured: not claimed
+    card["coverage"]["heldout"]["gen_b"]["fake_passed_as_real"] = 0.17
+    assert "25% of their fakes caught, 17% passed as real with no warning" in report.coverage_text(card)
     card["coverage"]["heldout"]["gen_a"]["auc"] = 0.8
     assert "chance" not in report.coverage_text(card)
 
@@ -226,3 +281,19 @@ def test_heatmap_draws_fakes_caught_at_few_reals_flagged():
     z = fig.data[0].z[0]
     assert list(z[:2]) == [0.9, 0.25] and np.isnan(z[2])
     assert fig.data[0].colorscale[0][1] == matrix_view.heatmap(frame, "AUC", "t").data[0].colorscale[0][1]
+
+
+def test_heatmap_draws_fakes_passed_as_real_coloured_as_a_harm():
+    """Fakes the Detect page shows as REAL with no warning: more is worse, so the colours run the
+    other way round from AUC (like reals called fake)."""
+    from app import matrix_view
+
+    cells = {"alpha": {"auc": 0.97, "fake_passed_as_real": 0.05}, "gen_x": {"auc": 0.6, "fake_passed_as_real": 0.45}}
+    result = {"rows": [{"model": "m", "trained_on": ["alpha"], "left_out": [], "cells": cells}], "heldout": ["gen_x"]}
+    frame = generalization.long_frame(result)
+    fig = matrix_view.heatmap(frame, "fakes passed as real, no warning", "t")
+    assert list(fig.data[0].z[0]) == [0.05, 0.45]
+
+    def scale(metric):
+        return [c[1] for c in matrix_view.heatmap(frame, metric, "t").data[0].colorscale]
+    assert scale("fakes passed as real, no warning") == scale("reals called fake") != scale("AUC")
