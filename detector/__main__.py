@@ -318,19 +318,23 @@ def cmd_models(args) -> int:
     return 0
 
 
-def _pct(v) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}%"
+def _pct(v, digits: int = 1) -> str:
+    return "n/a" if v is None else f"{100 * v:.{digits}f}%"
 
 
-def _num(v) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
+def _num(v, digits: int = 3) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
 
 
 def models_markdown(cards: list[dict]) -> str:
-    """The README's model table, from the cards (test split: overall and per source)."""
+    """The README's model table, from the cards: test split (overall and per source) and the
+    held-out generators of each card's `coverage` (`python -m detector generalization --record`)."""
     sources = sorted({s for c in cards for s in ((c.get("metrics") or {}).get("test") or {}).get("per_source") or {}})
     head = ["model", "input", "params", "MB", "threshold", "acc", "AUC", "EER", "ECE"]
-    head += [f"{s} acc / AUC" for s in sources] + ["train time"]
+    heldout = list(dict.fromkeys(h for c in cards for h in ((c.get("coverage") or {}).get("heldout") or {})))
+    head += [f"{s} acc / AUC" for s in sources]
+    head += [f"held-out {h}: AUC / caught / reals called fake / fakes shown REAL, no warning" for h in heldout]
+    head += ["train time"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in cards:
         t = (c.get("metrics") or {}).get("test") or {}
@@ -340,6 +344,9 @@ def models_markdown(cards: list[dict]) -> str:
                f"{c['params'] / 1e6:.2f} M", f"{c['file_mb']:.1f}", f"{c['threshold']:.3f}",
                _pct(t.get("accuracy")), _num(t.get("auc")), _num(t.get("eer")), _num(t.get("ece"))]
         row += [f"{_pct(ps.get(s, {}).get('accuracy'))} / {_num(ps.get(s, {}).get('auc'))}" for s in sources]
+        held = (c.get("coverage") or {}).get("heldout") or {}
+        row += [" / ".join([_num(held.get(h, {}).get("auc"), 2)] + [_pct(held.get(h, {}).get(k), 0) for k in
+                ("recall", "real_called_fake", "fake_passed_as_real")]) for h in heldout]
         row.append("n/a" if secs is None else f"{secs / 60:.0f} min")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

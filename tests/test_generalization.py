@@ -297,3 +297,18 @@ def test_heatmap_draws_fakes_passed_as_real_coloured_as_a_harm():
     def scale(metric):
         return [c[1] for c in matrix_view.heatmap(frame, metric, "t").data[0].colorscale]
     assert scale("fakes passed as real, no warning") == scale("reals called fake") != scale("AUC")
+
+
+def test_models_markdown_has_a_heldout_column_per_generator_from_the_cards():
+    """The README's model table: each held-out generator recorded in a card is a column of AUC /
+    caught / reals called fake / fakes shown REAL with no warning; a card without it reads n/a."""
+    from detector.__main__ import models_markdown
+
+    base = {"input_size": 32, "params": 1000, "file_mb": 0.1, "threshold": 0.5, "metrics": {"test": {}}}
+    cell = {"auc": 0.671, "recall": 0.49, "real_called_fake": 0.086, "fake_passed_as_real": 0.172}
+    cards = [{**base, "name": "a", "default": True, "coverage": {"heldout": {"gen_x": cell}}},
+             {**base, "name": "b", "default": False}]
+    table = models_markdown(cards).splitlines()
+    assert "held-out gen_x: AUC / caught / reals called fake / fakes shown REAL, no warning" in table[0]
+    assert "| 0.67 / 49% / 9% / 17% |" in table[2]
+    assert "| n/a / n/a / n/a / n/a |" in table[3]
