@@ -77,10 +77,9 @@ def verdict_shares(y, p, threshold: float, novelty_values=None) -> dict:
     return out
 
 
-def cell_metrics(y, p, threshold: float, novelty_values=None) -> dict:
-    """One matrix cell: AUC, accuracy, fakes caught, reals called fake (95% intervals), the
-    fakes caught at 10% reals flagged (threshold-free, `evaluation.recall_at_fpr`) and, given
-    the images' novelty, what the Detect page shows for them (`verdict_shares`)."""
+def cell_metrics(y, p, threshold: float) -> dict:
+    """One matrix cell: AUC, accuracy, fakes caught, reals called fake (95% intervals), and the
+    fakes caught at 10% reals flagged (threshold-free, `evaluation.recall_at_fpr`)."""
     y = np.asarray(y).astype(int)
     p = np.asarray(p, dtype=float)
     m = evaluation.binary_metrics(y, p, threshold)
@@ -91,8 +90,7 @@ def cell_metrics(y, p, threshold: float, novelty_values=None) -> dict:
         "n": int(y.size), "n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum()),
         "auc": m["auc"], "auc_ci": m["auc_ci"], "accuracy": m["accuracy"], "accuracy_ci": m["accuracy_ci"],
         "recall": recall, "recall_ci": recall_ci, "real_called_fake": fpr, "real_called_fake_ci": fpr_ci,
-        "caught_at_10pct_fpr": evaluation.recall_at_fpr(y, p, OPERATING_FPR),
-        **verdict_shares(y, p, threshold, novelty_values)})
+        "caught_at_10pct_fpr": evaluation.recall_at_fpr(y, p, OPERATING_FPR)})
 
 
 @dataclass
@@ -238,8 +236,9 @@ def recipe_matrix(sets: Sets, features: FeatureFn, *, cap: int | None = MAX_TRAI
 # --- shipped models ---------------------------------------------------------------------
 
 def model_matrix(sets: Sets, model: str | None = None, say: Callable[[str], None] | None = None) -> list[dict]:
-    """One row: a shipped model scored as it is on every column, at its card's threshold, with
-    its novelty check (what the Detect page refuses to judge)."""
+    """One row: a shipped model scored as it is on every column, at its card's threshold; its
+    cells also say what the Detect page shows for those images (`verdict_shares`: a recipe's
+    probe is not served, so its cells do not)."""
     from detector import inference
 
     det = inference.load_detector(model)
@@ -252,7 +251,8 @@ def model_matrix(sets: Sets, model: str | None = None, say: Callable[[str], None
         px = data.load_pixels(frame["path"].tolist(), det.size, progress=False)
         s = inference.BatchScores.concat([det.score(px[i:i + 64]) for i in range(0, len(px), 64)]) \
             if len(px) else inference.BatchScores(np.zeros(0))
-        cells[c] = cell_metrics(frame["label"], s.p_fake, det.threshold, s.novelty)
+        cells[c] = {**cell_metrics(frame["label"], s.p_fake, det.threshold),
+                    **evaluation.to_jsonable(verdict_shares(frame["label"], s.p_fake, det.threshold, s.novelty))}
     return [{"trained_on": trained, "left_out": [], "threshold": det.threshold, "model": det.name, "cells": cells}]
 
 

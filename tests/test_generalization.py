@@ -63,17 +63,16 @@ def test_cell_says_what_the_detect_page_shows_for_missed_fakes():
     y = [1, 1, 1, 1, 1, 0, 0, 0, 0]
     p = [0.9, 0.2, 0.1, 0.8, 0.3, 0.1, 0.9, 0.1, 0.1]
     nov = [0.5, 1.5, 0.5, 2.0, 0.9, 3.0, 0.5, 0.5, 1.01]
-    cell = generalization.cell_metrics(y, p, 0.5, nov)
-    assert cell["recall"] == pytest.approx(2 / 5)  # the score alone, as before
+    cell = generalization.verdict_shares(y, p, 0.5, nov)
     assert cell["cannot_judge_fake"] == pytest.approx(2 / 5)  # novelty 1.5 and 2.0
     assert cell["fake_passed_as_real"] == pytest.approx(2 / 5)  # 0.1 and 0.3, both familiar
     assert cell["cannot_judge_real"] == pytest.approx(2 / 4)  # 3.0 and 1.01
     lo, hi = cell["fake_passed_as_real_ci"]
     assert lo < 0.4 < hi
     # a model without a novelty reference refuses nothing: every missed fake is shown REAL
-    bare = generalization.cell_metrics(y, p, 0.5)
+    bare = generalization.verdict_shares(y, p, 0.5)
     assert bare["cannot_judge_fake"] == bare["cannot_judge_real"] == 0
-    assert bare["fake_passed_as_real"] == pytest.approx(1 - bare["recall"])
+    assert bare["fake_passed_as_real"] == pytest.approx(3 / 5)  # every fake under 0.5
 
 
 def test_caught_at_few_reals_flagged_can_rank_detectors_unlike_the_auc():
@@ -104,6 +103,8 @@ def test_recipe_matrix_leaves_each_source_out_and_scores_heldout(tiny_dataset, h
         assert r["cells"]["alpha"]["auc"] > 0.9 and r["cells"]["beta"]["auc"] > 0.9
     # the held-out fakes have no checker: the probe catches few of them
     assert rows[0]["cells"]["brightgen"]["recall"] < 0.5
+    # a probe is not what the Detect page serves: no claim about what that page would show
+    assert not any(k in r["cells"]["brightgen"] for r in rows for k in generalization.VERDICT_KEYS)
     frame = generalization.long_frame({"rows": rows, "heldout": ["brightgen"]})
     assert len(frame) == 9
     assert set(frame["kind"]) == {"seen in training", "left out", "held-out generator"}
