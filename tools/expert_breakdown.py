@@ -7,8 +7,10 @@ Usage, from the repository root (needs ../shared/data and ../shared/heldout):
 
 Prints, per set and class, the router's mean weight on each expert and each expert's calibrated
 score (the inputs of the `SourceMixture` layer), then AUC / fakes caught / reals called fake /
-fakes caught at 10% reals flagged for the routed score, each expert alone, and fixed mixes
-(mean, max). Thresholds come from val; held-out and test images are only scored.
+fakes caught at 10% reals flagged for the routed score, each expert alone, fixed mixes (mean,
+max) and, for an expert with position probes, the routed score with that expert's own branch
+logit in place of its branch+probes blend (Platt-calibrated on that source's val images).
+Thresholds and calibrations come from val; held-out and test images are only scored.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import os
 import sys
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -25,18 +28,23 @@ from detector import generalization as g  # noqa: E402
 HELDOUT = ["../shared/heldout/stylegan3", "../shared/heldout/diffusion_sd21"]
 
 
-def expert_scores(det, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(router weights (N, K), calibrated expert scores (N, K)) of an experts model."""
+def expert_scores(det, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(router weights (N, K), calibrated expert scores (N, K), {source: its branch's own logit
+    (N,)} for each expert with position probes) of an experts model."""
     import keras
 
     mixture = det.model.get_layer("mixture")
-    inputs = keras.Model(det.model.inputs, mixture.input)
-    parts = [inputs.predict(pixels[i:i + 64], verbose=0) for i in range(0, len(pixels), 64)]
-    router = np.concatenate([p[0] for p in parts])
-    raw = np.stack([np.concatenate([p[k] for p in parts])[:, 0] for k in range(1, len(parts[0]))], axis=1)
+    probed = [s for s in mixture.sources if any(layer.name == f"probes_{s}_logits" for layer in det.model.layers)]
+    outputs = [*mixture.input, *(det.model.get_layer(f"probes_{s}_logits").output for s in probed)]
+    net = keras.Model(det.model.inputs, outputs)
+    parts = [net.predict(pixels[i:i + 64], verbose=0) for i in range(0, len(pixels), 64)]
+    joined = [np.concatenate([p[k] for p in parts]) for k in range(len(outputs))]
+    k = len(mixture.sources)
+    raw = np.concatenate(joined[1:k + 1], axis=1)
     logits = np.log(np.clip(raw, 1e-6, 1) / np.clip(1 - raw, 1e-6, 1))
     calibrated = 1 / (1 + np.exp(-(logits / np.array(mixture.temperatures) + np.array(mixture.biases))))
-    return router, calibrated
+    branch = {s: joined[k + 1 + i][:, 0] for i, s in enumerate(probed)}  # the first logit the blend combines
+    return joined[0], calibrated, branch
 
 
 def main(model: str | None) -> None:
@@ -50,13 +58,24 @@ def main(model: str | None) -> None:
     for c in sets.columns:
         y = frames[c]["label"].to_numpy()
         for label, name in ((0, "real"), (1, "fake")):
-            router, cal = (a[y == label] for a in out[c])
+            router, cal = (a[y == label] for a in out[c][:2])
             print(f"{c:<16} {name}: router " + ", ".join(f"{s} {w:.2f}" for s, w in zip(sources, router.mean(0)))
                   + "; expert scores " + ", ".join(f"{s} {v:.2f}" for s, v in zip(sources, cal.mean(0))))
-    combos = {"routed": lambda r, c: (r * c).sum(1), "mean": lambda r, c: c.mean(1), "max": lambda r, c: c.max(1)}
-    combos.update({f"{s} alone": (lambda i: lambda r, c: c[:, i])(i) for i, s in enumerate(sources)})
+    combos = {"routed": lambda r, c, b: (r * c).sum(1), "mean": lambda r, c, b: c.mean(1),
+              "max": lambda r, c, b: c.max(1)}
+    combos.update({f"{s} alone": (lambda i: lambda r, c, b: c[:, i])(i) for i, s in enumerate(sources)})
+    val = frames["val"]
+    for s in out["val"][2]:
+        i, mine = sources.index(s), (val["source"] == s).to_numpy()
+        platt = LogisticRegression(C=1e6).fit(out["val"][2][s][mine, None], val["label"].to_numpy()[mine])
+
+        def without_probes(r, c, b, i=i, s=s, platt=platt):
+            c = c.copy()
+            c[:, i] = platt.predict_proba(b[s][:, None])[:, 1]
+            return (r * c).sum(1)
+        combos[f"routed, {s} without probes"] = without_probes
     for name, fn in combos.items():
-        threshold = evaluation.choose_threshold(frames["val"]["label"].to_numpy(), fn(*out["val"]))
+        threshold = evaluation.choose_threshold(val["label"].to_numpy(), fn(*out["val"]))
         cells = []
         for c in sets.columns:
             m = g.cell_metrics(frames[c]["label"], fn(*out[c]), threshold)
