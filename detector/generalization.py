@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from detector import data, evaluation, significance
+from detector import data, evaluation, novelty, significance
 
 FeatureFn = Callable[[list[str]], np.ndarray]
 MAX_TRAIN_PER_CLASS = 600  # per source and class: keeps a frozen-feature matrix to minutes
@@ -64,8 +64,6 @@ def verdict_shares(y, p, threshold: float, novelty_values=None) -> dict:
     threshold. So a fake the model misses is either refused with a reason or passed as real with
     no warning, and only the second misleads. A model without a novelty reference
     (`novelty_values` None) refuses nothing: every missed fake passes. Shares with 95% intervals."""
-    from detector import novelty
-
     y = np.asarray(y).astype(int)
     p = np.asarray(p, dtype=float)
     refused = np.zeros(p.shape, bool) if novelty_values is None else novelty.unfamiliar(novelty_values)
@@ -74,7 +72,7 @@ def verdict_shares(y, p, threshold: float, novelty_values=None) -> dict:
     for key, hit, label in (("cannot_judge_fake", refused, 1), ("fake_passed_as_real", passed, 1),
                             ("cannot_judge_real", refused, 0)):
         out[key], out[f"{key}_ci"] = _rate(int((hit & (y == label)).sum()), int((y == label).sum()))
-    return out
+    return evaluation.to_jsonable(out)
 
 
 def cell_metrics(y, p, threshold: float) -> dict:
@@ -252,7 +250,7 @@ def model_matrix(sets: Sets, model: str | None = None, say: Callable[[str], None
         s = inference.BatchScores.concat([det.score(px[i:i + 64]) for i in range(0, len(px), 64)]) \
             if len(px) else inference.BatchScores(np.zeros(0))
         cells[c] = {**cell_metrics(frame["label"], s.p_fake, det.threshold),
-                    **evaluation.to_jsonable(verdict_shares(frame["label"], s.p_fake, det.threshold, s.novelty))}
+                    **verdict_shares(frame["label"], s.p_fake, det.threshold, s.novelty)}
     return [{"trained_on": trained, "left_out": [], "threshold": det.threshold, "model": det.name, "cells": cells}]
 
 
@@ -302,12 +300,14 @@ def heldout_summary(result: dict) -> dict:
     real with no warning."""
     row = result["rows"][0]
     held = {c: {k: row["cells"][c].get(k) for k in HELDOUT_KEYS} for c in result["heldout"]}
-    aucs = [v["auc"] for v in held.values() if v["auc"] is not None]
-    caught = [v["caught_at_10pct_fpr"] for v in held.values() if v.get("caught_at_10pct_fpr") is not None]
-    passed = [v["fake_passed_as_real"] for v in held.values() if v.get("fake_passed_as_real") is not None]
-    return {"heldout": held, "worst_heldout_auc": min(aucs) if aucs else None,
-            "worst_heldout_caught_at_10pct_fpr": min(caught) if caught else None,
-            "worst_heldout_passed_as_real": max(passed) if passed else None}
+
+    def worst(key: str, pick=min):
+        values = [v[key] for v in held.values() if v.get(key) is not None]
+        return pick(values) if values else None
+
+    return {"heldout": held, "worst_heldout_auc": worst("auc"),
+            "worst_heldout_caught_at_10pct_fpr": worst("caught_at_10pct_fpr"),
+            "worst_heldout_passed_as_real": worst("fake_passed_as_real", max)}
 
 
 def coverage(result: dict, kinds: dict[str, str]) -> dict:

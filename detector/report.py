@@ -86,7 +86,8 @@ def coverage_text(card: dict) -> str:
     "Trained on face swaps and StyleGAN faces; on generators it never saw: AUC 0.67-0.88
     (stylegan3 0.88, diffusion_sd21 0.67), 49-53% of their fakes caught, 17-45% passed as real with
     no warning; Photoshop edits ...". The last share is the one that misleads: a missed fake that
-    the novelty check refuses is shown as CANNOT JUDGE, any other as REAL. Without measured held-out numbers it says so: a verdict must never look wider than it is."""
+    the novelty check refuses is shown as CANNOT JUDGE, any other as REAL. Without measured
+    held-out numbers it says so: a verdict must never look wider than it is."""
     cov = card.get("coverage") or {}
     kinds = cov.get("trained_on")
     if not kinds:

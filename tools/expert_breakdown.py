@@ -40,9 +40,9 @@ def expert_scores(det, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict
     parts = [net.predict(pixels[i:i + 64], verbose=0) for i in range(0, len(pixels), 64)]
     joined = [np.concatenate([p[k] for p in parts]) for k in range(len(outputs))]
     k = len(mixture.sources)
-    raw = np.concatenate(joined[1:k + 1], axis=1)
-    logits = np.log(np.clip(raw, 1e-6, 1) / np.clip(1 - raw, 1e-6, 1))
-    calibrated = 1 / (1 + np.exp(-(logits / np.array(mixture.temperatures) + np.array(mixture.biases))))
+    # each expert calibrated as `SourceMixture` does it
+    calibrated = np.stack([evaluation.apply_temperature(joined[1 + i][:, 0], t, b)
+                           for i, (t, b) in enumerate(zip(mixture.temperatures, mixture.biases))], axis=1)
     branch = {s: joined[k + 1 + i][:, 0] for i, s in enumerate(probed)}  # the first logit the blend combines
     return joined[0], calibrated, branch
 
