@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -120,21 +121,38 @@ def write_image(folder: Path, i: int) -> Path:
     return path
 
 
-def predict_once(browser, url: str, image: Path, timeout_ms: int) -> str:
-    """One browser session: open Detect, upload, wait for the verdict badge, close."""
+@contextmanager
+def detect_page(browser, url: str, upload: Path, timeout_ms: int):
+    """One browser session: open Detect and choose `upload`; the session closes on exit."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     try:
         page = context.new_page()
         page.set_default_timeout(timeout_ms)
         page.goto(url + "/")
         page.get_by_role("heading", name="Detect deepfakes", exact=True).wait_for()
-        page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(image))
+        page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(upload))
+        yield page
+    finally:
+        context.close()
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """Terminate the server, killing it if it has not exited after 20 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=20)
+
+
+def predict_once(browser, url: str, image: Path, timeout_ms: int) -> str:
+    """One browser session: open Detect, upload, wait for the verdict badge, close."""
+    with detect_page(browser, url, image, timeout_ms) as page:
         heading = page.get_by_role("heading", name=image.name, exact=True)
         header = page.locator('[data-testid="stHorizontalBlock"]').filter(has=heading).filter(has_text=BADGE_RE)
         header.first.wait_for()
         return BADGE_RE.search(header.first.inner_text()).group(0)
-    finally:
-        context.close()
 
 
 def main(argv=None) -> int:
@@ -171,11 +189,7 @@ def main(argv=None) -> int:
                         print(f"{i:>11} {rows[-1][1]:>9.1f} {time.time() - t0:>8.1f}  {verdicts}", flush=True)
                 browser.close()
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_server(server)
             log = (tmp / "server.log").read_text(errors="replace")
         if "Traceback" in log:
             print("server log has a traceback:\n" + log[-3000:], file=sys.stderr)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,16 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from memory_soak import CHROMIUM, CHROMIUM_ARGS, free_port, rss_mb, start_server, write_image  # noqa: E402
+from memory_soak import (  # noqa: E402
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    detect_page,
+    free_port,
+    rss_mb,
+    start_server,
+    stop_server,
+    write_image,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,16 +58,8 @@ def write_zip(path: Path, members: int, width: int, height: int) -> int:
 
 def session(browser, url: str, upload: Path, timeout_ms: int) -> None:
     """One browser session: open Detect, upload, wait for the whole batch (report buttons), close."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    try:
-        page = context.new_page()
-        page.set_default_timeout(timeout_ms)
-        page.goto(url + "/")
-        page.get_by_role("heading", name="Detect deepfakes", exact=True).wait_for()
-        page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(upload))
+    with detect_page(browser, url, upload, timeout_ms) as page:
         page.get_by_text("HTML report", exact=True).first.wait_for()
-    finally:
-        context.close()
 
 
 def main(argv=None) -> int:
@@ -120,11 +120,7 @@ def main(argv=None) -> int:
                     return 1
                 print(f"ok: {end - base:+.0f} MiB over the baseline, within {bound:.0f} MiB", flush=True)
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_server(server)
         log = (tmp / "server.log").read_text(errors="replace")
         if "Traceback" in log:
             print("server log has a traceback:\n" + log[-3000:], file=sys.stderr)
