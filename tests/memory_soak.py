@@ -146,6 +146,16 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.wait(timeout=20)
 
 
+def log_has_traceback(log_path: Path) -> bool:
+    """True (and the log's tail on stderr) when the server logged a traceback: a soak that
+    kept its memory flat but crashed a session has not passed."""
+    log = log_path.read_text(errors="replace")
+    if "Traceback" not in log:
+        return False
+    print("server log has a traceback:\n" + log[-3000:], file=sys.stderr)
+    return True
+
+
 def predict_once(browser, url: str, image: Path, timeout_ms: int) -> str:
     """One browser session: open Detect, upload, wait for the verdict badge, close."""
     with detect_page(browser, url, image, timeout_ms) as page:
@@ -190,9 +200,7 @@ def main(argv=None) -> int:
                 browser.close()
         finally:
             stop_server(server)
-            log = (tmp / "server.log").read_text(errors="replace")
-        if "Traceback" in log:
-            print("server log has a traceback:\n" + log[-3000:], file=sys.stderr)
+        if log_has_traceback(tmp / "server.log"):
             return 1
     if len(rows) >= 3:
         half = rows[len(rows) // 2]

@@ -33,6 +33,7 @@ from PIL import Image
 
 from conftest import REPO_ROOT, fake_image, smooth_image
 from detector import store
+from memory_soak import stop_server
 
 try:
     from playwright.sync_api import sync_playwright
@@ -101,12 +102,7 @@ def _streamlit(models_root: Path, log_path: Path):
             time.sleep(0.5)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=20)
+        stop_server(proc)
     assert "Traceback" not in log_path.read_text(errors="replace"), log_path.read_text()[-3000:]
 
 

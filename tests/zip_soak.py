@@ -35,6 +35,7 @@ from memory_soak import (  # noqa: E402
     CHROMIUM_ARGS,
     detect_page,
     free_port,
+    log_has_traceback,
     rss_mb,
     start_server,
     stop_server,
@@ -121,9 +122,7 @@ def main(argv=None) -> int:
                 print(f"ok: {end - base:+.0f} MiB over the baseline, within {bound:.0f} MiB", flush=True)
         finally:
             stop_server(server)
-        log = (tmp / "server.log").read_text(errors="replace")
-        if "Traceback" in log:
-            print("server log has a traceback:\n" + log[-3000:], file=sys.stderr)
+        if log_has_traceback(tmp / "server.log"):
             return 1
     return 0
 
