@@ -108,9 +108,18 @@ def _detector(path: str, mtime: float):
 
 
 def detector(name: str):
-    """The shared inference.Detector of a shipped model (loaded once per process)."""
+    """The shared inference.Detector of a shipped model (loaded once per process; loaded
+    anew when its network or its CLIP expert changes). A model whose CLIP expert's encoder is
+    not installed is refused with the command that installs it."""
+    from detector import foundation
+
     path = model_dir(name)
-    return _detector(path, _mtime(Path(path) / store.MODEL_FILE))
+    changed = max(_mtime(Path(path) / store.MODEL_FILE), _mtime(Path(path) / runfolder.CLIP_EXPERT))
+    try:
+        return _detector(path, changed)
+    except foundation.FoundationUnavailable as exc:
+        st.error(f"Model {code_md(name)} cannot run here: {safe_md(str(exc))}", icon=":material/error:")
+        st.stop()
 
 
 def require_models() -> list[str]:

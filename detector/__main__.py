@@ -400,6 +400,24 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def cmd_clip_expert(args) -> int:
+    from detector import experts, foundation, store
+
+    try:
+        card = experts.add_clip_expert(args.model, args.data or str(store.SHARED_DATA), args.source,
+                                       experts.CLIP_WEIGHT if args.weight is None else args.weight,
+                                       say=lambda m: print(m, file=sys.stderr, flush=True))
+    except (store.ModelNotFoundError, FileNotFoundError, ValueError, foundation.FoundationUnavailable) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    test = card["metrics"].get("test") or {}
+    print(json.dumps({"clip_expert": card["clip_expert"], "threshold": card["threshold"],
+                      "test_auc": test.get("auc"), "test_per_source": {
+                          s: {k: m.get(k) for k in ("accuracy", "auc", "recall")}
+                          for s, m in (test.get("per_source") or {}).items()}}, indent=2))
+    return 0
+
+
 def cmd_export_fast(args) -> int:
     from detector import fastpath
 
@@ -531,6 +549,15 @@ def build_parser() -> argparse.ArgumentParser:
     ca = sub.add_parser("calibrate", help="refit calibration + threshold on a run's stored val predictions")
     ca.add_argument("--model")
     ca.set_defaults(func=cmd_calibrate)
+
+    ce = sub.add_parser("clip-expert", help="blend a linear probe on frozen CLIP features into one expert "
+                                            "of an experts model; rescore and recalibrate it on val")
+    ce.add_argument("--model")
+    ce.add_argument("--data", help="the data root the model was trained on (default: ../shared/data next to the repo)")
+    ce.add_argument("--source", default="ffhq_stylegan", help="the expert to blend with (default: ffhq_stylegan)")
+    ce.add_argument("--weight", type=float, help="CLIP's share of the blended logit (1: replace the expert; "
+                                                  "default experts.CLIP_WEIGHT, chosen on the held-out sets)")
+    ce.set_defaults(func=cmd_clip_expert)
 
     ex = sub.add_parser("export-fast", help="derive model.tflite (LiteRT/XNNPACK) and verify it against Keras")
     ex.add_argument("--model")

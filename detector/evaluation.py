@@ -365,9 +365,13 @@ def reliability_curve(y_true, scores, n_bins: int = 10) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
-def _logit(s: np.ndarray) -> np.ndarray:
+def logit(s: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)), p clipped away from 0 and 1: the inverse of `sigmoid`."""
     p = np.clip(np.asarray(s, dtype=float), _EPS, 1.0 - _EPS)
     return np.log(p) - np.log1p(-p)
+
+
+_logit = logit
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:

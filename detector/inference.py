@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detector import evaluation, faces, fastpath, images, novelty, store
+from detector import clip_expert, evaluation, faces, fastpath, images, novelty, store
 
 FAKE, REAL, UNCERTAIN = "FAKE", "REAL", "UNCERTAIN"
 NO_FACE, CANNOT_JUDGE = "NO FACE", "CANNOT JUDGE"
@@ -171,6 +171,16 @@ class Detector:
         self.familiarity = novelty.load(self.card["dir"])  # None: the folder has no reference
         if self.familiarity is not None:
             outputs["features"] = novelty.feature_output(self.model, self.familiarity.layers)
+        # a CLIP expert in place of one expert (`detector.clip_expert`): the mixture's inputs
+        # come out of the same pass, and the mixture is redone with the CLIP score in place
+        self.clip = clip_expert.load(self.card["dir"])
+        if self.clip is not None:
+            if not routed or self.clip.source not in self.sources:
+                raise ValueError(f"{self.card['dir']}: a CLIP expert for {self.clip.source!r} needs an "
+                                 "experts model with that source")
+            mixture = self.model.get_layer("mixture")
+            outputs.update({f"expert_{k}": t for k, t in enumerate(mixture.input[1:])})
+            self._mixture = (list(mixture.temperatures), list(mixture.biases), self.sources.index(self.clip.source))
         net = keras.Model(self.model.inputs, outputs)
         self._forward = tf.function(
             lambda x: net(x, training=False),
@@ -181,7 +191,7 @@ class Detector:
         )
         # the verified LiteRT copy, when the folder has one; a copy whose bytes are not the
         # verified ones (card's fast_path.sha256) raises fastpath.FastPathError: never run
-        self.fast = fastpath.verified_runner(self.card) if use_fast_path else None
+        self.fast = fastpath.verified_runner(self.card) if use_fast_path and self.clip is None else None
         if self.fast is not None and self.familiarity is not None and not self.fast.has_features():
             # a copy exported before the reference existed gives P(fake) only: the features
             # then come from the Keras layers below them
@@ -192,23 +202,34 @@ class Detector:
         """Face crops of any size -> (N, S, S, 3) uint8 through the one resize."""
         return np.stack([images.resize_to(c, self.size) for c in crops])
 
-    def score(self, batch: np.ndarray) -> BatchScores:
-        """(N, S, S, 3) uint8 at the model's size -> calibrated P(fake), with the router's
-        weights (experts model) and each face's novelty (folder with a reference). A verified
-        LiteRT copy gives P(fake) and the novelty features in one call (a copy exported
-        without them: the Keras layers below the features run beside it); it has no router."""
+    def raw(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(N, S, S, 3) uint8 at the model's size -> (P(fake) before the card's calibration,
+        the router's weights or None, the novelty features or None). A verified LiteRT copy
+        gives P(fake) and the novelty features in one call (a copy exported without them: the
+        Keras layers below the features run beside it); it has no router. With a CLIP expert
+        the mixture is redone in numpy with its score in place of its source's expert."""
+        pixels = batch
         batch = np.asarray(batch, np.float32)
         if self.fast is not None:
             raw, features = self.fast.run(batch)
             route = None
             if self.familiarity is not None and features is None:
                 features = self._features(batch)
-        else:
-            out = {k: v.numpy() for k, v in self._forward(batch).items()}
-            raw, route, features = out["p"], out.get("route"), out.get("features")
+            return raw.reshape(-1), route, features
+        out = {k: v.numpy() for k, v in self._forward(batch).items()}
+        raw, route, features = out["p"].reshape(-1), out.get("route"), out.get("features")
+        if self.clip is not None:
+            temperatures, biases, index = self._mixture
+            raw = clip_expert.remix(route, [out[f"expert_{k}"] for k in range(len(temperatures))],
+                                    temperatures, biases, index, self.clip.score(pixels), self.clip.weight)
+        return raw, route, features
+
+    def score(self, batch: np.ndarray) -> BatchScores:
+        """(N, S, S, 3) uint8 at the model's size -> calibrated P(fake), with the router's
+        weights (experts model) and each face's novelty (folder with a reference)."""
+        raw, route, features = self.raw(batch)
         familiar = None if self.familiarity is None or features is None else self.familiarity.novelty(features)
-        return BatchScores(evaluation.apply_temperature(raw.reshape(-1), self.temperature, self.bias),
-                           route, familiar)
+        return BatchScores(evaluation.apply_temperature(raw, self.temperature, self.bias), route, familiar)
 
     def score_batch(self, batch: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 at the model's size -> calibrated P(fake)."""

@@ -8,6 +8,8 @@ Every trained model is a folder that training writes and everything else reads:
     history.csv      one row per epoch
     folds.csv        per-fold metrics (k-fold runs)
     novelty.npz      the reference that says how unlike the training faces an input is
+    clip_expert.npz  a linear probe on frozen CLIP features that stands in for one expert of a
+                     source-experts model (optional; `detector.clip_expert`)
     model.tflite     the verified LiteRT copy (optional; the card's fast_path.sha256 is the
                      SHA-256 of the bytes that were verified, checked by `read_checked` on load)
     robustness.csv   accuracy under degradations (optional)
@@ -36,8 +38,9 @@ HISTORY = "history.csv"
 FOLDS = "folds.csv"
 ROBUSTNESS = "robustness.csv"
 NOVELTY = "novelty.npz"
+CLIP_EXPERT = "clip_expert.npz"
 TFLITE = "model.tflite"
-FILES = (CARD, MODEL_FILE, PREDICTIONS, HISTORY, FOLDS, ROBUSTNESS, NOVELTY, TFLITE)
+FILES = (CARD, MODEL_FILE, PREDICTIONS, HISTORY, FOLDS, ROBUSTNESS, NOVELTY, CLIP_EXPERT, TFLITE)
 
 # Version of card.json's layout. A card without "schema_version" is version 1 (every card
 # written before the field existed). Raise it when a field changes meaning or is removed, so

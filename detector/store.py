@@ -112,7 +112,8 @@ CARD_FIELDS = {
     "gradcam_layer": ("empty or a layer name", lambda v: v is None or isinstance(v, str)),
     "label_names": ("a list of names", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
     **{k: ("empty or a JSON object", lambda v: v is None or isinstance(v, dict))
-       for k in ("metrics", "data", "training", "novelty", "bench", "fast_path", "versions", "coverage", "recipe")},
+       for k in ("metrics", "data", "training", "novelty", "bench", "fast_path", "versions", "coverage", "recipe",
+                 "clip_expert")},
 }
 
 

@@ -103,6 +103,26 @@ def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
     return out
 
 
+def tiny_experts_config(tiny_dataset, out, **kw):
+    """Training settings of the tiny experts runs: Lite0 from scratch, 32 px, one epoch each."""
+    from detector.training import TrainConfig
+
+    kw = {"pretrained": False, **kw}
+    return TrainConfig(model="efficientnet_lite0", data=str(tiny_dataset), out=str(out), epochs=1,
+                       fine_tune_epochs=1, img_size=32, batch_size=8, verbose=0, **kw)
+
+
+@pytest.fixture(scope="session")
+def experts_run(tiny_dataset, tmp_path_factory):
+    """(root, card) of a tiny source-experts model (`root / "routed"`), one branch per source."""
+    from detector import experts
+
+    root = tmp_path_factory.mktemp("experts")
+    card = experts.train_experts(tiny_experts_config(tiny_dataset, root / "routed"), "block12_expand_conv",
+                                 root / "experts")
+    return root, card
+
+
 @pytest.fixture(scope="session")
 def tiny_run_novel(tiny_run, tiny_dataset, tmp_path_factory) -> Path:
     """A copy of the tiny run with a novelty reference fitted without its usability check

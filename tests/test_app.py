@@ -296,10 +296,14 @@ def test_sample_gallery_shows_no_face_for_the_cat_and_cup_and_marks_the_fakes(ap
         v, mark = table.loc[f"sample: {n}", "verdict"], table.loc[f"sample: {n}", "correct"]
         assert mark == ("" if v not in ("REAL", "FAKE") else "right" if v == "FAKE" else "wrong")
     if models_dir == ROOT / "models" and store.default_model_name(models_dir) == "efficientnet_lite0_experts":
-        # the shipped default calls the shipped fakes FAKE, and the real astronaut REAL
+        # the shipped default calls the shipped fakes FAKE, and scores the real astronaut on the
+        # real side of its threshold. Since its StyleGAN expert has a CLIP partner this official
+        # studio portrait sits near the threshold (0.385 at 0.392; CLIP's probe alone: 0.84): REAL,
+        # or UNCERTAIN within the page's default band (docs/limitations.md), never FAKE
         assert [table.loc[f"sample: {n}", "verdict"] for n in fakes] == ["FAKE"] * len(fakes)
-        assert table.loc["sample: astronaut.jpg", "verdict"] == "REAL"
-        assert table.loc["sample: astronaut.jpg", "correct"] == "right"
+        astronaut = table.loc["sample: astronaut.jpg"]
+        assert astronaut["p_fake"] < store.read_card(store.default_model_name(models_dir))["threshold"]
+        assert (astronaut["verdict"], astronaut["correct"]) in {("REAL", "right"), ("UNCERTAIN", "")}
 
 
 def test_uploader_limit_and_toolbar_match_the_real_ones():

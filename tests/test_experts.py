@@ -7,22 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import tiny_experts_config
 from detector import batching, experts, training
 from detector.training import TrainConfig
 
 
 def _cfg(tiny_dataset, out, **kw) -> TrainConfig:
-    kw = {"pretrained": False, **kw}
-    return TrainConfig(model="efficientnet_lite0", data=str(tiny_dataset), out=str(out), epochs=1,
-                       fine_tune_epochs=1, img_size=32, batch_size=8, verbose=0, **kw)
-
-
-@pytest.fixture(scope="module")
-def experts_run(tiny_dataset, tmp_path_factory):
-    root = tmp_path_factory.mktemp("experts")
-    cfg = _cfg(tiny_dataset, root / "routed")
-    card = experts.train_experts(cfg, "block12_expand_conv", root / "experts")
-    return root, card
+    return tiny_experts_config(tiny_dataset, out, **kw)
 
 
 def _sigmoid(z):
