@@ -23,7 +23,7 @@ PACKAGE = ROOT / "detector"
 LAYERS: dict[str, tuple[str, ...]] = {
     "core": ("images", "faces", "evaluation", "significance", "runfolder", "data", "degrade", "selfblend",
              "memory", "forensics", "jobs", "roots", "textsafe", "summaries", "__init__"),
-    "model": ("layers", "zoo", "pretrained", "novelty", "probes", "batching", "store", "foundation"),
+    "model": ("layers", "zoo", "pretrained", "novelty", "probes", "batching", "store", "foundation", "clip_expert"),
     "serve": ("inference", "fastpath", "explain", "report", "provenance", "custody", "stability", "evidence",
               "pdf_report", "warmup", "batch", "live"),
     "pipelines": ("training", "experts", "recipes", "robustness", "bench", "learning_curve", "generalization",
