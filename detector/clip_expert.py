@@ -1,17 +1,16 @@
-"""A CLIP expert in place of one expert of a source-experts model (model layer, no training).
+"""A CLIP expert blended into one expert of a source-experts model (model layer, no training).
 
 Why (docs/generalization.md, 2026-12-06 sixth session): the experts model's StyleGAN expert is a
 network fine-tuned on the FFHQ-vs-StyleGAN collection; it learned that collection as much as its
-fakes, so on held-out StyleGAN3 faces it caught 65% at 10% reals flagged and it calls portrait
-photos from other collections fake. A linear probe on frozen CLIP ViT-B/16 features, fitted on
-the same training images only, reads the shared StyleGAN test at AUC 0.99 and held-out
-StyleGAN3 at 0.96. The router, the face-swap expert and the network's novelty check and
-Grad-CAM are unchanged: only the StyleGAN expert's calibrated score is replaced.
+fakes, so it missed many held-out StyleGAN3 faces. A linear probe on frozen CLIP ViT-B/16
+features, fitted on the same training images only, transfers better to them; its logit is
+blended with the expert's (`weight`). The router, the face-swap expert and the network's novelty
+check and Grad-CAM are unchanged: only that expert's calibrated score in the mixture changes.
 
 The folder's `clip_expert.npz` (written by `detector.experts.add_clip_expert`) holds the probe:
-the StandardScaler's mean and scale, the logistic regression's weights and intercept, and the
-Platt fit (temperature, bias) of its P(fake) on that source's val images, so the score it gives
-the mixture is calibrated like the experts' own (`layers.SourceMixture`).
+the StandardScaler's mean and scale, the logistic regression's weights and intercept, the Platt
+fit (temperature, bias) of its P(fake) on that source's val images, so the score it gives the
+mixture is calibrated like the experts' own (`layers.SourceMixture`), and the blend weight.
 """
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ from detector import evaluation, foundation, runfolder
 
 @dataclass(frozen=True)
 class ClipExpert:
-    source: str            # the expert it stands in for (one of the mixture's sources)
+    source: str            # the expert it is blended into (one of the mixture's sources)
     mean: np.ndarray       # (2048,) StandardScaler
     scale: np.ndarray
     coef: np.ndarray       # (2048,) logistic regression
@@ -55,7 +54,7 @@ def load(folder: str | Path) -> ClipExpert | None:
     with np.load(path, allow_pickle=False) as z:
         return ClipExpert(str(z["source"]), z["mean"].astype(np.float64), z["scale"].astype(np.float64),
                           z["coef"].astype(np.float64), float(z["intercept"]), float(z["temperature"]),
-                          float(z["bias"]), float(z["weight"]) if "weight" in z else 1.0)
+                          float(z["bias"]), float(z["weight"]))
 
 
 def save(folder: str | Path, expert: ClipExpert) -> Path:

@@ -371,8 +371,6 @@ def logit(s: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-_logit = logit
-
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
     """1 / (1 + exp(-z)), numerically stable."""
@@ -388,7 +386,7 @@ def apply_temperature(scores, T: float, bias: float = 0.0) -> np.ndarray:
     T = float(T)
     if not np.isfinite(T) or T <= 0:
         raise ValueError("temperature must be a positive finite number")
-    return sigmoid(_logit(scores) / T + float(bias))
+    return sigmoid(logit(scores) / T + float(bias))
 
 
 def fit_temperature(y_true, scores, bounds=(-4.0, 4.0)) -> float:
@@ -404,7 +402,7 @@ def fit_temperature(y_true, scores, bounds=(-4.0, 4.0)) -> float:
     y, s = _prepare(y_true, scores)
     if not _both_classes(y):
         return 1.0
-    z = _logit(s)
+    z = logit(s)
     if np.allclose(z, 0.0):
         return 1.0
     yf = y.astype(float)
@@ -437,7 +435,7 @@ def fit_platt(y_true, scores) -> tuple[float, float]:
     y, s = _prepare(y_true, scores)
     if not _both_classes(y):
         return 1.0, 0.0
-    z, yf = _logit(s), y.astype(float)
+    z, yf = logit(s), y.astype(float)
 
     def nll(params) -> float:
         a = z / math.exp(params[0]) + params[1]

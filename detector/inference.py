@@ -171,8 +171,8 @@ class Detector:
         self.familiarity = novelty.load(self.card["dir"])  # None: the folder has no reference
         if self.familiarity is not None:
             outputs["features"] = novelty.feature_output(self.model, self.familiarity.layers)
-        # a CLIP expert in place of one expert (`detector.clip_expert`): the mixture's inputs
-        # come out of the same pass, and the mixture is redone with the CLIP score in place
+        # a CLIP expert blended into one expert (`detector.clip_expert`): the mixture's inputs
+        # come out of the same pass, and the mixture is redone with the CLIP score blended in
         self.clip = clip_expert.load(self.card["dir"])
         if self.clip is not None:
             if not routed or self.clip.source not in self.sources:
@@ -207,7 +207,7 @@ class Detector:
         the router's weights or None, the novelty features or None). A verified LiteRT copy
         gives P(fake) and the novelty features in one call (a copy exported without them: the
         Keras layers below the features run beside it); it has no router. With a CLIP expert
-        the mixture is redone in numpy with its score in place of its source's expert."""
+        the mixture is redone in numpy with its score blended into its source's expert."""
         pixels = batch
         batch = np.asarray(batch, np.float32)
         if self.fast is not None:

@@ -525,13 +525,17 @@ def calibrate(preds: pd.DataFrame) -> tuple[dict, pd.DataFrame, dict]:
     return calib, preds, evaluation.to_jsonable(metrics)
 
 
-def recalibrate(folder: str | Path) -> dict:
+def recalibrate(folder: str | Path, rescore=None) -> dict:
     """Refit calibration and threshold of a finished run from its stored val predictions
-    (no retraining, no images needed) and rewrite its card and predictions.csv."""
+    (no retraining, no images needed) and rewrite its card and predictions.csv.
+    `rescore(rows)`, when given, first gives the val and test rows a new `p_raw` (a model
+    changed after training: `experts.add_clip_expert`)."""
     folder = Path(folder)
     preds = pd.read_csv(folder / runfolder.PREDICTIONS, keep_default_na=False)
     preds["label"] = preds["label"].map({n: i for i, n in enumerate(data.CLASS_NAMES)})
     scored = preds[preds["split"].isin(["val", "test"])]
+    if rescore is not None:
+        scored = scored.assign(p_raw=rescore(scored))
     calib, scored, metrics = calibrate(scored)
     write_predictions(pd.concat([scored, preds[~preds["split"].isin(["val", "test"])]], ignore_index=True), folder)
     return store.update_card(folder, **calib, metrics=metrics)

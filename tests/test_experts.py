@@ -12,10 +12,6 @@ from detector import batching, experts, training
 from detector.training import TrainConfig
 
 
-def _cfg(tiny_dataset, out, **kw) -> TrainConfig:
-    return tiny_experts_config(tiny_dataset, out, **kw)
-
-
 def _sigmoid(z):
     return 1 / (1 + np.exp(-z))
 
@@ -84,7 +80,7 @@ def test_branches_keep_the_trunk_and_finished_experts_are_reused(experts_run, ti
 
     mtimes = {s: (root / "experts" / s / "model.keras").stat().st_mtime for s in folders}
     capsys.readouterr()
-    experts.train_experts(_cfg(tiny_dataset, root / "again"), "block12_expand_conv", root / "experts")
+    experts.train_experts(tiny_experts_config(tiny_dataset, root / "again"), "block12_expand_conv", root / "experts")
     assert capsys.readouterr().out.count("reusing the finished run") == 2
     assert {s: (root / "experts" / s / "model.keras").stat().st_mtime for s in folders} == mtimes
 
@@ -146,7 +142,7 @@ def test_init_from_starts_from_a_finished_run_and_refuses_another_architecture(t
 
 def test_experts_need_several_sources_and_a_cached_backbone(tiny_dataset, tmp_path):
     with pytest.raises(ValueError, match="two or more sources"):
-        experts.train_experts(_cfg(tiny_dataset, tmp_path / "r"), "block12_expand_conv", tmp_path / "e",
+        experts.train_experts(tiny_experts_config(tiny_dataset, tmp_path / "r"), "block12_expand_conv", tmp_path / "e",
                               sources=["alpha"])
     with pytest.raises(ValueError, match="backbone model"):
         experts.train_experts(TrainConfig(model="custom_cnn", data=str(tiny_dataset), out=str(tmp_path / "c")),
@@ -174,7 +170,7 @@ def test_assembled_model_explains_and_exports_like_any_other(experts_run, tiny_d
 def test_a_branch_cut_where_fine_tuning_starts_starts_from_the_pretrained_weights(tiny_dataset, tmp_path):
     """With ImageNet weights and the default cut, every expert starts from ImageNet (none
     from another expert) and they still share the trunk the assembled model needs."""
-    card = experts.train_experts(_cfg(tiny_dataset, tmp_path / "routed", pretrained=True), None,
+    card = experts.train_experts(tiny_experts_config(tiny_dataset, tmp_path / "routed", pretrained=True), None,
                                  tmp_path / "experts")
     assert card["training"]["branch_from"] == "block9_expand_conv"
     for folder in (e["folder"] for e in card["training"]["experts"].values()):
@@ -191,7 +187,7 @@ def test_a_branch_may_be_another_zoo_model_on_the_same_trunk(tiny_dataset, tmp_p
 
     from detector import data, fastpath, layers  # noqa: F401
 
-    card = experts.train_experts(_cfg(tiny_dataset, tmp_path / "routed", pretrained=True), None,
+    card = experts.train_experts(tiny_experts_config(tiny_dataset, tmp_path / "routed", pretrained=True), None,
                                  tmp_path / "experts", branch_settings={"model": "efficientnet_lite0_pos"})
     first, second = card["training"]["experts"]
     architectures = {s: json.loads(open(f"{e['folder']}/card.json").read())["architecture"]
@@ -212,7 +208,7 @@ def test_a_branch_may_be_another_zoo_model_on_the_same_trunk(tiny_dataset, tmp_p
 
 def test_a_branch_model_without_the_trunk_is_refused_before_training(tiny_dataset, tmp_path):
     with pytest.raises(ValueError, match="cannot share the trunk"):
-        experts.train_experts(_cfg(tiny_dataset, tmp_path / "routed"), None, tmp_path / "experts",
+        experts.train_experts(tiny_experts_config(tiny_dataset, tmp_path / "routed"), None, tmp_path / "experts",
                               branch_settings={"model": "custom_cnn"})
     assert not (tmp_path / "experts").exists()
     experts.check_branch_model("efficientnet_lite0", "efficientnet_lite0_pos", "block9_expand_conv")
