@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from conftest import tiny_experts_config
 from detector import batching, experts, probes, training
-from tests.test_experts import _cfg, _sigmoid
+from tests.test_experts import _sigmoid
 
 
 def _halves(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +81,7 @@ def test_experts_with_probes_blend_one_branch_and_calibrate_it_on_val(tiny_datas
     from detector import data, layers  # noqa: F401
 
     root = tmp_path_factory.mktemp("probed")
-    card = experts.train_experts(_cfg(tiny_dataset, root / "routed"), "block12_expand_conv", root / "experts",
+    card = experts.train_experts(tiny_experts_config(tiny_dataset, root / "routed"), "block12_expand_conv", root / "experts",
                                  probe_sources=["beta"])
     summary = card["training"]["probes"]
     assert list(summary) == ["beta"]
@@ -103,7 +104,7 @@ def test_experts_with_probes_blend_one_branch_and_calibrate_it_on_val(tiny_datas
     assert {"temperature", "bias", "threshold"} <= set(summary["beta"])
 
     with pytest.raises(ValueError, match="not among the sources"):
-        experts.train_experts(_cfg(tiny_dataset, root / "x"), "block12_expand_conv", root / "experts",
+        experts.train_experts(tiny_experts_config(tiny_dataset, root / "x"), "block12_expand_conv", root / "experts",
                               probe_sources=["gamma"])
 
 
